@@ -1,0 +1,159 @@
+//! What the mock enforces and which faults it injects.
+
+use std::time::Duration;
+
+/// The mock provider's behaviour. `MockConfig::default()` is an unlimited, instant, fault-free
+/// provider that accepts any API key.
+///
+/// ```
+/// use std::time::Duration;
+/// use tollgate_mock::{Faults, MockConfig};
+///
+/// let config = MockConfig {
+///     rpm: Some(600),
+///     burst: Some(10),
+///     faults: Faults { rate: 0.2, ..Faults::default() },
+///     ..MockConfig::default()
+/// };
+/// assert_eq!(config.request_burst(), Some(10));
+/// # let _ = Duration::ZERO;
+/// ```
+#[derive(Debug, Clone)]
+pub struct MockConfig {
+    /// Requests per minute per API key, refilled continuously. `None`: unlimited.
+    pub rpm: Option<u32>,
+    /// Tokens per minute per API key, refilled continuously. `None`: unlimited.
+    pub tpm: Option<u32>,
+    /// Capacity of the request bucket. `None`: the full minute's `rpm`, as OpenAI allows.
+    pub burst: Option<u32>,
+    /// Capacity of the token bucket. `None`: the full minute's `tpm`.
+    pub token_burst: Option<u32>,
+    /// Latency added to every answer.
+    pub latency: Duration,
+    /// Extra latency drawn uniformly from `0..=latency_jitter` for each answer.
+    pub latency_jitter: Duration,
+    /// When set, only this key is accepted; any other key gets 401.
+    pub api_key: Option<String>,
+    /// What a 429 from the limiter carries.
+    pub hints: HintStyle,
+    /// Faults injected from `seed`.
+    pub faults: Faults,
+    /// Seed of the random draws (faults and latency jitter): the same seed and the same order of
+    /// requests give the same answers.
+    pub seed: u64,
+}
+
+impl Default for MockConfig {
+    fn default() -> Self {
+        MockConfig {
+            rpm: None,
+            tpm: None,
+            burst: None,
+            token_burst: None,
+            latency: Duration::ZERO,
+            latency_jitter: Duration::ZERO,
+            api_key: None,
+            hints: HintStyle::Full,
+            faults: Faults::default(),
+            seed: 0,
+        }
+    }
+}
+
+impl MockConfig {
+    /// The request bucket's capacity, if requests are limited.
+    pub fn request_burst(&self) -> Option<u32> {
+        self.rpm.map(|rpm| self.burst.unwrap_or(rpm))
+    }
+
+    /// The token bucket's capacity, if tokens are limited.
+    pub fn token_capacity(&self) -> Option<u32> {
+        self.tpm.map(|tpm| self.token_burst.unwrap_or(tpm))
+    }
+}
+
+/// What the mock says when its limiter refuses a request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum HintStyle {
+    /// `retry-after`, `retry-after-ms` and the provider's rate-limit headers on every answer (as
+    /// OpenAI and Anthropic do).
+    #[default]
+    Full,
+    /// Only `Retry-After` in whole seconds on a 429, and no rate-limit headers at all (as nginx's
+    /// `limit_req` or many OpenAI-compatible servers do).
+    RetryAfterOnly,
+    /// A bare 429 with no hint at all.
+    None,
+}
+
+/// Faults injected into answers, drawn from the configured seed.
+#[derive(Debug, Clone)]
+pub struct Faults {
+    /// Share of requests (0.0 to 1.0) that get a fault instead of their normal answer.
+    pub rate: f64,
+    /// Relative weights of the fault kinds when a fault is drawn.
+    pub mix: FaultMix,
+    /// How long a hung request waits before it is answered with a 504.
+    pub hang: Duration,
+    /// Windows, as offsets from the server's start, during which every request fails with 503.
+    pub outages: Vec<(Duration, Duration)>,
+}
+
+impl Default for Faults {
+    fn default() -> Self {
+        Faults {
+            rate: 0.0,
+            mix: FaultMix::default(),
+            hang: Duration::from_secs(300),
+            outages: Vec::new(),
+        }
+    }
+}
+
+/// Relative weights of each fault kind (all equal by default).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct FaultMix {
+    /// 500, 502, 503 or 504 with a JSON error body.
+    pub server_error: u32,
+    /// Anthropic's 529 `overloaded_error`.
+    pub overloaded: u32,
+    /// A 429 carrying `retry-after` and `retry-after-ms`.
+    pub rate_limited_with_hint: u32,
+    /// A 429 without any hint.
+    pub rate_limited_bare: u32,
+    /// The connection is closed without an answer.
+    pub reset: u32,
+    /// No answer until [`Faults::hang`] has passed.
+    pub hang: u32,
+    /// A normal answer whose rate-limit and retry headers are garbage.
+    pub malformed_headers: u32,
+}
+
+impl Default for FaultMix {
+    fn default() -> Self {
+        FaultMix {
+            server_error: 1,
+            overloaded: 1,
+            rate_limited_with_hint: 1,
+            rate_limited_bare: 1,
+            reset: 1,
+            hang: 1,
+            malformed_headers: 1,
+        }
+    }
+}
+
+impl FaultMix {
+    /// Only server errors (500/502/503/504) and 529s.
+    pub fn server_errors_only() -> Self {
+        FaultMix {
+            server_error: 1,
+            overloaded: 1,
+            rate_limited_with_hint: 0,
+            rate_limited_bare: 0,
+            reset: 0,
+            hang: 0,
+            malformed_headers: 0,
+        }
+    }
+}

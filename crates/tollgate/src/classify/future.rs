@@ -1,0 +1,169 @@
+//! The [`ResponseFuture`] of [`Classify`](super::Classify).
+
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{ready, Context, Poll};
+use std::time::SystemTime;
+
+use bytes::{Bytes, BytesMut};
+use http::response::Parts;
+use http::{HeaderMap, Response};
+use http_body::Body;
+use pin_project_lite::pin_project;
+
+use super::body::ClassifiedBody;
+use super::classifier::Classify;
+use super::error::ClassifiedError;
+use super::headers::RateLimitState;
+use super::verdict::{Classification, Kind};
+use super::MAX_CLASSIFIED_BODY;
+use crate::BoxError;
+
+pin_project! {
+    /// Response future of [`Classify`](super::Classify): awaits the inner future, then (for error
+    /// answers the classifier wants to read) up to 64 KiB of the body.
+    pub struct ResponseFuture<F, B, C> {
+        classifier: C,
+        #[pin]
+        state: State<F, B>,
+    }
+}
+
+pin_project! {
+    #[project = StateProj]
+    enum State<F, B> {
+        Waiting { #[pin] future: F },
+        Reading {
+            parts: Option<Parts>,
+            body: Option<B>,
+            buf: BytesMut,
+            verdict: Classification,
+        },
+        Done,
+    }
+}
+
+impl<F, B, C> ResponseFuture<F, B, C> {
+    pub(crate) fn new(future: F, classifier: C) -> Self {
+        ResponseFuture {
+            classifier,
+            state: State::Waiting { future },
+        }
+    }
+}
+
+impl<F, E, B, C> Future for ResponseFuture<F, B, C>
+where
+    F: Future<Output = Result<Response<B>, E>>,
+    E: Into<BoxError>,
+    B: Body<Data = Bytes> + Unpin,
+    B::Error: Into<BoxError>,
+    C: Classify,
+{
+    type Output = Result<Response<ClassifiedBody<B>>, ClassifiedError>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let mut this = self.project();
+        loop {
+            match this.state.as_mut().project() {
+                StateProj::Waiting { future } => {
+                    let response = match ready!(future.poll(cx)) {
+                        Ok(response) => response,
+                        Err(error) => {
+                            this.state.set(State::Done);
+                            let error = error.into();
+                            let verdict = this.classifier.classify_error(&*error);
+                            return Poll::Ready(Err(ClassifiedError::new(verdict, error)));
+                        }
+                    };
+                    let verdict = this
+                        .classifier
+                        .classify_response(response.status(), response.headers());
+                    let (parts, body) = response.into_parts();
+                    if !this.classifier.wants_body(&verdict) || declared_too_long(&parts.headers) {
+                        this.state.set(State::Done);
+                        return Poll::Ready(Ok(stamp(parts, ClassifiedBody::new(body), verdict)));
+                    }
+                    this.state.set(State::Reading {
+                        parts: Some(parts),
+                        body: Some(body),
+                        buf: BytesMut::new(),
+                        verdict,
+                    });
+                }
+                StateProj::Reading {
+                    parts,
+                    body,
+                    buf,
+                    verdict,
+                } => {
+                    let (done, trailers) = match read_prefix(body, buf, cx) {
+                        Poll::Pending => return Poll::Pending,
+                        Poll::Ready(Ok(end)) => end,
+                        Poll::Ready(Err(error)) => {
+                            // The answer broke off mid-body: a connection failure, whatever
+                            // its status said.
+                            let verdict = Classification::new(Kind::Connection)
+                                .with_should_retry(verdict.should_retry());
+                            this.state.set(State::Done);
+                            return Poll::Ready(Err(ClassifiedError::new(verdict, error)));
+                        }
+                    };
+                    let prefix = std::mem::take(buf).freeze();
+                    let refined = this.classifier.classify_body(*verdict, &prefix);
+                    let (parts, body) = (parts.take(), body.take());
+                    this.state.set(State::Done);
+                    let (Some(parts), Some(body)) = (parts, body) else {
+                        unreachable!("Reading holds its parts and body until it completes")
+                    };
+                    let body = ClassifiedBody::replay(prefix, body, done, trailers);
+                    return Poll::Ready(Ok(stamp(parts, body, refined)));
+                }
+                StateProj::Done => panic!("ResponseFuture polled after completion"),
+            }
+        }
+    }
+}
+
+/// Reads data frames into `buf` until the body ends, trailers arrive, or the bound is reached.
+/// Returns whether the body ended, and its trailers.
+fn read_prefix<B>(
+    body: &mut Option<B>,
+    buf: &mut BytesMut,
+    cx: &mut Context<'_>,
+) -> Poll<Result<(bool, Option<HeaderMap>), BoxError>>
+where
+    B: Body<Data = Bytes> + Unpin,
+    B::Error: Into<BoxError>,
+{
+    let Some(body) = body.as_mut() else {
+        return Poll::Ready(Ok((true, None)));
+    };
+    while buf.len() < MAX_CLASSIFIED_BODY {
+        match ready!(Pin::new(&mut *body).poll_frame(cx)) {
+            None => return Poll::Ready(Ok((true, None))),
+            Some(Err(error)) => return Poll::Ready(Err(error.into())),
+            Some(Ok(frame)) => match frame.into_data() {
+                Ok(data) => buf.extend_from_slice(&data),
+                Err(frame) => return Poll::Ready(Ok((true, frame.into_trailers().ok()))),
+            },
+        }
+    }
+    Poll::Ready(Ok((false, None)))
+}
+
+fn declared_too_long(headers: &HeaderMap) -> bool {
+    headers
+        .get(http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<usize>().ok())
+        .is_some_and(|len| len > MAX_CLASSIFIED_BODY)
+}
+
+fn stamp<B>(mut parts: Parts, body: B, verdict: Classification) -> Response<B> {
+    if let Some(state) = RateLimitState::from_headers(&parts.headers, SystemTime::now()) {
+        parts.extensions.insert(state);
+    }
+    parts.extensions.insert(verdict);
+    Response::from_parts(parts, body)
+}

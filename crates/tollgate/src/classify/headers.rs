@@ -1,0 +1,306 @@
+//! Parsers for the headers AI providers use to say "wait" and "how much is left".
+//!
+//! Every parser takes a raw value and returns `None` for anything it cannot read: a malformed
+//! header from the network is ignored, never a panic. Parsers that depend on the wall clock take
+//! `now` as an argument so they are deterministic in tests.
+
+use std::time::{Duration, SystemTime};
+
+use http::HeaderMap;
+
+use super::verdict::{HintSource, LimitKind};
+
+/// Parses `retry-after-ms`: a non-negative number of milliseconds, fractions allowed.
+///
+/// ```
+/// use std::time::Duration;
+/// use tollgate::classify::headers::parse_retry_after_ms;
+///
+/// assert_eq!(parse_retry_after_ms("1500"), Some(Duration::from_millis(1500)));
+/// assert_eq!(parse_retry_after_ms("2.5"), Some(Duration::from_micros(2500)));
+/// assert_eq!(parse_retry_after_ms("soon"), None);
+/// ```
+pub fn parse_retry_after_ms(value: &str) -> Option<Duration> {
+    parse_non_negative(value).map(|ms| saturating_secs_f64(ms / 1000.0))
+}
+
+/// Parses `Retry-After`: delta-seconds (fractions tolerated, as the OpenAI SDK does) or an
+/// HTTP-date, which becomes the time from `now` until then (zero if it is past).
+///
+/// ```
+/// use std::time::{Duration, SystemTime, UNIX_EPOCH};
+/// use tollgate::classify::headers::parse_retry_after;
+///
+/// let now = UNIX_EPOCH + Duration::from_secs(1_445_412_480); // Wed, 21 Oct 2015 07:28:00 GMT
+/// assert_eq!(parse_retry_after("120", now), Some(Duration::from_secs(120)));
+/// assert_eq!(
+///     parse_retry_after("Wed, 21 Oct 2015 07:28:30 GMT", now),
+///     Some(Duration::from_secs(30))
+/// );
+/// assert_eq!(parse_retry_after("-1", now), None);
+/// ```
+pub fn parse_retry_after(value: &str, now: SystemTime) -> Option<Duration> {
+    if let Some(secs) = parse_non_negative(value) {
+        return Some(saturating_secs_f64(secs));
+    }
+    let when = httpdate::parse_http_date(value.trim()).ok()?;
+    Some(when.duration_since(now).unwrap_or(Duration::ZERO))
+}
+
+/// Parses `x-should-retry`: `true` or `false` (any case); anything else is `None`.
+///
+/// ```
+/// use tollgate::classify::headers::parse_should_retry;
+/// assert_eq!(parse_should_retry("true"), Some(true));
+/// assert_eq!(parse_should_retry("FALSE"), Some(false));
+/// assert_eq!(parse_should_retry("maybe"), None);
+/// ```
+pub fn parse_should_retry(value: &str) -> Option<bool> {
+    let value = value.trim();
+    if value.eq_ignore_ascii_case("true") {
+        Some(true)
+    } else if value.eq_ignore_ascii_case("false") {
+        Some(false)
+    } else {
+        None
+    }
+}
+
+/// Parses a Go-style duration as OpenAI and Groq send in `x-ratelimit-reset-*`: a sequence of
+/// decimal numbers each with a unit (`h`, `m`, `s`, `ms`, `us`/`µs`, `ns`), such as `1s`,
+/// `6m0s`, `20ms` or `1h2m3.5s`. A bare `0` is zero.
+///
+/// ```
+/// use std::time::Duration;
+/// use tollgate::classify::headers::parse_go_duration;
+///
+/// assert_eq!(parse_go_duration("6m0s"), Some(Duration::from_secs(360)));
+/// assert_eq!(parse_go_duration("1h2m3.5s"), Some(Duration::from_millis(3_723_500)));
+/// assert_eq!(parse_go_duration("20ms"), Some(Duration::from_millis(20)));
+/// assert_eq!(parse_go_duration("6 minutes"), None);
+/// ```
+pub fn parse_go_duration(value: &str) -> Option<Duration> {
+    let value = value.trim();
+    if value == "0" {
+        return Some(Duration::ZERO);
+    }
+    if value.is_empty() {
+        return None;
+    }
+    let mut rest = value;
+    let mut total_secs = 0.0f64;
+    while !rest.is_empty() {
+        let number_len = rest
+            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+            .unwrap_or(rest.len());
+        if number_len == 0 {
+            return None;
+        }
+        let number: f64 = rest[..number_len].parse().ok()?;
+        rest = &rest[number_len..];
+        let unit_len = rest
+            .find(|c: char| c.is_ascii_digit() || c == '.')
+            .unwrap_or(rest.len());
+        let scale = match &rest[..unit_len] {
+            "h" => 3600.0,
+            "m" => 60.0,
+            "s" => 1.0,
+            "ms" => 1e-3,
+            "us" | "µs" | "μs" => 1e-6,
+            "ns" => 1e-9,
+            _ => return None,
+        };
+        rest = &rest[unit_len..];
+        total_secs += number * scale;
+    }
+    if !total_secs.is_finite() {
+        return None;
+    }
+    Some(saturating_secs_f64(total_secs))
+}
+
+/// Parses an RFC 3339 UTC timestamp (Anthropic's `anthropic-ratelimit-*-reset`) into the time from
+/// `now` until then (zero if past).
+///
+/// ```
+/// use std::time::{Duration, UNIX_EPOCH};
+/// use tollgate::classify::headers::parse_rfc3339_reset;
+///
+/// let now = UNIX_EPOCH + Duration::from_secs(1_772_049_750); // 2026-02-25T20:02:30Z
+/// assert_eq!(parse_rfc3339_reset("2026-02-25T20:02:32Z", now), Some(Duration::from_secs(2)));
+/// assert_eq!(parse_rfc3339_reset("yesterday", now), None);
+/// ```
+pub fn parse_rfc3339_reset(value: &str, now: SystemTime) -> Option<Duration> {
+    let value = value.trim();
+    // humantime indexes fixed byte offsets; only ASCII input can be valid anyway.
+    if !value.is_ascii() {
+        return None;
+    }
+    let when = humantime::parse_rfc3339(value).ok()?;
+    Some(when.duration_since(now).unwrap_or(Duration::ZERO))
+}
+
+/// One limit as a provider reports it: its size, what is left, and when it is full again.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct LimitWindow {
+    /// The limit (`x-ratelimit-limit-*`, `anthropic-ratelimit-*-limit`).
+    pub limit: Option<u64>,
+    /// What remains (`x-ratelimit-remaining-*`, `anthropic-ratelimit-*-remaining`).
+    pub remaining: Option<u64>,
+    /// Time until the limit is replenished (`x-ratelimit-reset-*`, `anthropic-ratelimit-*-reset`).
+    pub reset: Option<Duration>,
+}
+
+impl LimitWindow {
+    /// Whether any of the three values was present.
+    pub fn is_known(&self) -> bool {
+        self.limit.is_some() || self.remaining.is_some() || self.reset.is_some()
+    }
+
+    /// Whether the provider says nothing is left.
+    pub fn is_exhausted(&self) -> bool {
+        self.remaining == Some(0)
+    }
+}
+
+/// The provider's view of the caller's quota, parsed from one response's headers.
+///
+/// [`ClassifyLayer`](crate::ClassifyLayer) puts it in the response's extensions when any of the
+/// headers was present; the rate limiter reads it to correct its own buckets.
+///
+/// ```
+/// use std::time::{Duration, SystemTime};
+/// use http::HeaderMap;
+/// use tollgate::classify::RateLimitState;
+///
+/// let mut headers = HeaderMap::new();
+/// headers.insert("x-ratelimit-limit-requests", "60".parse().unwrap());
+/// headers.insert("x-ratelimit-remaining-requests", "59".parse().unwrap());
+/// headers.insert("x-ratelimit-reset-requests", "1s".parse().unwrap());
+/// let state = RateLimitState::from_headers(&headers, SystemTime::now()).unwrap();
+/// assert_eq!(state.requests.remaining, Some(59));
+/// assert_eq!(state.requests.reset, Some(Duration::from_secs(1)));
+/// ```
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RateLimitState {
+    /// Requests per interval (per minute for OpenAI and Anthropic, per day for Groq).
+    pub requests: LimitWindow,
+    /// Tokens per interval (OpenAI's TPM, Anthropic's combined tokens).
+    pub tokens: LimitWindow,
+    /// Anthropic's input tokens per minute.
+    pub input_tokens: LimitWindow,
+    /// Anthropic's output tokens per minute.
+    pub output_tokens: LimitWindow,
+}
+
+impl RateLimitState {
+    /// Reads the OpenAI-style (`x-ratelimit-*`) and Anthropic (`anthropic-ratelimit-*`) headers.
+    /// Returns `None` when none of them is present or readable.
+    pub fn from_headers(headers: &HeaderMap, now: SystemTime) -> Option<Self> {
+        let openai = |kind: &str| LimitWindow {
+            limit: header_u64(headers, &format_args!("x-ratelimit-limit-{kind}")),
+            remaining: header_u64(headers, &format_args!("x-ratelimit-remaining-{kind}")),
+            reset: header_str(headers, &format_args!("x-ratelimit-reset-{kind}"))
+                .and_then(parse_go_duration),
+        };
+        let anthropic = |kind: &str| LimitWindow {
+            limit: header_u64(headers, &format_args!("anthropic-ratelimit-{kind}-limit")),
+            remaining: header_u64(
+                headers,
+                &format_args!("anthropic-ratelimit-{kind}-remaining"),
+            ),
+            reset: header_str(headers, &format_args!("anthropic-ratelimit-{kind}-reset"))
+                .and_then(|v| parse_rfc3339_reset(v, now)),
+        };
+        let either = |a: LimitWindow, b: LimitWindow| if a.is_known() { a } else { b };
+        let state = RateLimitState {
+            requests: either(openai("requests"), anthropic("requests")),
+            tokens: either(openai("tokens"), anthropic("tokens")),
+            input_tokens: anthropic("input-tokens"),
+            output_tokens: anthropic("output-tokens"),
+        };
+        state.is_known().then_some(state)
+    }
+
+    fn is_known(&self) -> bool {
+        self.requests.is_known()
+            || self.tokens.is_known()
+            || self.input_tokens.is_known()
+            || self.output_tokens.is_known()
+    }
+
+    /// The longest reset among the limits that are exhausted, and which limit that is: the wait
+    /// a 429 implies when it carries no `Retry-After`.
+    pub fn exhausted_reset(&self) -> Option<(Duration, LimitKind)> {
+        let candidates = [
+            (self.requests, LimitKind::Requests),
+            (self.tokens, LimitKind::Tokens),
+            (self.input_tokens, LimitKind::Tokens),
+            (self.output_tokens, LimitKind::Tokens),
+        ];
+        candidates
+            .into_iter()
+            .filter(|(window, _)| window.is_exhausted())
+            .filter_map(|(window, kind)| window.reset.map(|reset| (reset, kind)))
+            .max_by_key(|(reset, _)| *reset)
+    }
+
+    /// Which limit is exhausted, if the headers say exactly one kind is.
+    pub fn exhausted_limit(&self) -> Option<LimitKind> {
+        let requests = self.requests.is_exhausted();
+        let tokens = self.tokens.is_exhausted()
+            || self.input_tokens.is_exhausted()
+            || self.output_tokens.is_exhausted();
+        match (requests, tokens) {
+            (true, false) => Some(LimitKind::Requests),
+            (false, true) => Some(LimitKind::Tokens),
+            _ => None,
+        }
+    }
+}
+
+/// The wait a response asks for, in order of trust: `retry-after-ms`, then `Retry-After`.
+/// (Reset headers are consulted by the classifier only for 429s, see [`RateLimitState`].)
+pub fn wait_hint(headers: &HeaderMap, now: SystemTime) -> Option<(Duration, HintSource)> {
+    if let Some(wait) = header_str(headers, &"retry-after-ms").and_then(parse_retry_after_ms) {
+        return Some((wait, HintSource::RetryAfterMs));
+    }
+    header_str(headers, &"retry-after")
+        .and_then(|v| parse_retry_after(v, now))
+        .map(|wait| (wait, HintSource::RetryAfter))
+}
+
+/// The `x-should-retry` header, when present and readable.
+pub fn should_retry(headers: &HeaderMap) -> Option<bool> {
+    header_str(headers, &"x-should-retry").and_then(parse_should_retry)
+}
+
+fn header_str<'h>(headers: &'h HeaderMap, name: &dyn std::fmt::Display) -> Option<&'h str> {
+    // Names are built on the stack: a 64-byte buffer covers the longest provider header.
+    let mut buf = [0u8; 64];
+    let name = format_into(&mut buf, name)?;
+    headers.get(name)?.to_str().ok()
+}
+
+fn header_u64(headers: &HeaderMap, name: &dyn std::fmt::Display) -> Option<u64> {
+    header_str(headers, name)?.trim().parse().ok()
+}
+
+fn format_into<'b>(buf: &'b mut [u8; 64], value: &dyn std::fmt::Display) -> Option<&'b str> {
+    use std::io::Write;
+    let mut cursor = std::io::Cursor::new(&mut buf[..]);
+    write!(cursor, "{value}").ok()?;
+    let len = cursor.position() as usize;
+    std::str::from_utf8(&buf[..len]).ok()
+}
+
+fn parse_non_negative(value: &str) -> Option<f64> {
+    let number: f64 = value.trim().parse().ok()?;
+    (number.is_finite() && number >= 0.0).then_some(number)
+}
+
+/// A wait of more seconds than `Duration` holds means "not in this lifetime": saturate rather
+/// than drop it, so a retry ceiling still sees it as too long.
+fn saturating_secs_f64(secs: f64) -> Duration {
+    Duration::try_from_secs_f64(secs).unwrap_or(Duration::MAX)
+}

@@ -1,0 +1,49 @@
+//! [`ClassifyLayer`].
+
+use tower_layer::Layer;
+
+use super::classifier::{Classify, DefaultClassifier};
+use super::service::Classify as ClassifyService;
+
+/// Judges every attempt once and stamps the verdict where the other layers read it.
+///
+/// Put it innermost, next to the HTTP client, so the verdict describes one attempt.
+///
+/// ```
+/// use tollgate::classify::{classify_fn, ClassifyLayer, Kind};
+///
+/// let default = ClassifyLayer::new();
+/// // Statuses can be changed without writing a type.
+/// let custom = ClassifyLayer::with_classifier(classify_fn(|status: http::StatusCode, _: &http::HeaderMap| {
+///     (status.as_u16() == 520).then_some(Kind::ServerError)
+/// }));
+/// # let _ = (default, custom);
+/// ```
+#[derive(Debug, Clone, Default)]
+pub struct ClassifyLayer<C = DefaultClassifier> {
+    classifier: C,
+}
+
+impl ClassifyLayer {
+    /// A layer with the [`DefaultClassifier`].
+    pub fn new() -> Self {
+        ClassifyLayer {
+            classifier: DefaultClassifier::new(),
+        }
+    }
+}
+
+impl<C: Classify> ClassifyLayer<C> {
+    /// A layer with the given classifier.
+    pub fn with_classifier(classifier: C) -> Self {
+        ClassifyLayer { classifier }
+    }
+}
+
+impl<S, C: Classify> Layer<S> for ClassifyLayer<C> {
+    type Service = ClassifyService<S, C>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        ClassifyService::new(inner, self.classifier.clone())
+    }
+}

@@ -1,0 +1,53 @@
+//! Tower middleware that makes any tower-based HTTP client survive the rate limits and failures
+//! of AI APIs (OpenAI, Anthropic, Groq, Azure OpenAI, Gemini, any OpenAI-compatible server).
+//!
+//! The layers:
+//!
+//! - [`ClassifyLayer`] judges each attempt once (rate limited, overloaded, transient, permanent,
+//!   auth, ...) and parses the provider's rate-limit headers; the other layers act on its verdict.
+//! - [`BackoffRetryLayer`] retries what can succeed, with jittered exponential backoff, server
+//!   wait hints, a retry budget and deadlines.
+//!
+//! Every layer keeps its shared state in an `Arc` owned by the layer, so every clone of a service
+//! (and every service one layer builds, as axum does per connection) shares one quota, budget or
+//! breaker. Time is `tokio::time`, so tests can pause and advance it.
+//!
+//! # A stack over hyper-util's client
+//!
+//! ```no_run
+//! use bytes::Bytes;
+//! use http_body_util::Full;
+//! use hyper_util::client::legacy::Client;
+//! use hyper_util::rt::TokioExecutor;
+//! use tollgate::ClassifyLayer;
+//! use tower::{Service, ServiceBuilder, ServiceExt};
+//!
+//! # async fn run() -> Result<(), tollgate::BoxError> {
+//! let client = Client::builder(TokioExecutor::new()).build_http::<Full<Bytes>>();
+//! let mut service = ServiceBuilder::new().layer(ClassifyLayer::new()).service(client);
+//!
+//! let request = http::Request::post("http://127.0.0.1:8080/v1/chat/completions")
+//!     .header("content-type", "application/json")
+//!     .body(Full::new(Bytes::from_static(br#"{"model":"gpt-4o-mini","messages":[]}"#)))?;
+//! let response = service.ready().await?.call(request).await?;
+//! let verdict = response.extensions().get::<tollgate::classify::Classification>();
+//! println!("{:?}", verdict);
+//! # Ok(())
+//! # }
+//! ```
+#![deny(unsafe_code)]
+#![warn(missing_docs, unreachable_pub, rust_2018_idioms)]
+
+pub mod classify;
+
+pub use classify::ClassifyLayer;
+
+/// The boxed error type every tollgate layer returns, as tower's own layers do.
+pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
+
+/// The verdict of a tollgate layer's own rejection, if `error` is one.
+pub(crate) fn rejection_verdict(
+    _error: &(dyn std::error::Error + 'static),
+) -> Option<classify::Classification> {
+    None
+}
