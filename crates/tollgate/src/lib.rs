@@ -39,15 +39,26 @@
 #![warn(missing_docs, unreachable_pub, rust_2018_idioms)]
 
 pub mod classify;
+mod config_error;
+pub mod retry;
 
 pub use classify::ClassifyLayer;
+pub use config_error::ConfigError;
+pub use retry::BackoffRetryLayer;
 
 /// The boxed error type every tollgate layer returns, as tower's own layers do.
 pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
 
-/// The verdict of a tollgate layer's own rejection, if `error` is one.
+/// The verdict carried by one of tollgate's own errors, if `error` is one: a rejection by a
+/// layer, an attempt timeout, or a retry layer that gave up.
 pub(crate) fn rejection_verdict(
-    _error: &(dyn std::error::Error + 'static),
+    error: &(dyn std::error::Error + 'static),
 ) -> Option<classify::Classification> {
+    if error.is::<retry::AttemptTimedOut>() {
+        return Some(classify::Classification::new(classify::Kind::Timeout));
+    }
+    if let Some(gave_up) = error.downcast_ref::<retry::RetryError>() {
+        return Some(gave_up.last_verdict());
+    }
     None
 }

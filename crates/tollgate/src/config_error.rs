@@ -1,0 +1,47 @@
+//! [`ConfigError`]: what is wrong with a layer's configuration, and how to fix it.
+
+use std::fmt;
+
+/// A builder was given a value it cannot work with. Names the field, the value and the rule.
+///
+/// ```
+/// use std::time::Duration;
+/// use tollgate::BackoffRetryLayer;
+///
+/// let error = BackoffRetryLayer::builder().max_attempts(0).build().unwrap_err();
+/// assert_eq!(error.field(), "max_attempts");
+/// assert!(error.to_string().contains("at least 1"));
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError {
+    field: &'static str,
+    message: String,
+}
+
+impl ConfigError {
+    /// An error about `field`, with a message that says what was wrong and what is allowed.
+    pub fn new(field: &'static str, message: impl Into<String>) -> Self {
+        ConfigError {
+            field,
+            message: message.into(),
+        }
+    }
+
+    /// The field that is wrong (as the builder method and config key name it).
+    pub fn field(&self) -> &'static str {
+        self.field
+    }
+
+    /// What was wrong and what is allowed.
+    pub fn message(&self) -> &str {
+        &self.message
+    }
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "invalid `{}`: {}", self.field, self.message)
+    }
+}
+
+impl std::error::Error for ConfigError {}

@@ -1,0 +1,292 @@
+//! The [`ResponseFuture`] of [`BackoffRetry`](super::BackoffRetry): attempts, waits, timeouts.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{ready, Context, Poll};
+use std::time::Duration;
+
+use http::{Request, Response};
+use pin_project_lite::pin_project;
+use tokio::time::{sleep_until, Instant, Sleep};
+use tower_service::Service;
+
+use super::error::{AttemptTimedOut, RetryError, RetryInfo, StopReason};
+use super::policy::{Decision, RetryEvent, RetryPolicy};
+use super::replay::{try_clone_request, ReplayBody};
+use crate::classify::{error_verdict, response_verdict, Classification, Kind};
+use crate::BoxError;
+
+pin_project! {
+    /// Response future of [`BackoffRetry`](super::BackoffRetry).
+    ///
+    /// Dropping it at any point (mid-attempt or mid-wait) cancels the call and leaves nothing
+    /// behind: it owns its timer, its copy of the request and its clone of the service.
+    pub struct ResponseFuture<S, B>
+    where
+        S: Service<Request<B>>,
+    {
+        policy: Arc<RetryPolicy>,
+        service: S,
+        replay: Option<Request<B>>,
+        attempts: u32,
+        started: Instant,
+        deadline: Option<Instant>,
+        previous_delay: Duration,
+        // Allocated only when a timer is needed (a retry wait, an attempt timeout or a deadline),
+        // so the success path without timeouts allocates nothing here.
+        timer: Option<Pin<Box<Sleep>>>,
+        timer_is_deadline: bool,
+        #[pin]
+        state: State<S::Future>,
+    }
+}
+
+pin_project! {
+    #[project = StateProj]
+    enum State<F> {
+        Attempt { #[pin] future: F },
+        Waiting,
+        Ready,
+    }
+}
+
+impl<S, B> ResponseFuture<S, B>
+where
+    S: Service<Request<B>>,
+{
+    pub(crate) fn new(
+        policy: Arc<RetryPolicy>,
+        service: S,
+        replay: Option<Request<B>>,
+        future: S::Future,
+    ) -> Self {
+        let started = Instant::now();
+        let deadline = policy.deadline.map(|d| started + d);
+        let mut this = ResponseFuture {
+            policy,
+            service,
+            replay,
+            attempts: 1,
+            started,
+            deadline,
+            previous_delay: Duration::ZERO,
+            timer: None,
+            timer_is_deadline: false,
+            state: State::Attempt { future },
+        };
+        let (timer, is_deadline) = (&mut this.timer, &mut this.timer_is_deadline);
+        arm_attempt_timer(
+            timer,
+            is_deadline,
+            started,
+            this.policy.attempt_timeout,
+            deadline,
+        );
+        this
+    }
+}
+
+impl<S, B, ResBody> Future for ResponseFuture<S, B>
+where
+    S: Service<Request<B>, Response = Response<ResBody>>,
+    S::Error: Into<BoxError>,
+    B: ReplayBody,
+{
+    type Output = Result<Response<ResBody>, RetryError>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let mut this = self.project();
+        loop {
+            match this.state.as_mut().project() {
+                StateProj::Attempt { future } => {
+                    let (verdict, failure) = match future.poll(cx) {
+                        Poll::Ready(Ok(response)) => {
+                            let verdict = response_verdict(&response);
+                            if verdict.is_success() {
+                                let retried = *this.attempts > 1;
+                                return Poll::Ready(Ok(if retried {
+                                    stamp(response, *this.attempts, *this.started, None)
+                                } else {
+                                    response
+                                }));
+                            }
+                            (verdict, Failure::Response(response))
+                        }
+                        Poll::Ready(Err(error)) => {
+                            let error = error.into();
+                            (error_verdict(&*error), Failure::Error(error))
+                        }
+                        Poll::Pending => {
+                            let Some(timer) = this.timer.as_mut() else {
+                                return Poll::Pending;
+                            };
+                            ready!(timer.as_mut().poll(cx));
+                            let after = timer.deadline().saturating_duration_since(*this.started);
+                            if *this.timer_is_deadline {
+                                let error: BoxError = Box::new(AttemptTimedOut { after });
+                                let verdict = Classification::new(Kind::Timeout);
+                                return Poll::Ready(Err(give_up(
+                                    StopReason::Deadline,
+                                    *this.attempts,
+                                    *this.started,
+                                    verdict,
+                                    error,
+                                )));
+                            }
+                            let timeout = this.policy.attempt_timeout.unwrap_or(after);
+                            let error: BoxError = Box::new(AttemptTimedOut { after: timeout });
+                            (Classification::new(Kind::Timeout), Failure::Error(error))
+                        }
+                    };
+                    let decision = if this.replay.is_none() && verdict.is_retryable() {
+                        Decision::Stop(StopReason::NotReplayable)
+                    } else {
+                        this.policy.decide(
+                            &verdict,
+                            *this.attempts,
+                            *this.previous_delay,
+                            *this.deadline,
+                        )
+                    };
+                    match decision {
+                        Decision::Stop(reason) => {
+                            return Poll::Ready(match failure {
+                                Failure::Response(response) => {
+                                    Ok(stamp(response, *this.attempts, *this.started, Some(reason)))
+                                }
+                                Failure::Error(error) => Err(give_up(
+                                    reason,
+                                    *this.attempts,
+                                    *this.started,
+                                    verdict,
+                                    error,
+                                )),
+                            });
+                        }
+                        Decision::Retry { delay, hint } => {
+                            // The failed response (and its connection) is released now.
+                            drop(failure);
+                            let event = RetryEvent {
+                                attempt: *this.attempts,
+                                delay,
+                                verdict,
+                                hint,
+                            };
+                            log_retry(&event);
+                            this.policy.notify(&event);
+                            *this.previous_delay = delay;
+                            *this.timer_is_deadline = false;
+                            set_timer(this.timer, Instant::now() + delay);
+                            this.state.set(State::Waiting);
+                        }
+                    }
+                }
+                StateProj::Waiting => {
+                    if let Some(timer) = this.timer.as_mut() {
+                        ready!(timer.as_mut().poll(cx));
+                    }
+                    this.state.set(State::Ready);
+                }
+                StateProj::Ready => {
+                    if let Err(error) = ready!(this.service.poll_ready(cx)) {
+                        let error = error.into();
+                        let verdict = error_verdict(&*error);
+                        let reason = StopReason::NotRetryable;
+                        return Poll::Ready(Err(give_up(
+                            reason,
+                            *this.attempts,
+                            *this.started,
+                            verdict,
+                            error,
+                        )));
+                    }
+                    let Some(request) = this.replay.take() else {
+                        unreachable!("a retry is only decided when the request can be replayed")
+                    };
+                    *this.replay = try_clone_request(&request);
+                    *this.attempts += 1;
+                    let future = this.service.call(request);
+                    arm_attempt_timer(
+                        this.timer,
+                        this.timer_is_deadline,
+                        Instant::now(),
+                        this.policy.attempt_timeout,
+                        *this.deadline,
+                    );
+                    this.state.set(State::Attempt { future });
+                }
+            }
+        }
+    }
+}
+
+enum Failure<R> {
+    Response(R),
+    Error(BoxError),
+}
+
+/// Arms the timer for one attempt: the earlier of its timeout and the call's deadline.
+fn arm_attempt_timer(
+    timer: &mut Option<Pin<Box<Sleep>>>,
+    is_deadline: &mut bool,
+    now: Instant,
+    timeout: Option<Duration>,
+    deadline: Option<Instant>,
+) {
+    let attempt_end = timeout.map(|t| now + t);
+    let (end, by_deadline) = match (attempt_end, deadline) {
+        (Some(a), Some(d)) if d <= a => (d, true),
+        (Some(a), _) => (a, false),
+        (None, Some(d)) => (d, true),
+        (None, None) => {
+            // No limit on this attempt: make sure a leftover backoff timer cannot fire.
+            *timer = None;
+            return;
+        }
+    };
+    *is_deadline = by_deadline;
+    set_timer(timer, end);
+}
+
+fn set_timer(timer: &mut Option<Pin<Box<Sleep>>>, at: Instant) {
+    match timer {
+        Some(sleep) => sleep.as_mut().reset(at),
+        None => *timer = Some(Box::pin(sleep_until(at))),
+    }
+}
+
+fn stamp<B>(
+    mut response: Response<B>,
+    attempts: u32,
+    started: Instant,
+    stopped: Option<StopReason>,
+) -> Response<B> {
+    response.extensions_mut().insert(RetryInfo {
+        attempts,
+        elapsed: started.elapsed(),
+        stopped,
+    });
+    response
+}
+
+fn give_up(
+    reason: StopReason,
+    attempts: u32,
+    started: Instant,
+    verdict: Classification,
+    error: BoxError,
+) -> RetryError {
+    RetryError::new(reason, attempts, started.elapsed(), verdict, error)
+}
+
+fn log_retry(event: &RetryEvent) {
+    tracing::warn!(
+        attempt = event.attempt,
+        delay_ms = event.delay.as_millis() as u64,
+        reason = event.verdict.kind().as_str(),
+        status = event.verdict.status().map(|s| s.as_u16()),
+        hint = event.hint.map(|h| h.header_name()),
+        "retrying AI API call"
+    );
+}

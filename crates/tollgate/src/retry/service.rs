@@ -1,0 +1,66 @@
+//! The [`BackoffRetry`] service.
+
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use http::{Request, Response};
+use tower_service::Service;
+
+use super::error::{RetryError, StopReason};
+use super::future::ResponseFuture;
+use super::policy::RetryPolicy;
+use super::replay::{try_clone_request, ReplayBody};
+use crate::classify::error_verdict;
+use crate::BoxError;
+
+/// The service built by [`BackoffRetryLayer`](crate::BackoffRetryLayer): see there.
+#[derive(Debug, Clone)]
+pub struct BackoffRetry<S> {
+    inner: S,
+    policy: Arc<RetryPolicy>,
+}
+
+impl<S> BackoffRetry<S> {
+    pub(crate) fn new(inner: S, policy: Arc<RetryPolicy>) -> Self {
+        BackoffRetry { inner, policy }
+    }
+
+    /// The inner service.
+    pub fn get_ref(&self) -> &S {
+        &self.inner
+    }
+}
+
+impl<S, ReqBody, ResBody> Service<Request<ReqBody>> for BackoffRetry<S>
+where
+    S: Service<Request<ReqBody>, Response = Response<ResBody>> + Clone,
+    S::Error: Into<BoxError>,
+    ReqBody: ReplayBody,
+{
+    type Response = Response<ResBody>;
+    type Error = RetryError;
+    type Future = ResponseFuture<S, ReqBody>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx).map_err(|error| {
+            let error = error.into();
+            let verdict = error_verdict(&*error);
+            RetryError::new(StopReason::NotRetryable, 0, Duration::ZERO, verdict, error)
+        })
+    }
+
+    fn call(&mut self, request: Request<ReqBody>) -> Self::Future {
+        // The ready service makes the first attempt; the clone left behind is what the next
+        // `poll_ready` drives. Later attempts poll the owned copy ready again, so no readiness is
+        // held across a backoff sleep.
+        let clone = self.inner.clone();
+        let mut service = std::mem::replace(&mut self.inner, clone);
+        if let Some(budget) = &self.policy.budget {
+            budget.deposit();
+        }
+        let replay = try_clone_request(&request);
+        let future = service.call(request);
+        ResponseFuture::new(Arc::clone(&self.policy), service, replay, future)
+    }
+}
