@@ -5,6 +5,8 @@
 //!
 //! - [`ClassifyLayer`] judges each attempt once (rate limited, overloaded, transient, permanent,
 //!   auth, ...) and parses the provider's rate-limit headers; the other layers act on its verdict.
+//! - [`RateLimitLayer`] keeps requests, tokens and concurrency under the provider's limits, with
+//!   buckets shared by every clone, and learns from the provider's headers and 429s.
 //! - [`BackoffRetryLayer`] retries what can succeed, with jittered exponential backoff, server
 //!   wait hints, a retry budget and deadlines.
 //!
@@ -40,10 +42,12 @@
 
 pub mod classify;
 mod config_error;
+pub mod rate_limit;
 pub mod retry;
 
 pub use classify::ClassifyLayer;
 pub use config_error::ConfigError;
+pub use rate_limit::RateLimitLayer;
 pub use retry::BackoffRetryLayer;
 
 /// The boxed error type every tollgate layer returns, as tower's own layers do.
@@ -56,6 +60,9 @@ pub(crate) fn rejection_verdict(
 ) -> Option<classify::Classification> {
     if error.is::<retry::AttemptTimedOut>() {
         return Some(classify::Classification::new(classify::Kind::Timeout));
+    }
+    if let Some(refused) = error.downcast_ref::<rate_limit::RateLimitError>() {
+        return Some(classify::rejected(refused.retry_after()));
     }
     if let Some(gave_up) = error.downcast_ref::<retry::RetryError>() {
         return Some(gave_up.last_verdict());

@@ -1,0 +1,151 @@
+//! One token bucket, kept as a GCRA "theoretical arrival time" in exact integer arithmetic.
+//!
+//! Time is counted in *scaled* nanoseconds (nanoseconds × `amount`), in which one token takes
+//! exactly `interval` nanoseconds to refill. Every wait is then an exact number of nanoseconds,
+//! so 100 requests per second are admitted exactly 10 ms apart, never a nanosecond early, and
+//! no floating-point drift accumulates over a long run.
+
+use std::time::Duration;
+
+use tokio::time::Instant;
+
+use super::limits::Rate;
+
+#[derive(Debug, Clone)]
+pub(crate) struct Bucket {
+    /// Tokens replenished per interval.
+    amount: u128,
+    /// The interval in nanoseconds: the scaled cost of one token.
+    per_token: u128,
+    /// Capacity in tokens (the burst).
+    capacity: u128,
+    /// The instant that scaled times count from.
+    origin: Instant,
+    /// Theoretical arrival time: when the bucket would be full again, in scaled nanoseconds.
+    tat: u128,
+}
+
+impl Bucket {
+    /// A full bucket.
+    pub(crate) fn new(rate: Rate, now: Instant) -> Self {
+        Bucket {
+            amount: u128::from(rate.amount.max(1)),
+            per_token: rate.interval.as_nanos().max(1),
+            capacity: u128::from(rate.capacity),
+            origin: now,
+            tat: 0,
+        }
+    }
+
+    fn scaled_now(&self, now: Instant) -> u128 {
+        now.saturating_duration_since(self.origin).as_nanos() * self.amount
+    }
+
+    /// Tokens available at `now`.
+    pub(crate) fn level(&self, now: Instant) -> u64 {
+        let now = self.scaled_now(now);
+        let debt = self.tat.saturating_sub(now);
+        let tolerance = self.capacity * self.per_token;
+        (tolerance.saturating_sub(debt) / self.per_token).min(u128::from(u64::MAX)) as u64
+    }
+
+    /// Time until `ahead + cost` tokens are available; zero if they are now.
+    pub(crate) fn wait_for(&self, ahead: u64, cost: u64, now: Instant) -> Duration {
+        let now_scaled = self.scaled_now(now);
+        let tolerance = self.capacity * self.per_token;
+        let after =
+            self.tat.max(now_scaled) + u128::from(ahead.saturating_add(cost)) * self.per_token;
+        let missing = after.saturating_sub(now_scaled).saturating_sub(tolerance);
+        // Round up: a wait is never a nanosecond short.
+        let nanos = missing.div_ceil(self.amount);
+        Duration::from_nanos(nanos.min(u128::from(u64::MAX)) as u64)
+    }
+
+    pub(crate) fn take(&mut self, cost: u64, now: Instant) {
+        let now = self.scaled_now(now);
+        self.tat = self.tat.max(now) + u128::from(cost) * self.per_token;
+    }
+
+    pub(crate) fn fits(&self, cost: u64) -> bool {
+        u128::from(cost) <= self.capacity
+    }
+
+    pub(crate) fn is_full(&self, now: Instant) -> bool {
+        self.tat <= self.scaled_now(now)
+    }
+
+    pub(crate) fn capacity(&self) -> u64 {
+        self.capacity.min(u128::from(u64::MAX)) as u64
+    }
+
+    pub(crate) fn rate(&self) -> Rate {
+        Rate {
+            amount: self.amount as u64,
+            interval: Duration::from_nanos(self.per_token.min(u128::from(u64::MAX)) as u64),
+            capacity: self.capacity(),
+        }
+    }
+
+    /// Lowers what is available at `now` to `level` tokens (never raises it).
+    pub(crate) fn lower_to(&mut self, level: u64, now: Instant) {
+        let now = self.scaled_now(now);
+        let level = u128::from(level).min(self.capacity);
+        let tat = now + (self.capacity - level) * self.per_token;
+        self.tat = self.tat.max(tat);
+    }
+
+    /// Empties the bucket: the next admission waits for a refill.
+    pub(crate) fn drain(&mut self, now: Instant) {
+        self.lower_to(0, now);
+    }
+
+    /// Changes the rate and capacity, keeping what is available (never more than the new
+    /// capacity), so a change cannot over-admit.
+    pub(crate) fn reconfigure(&mut self, rate: Rate, now: Instant) {
+        let available = self.level(now);
+        *self = Bucket::new(rate, now);
+        self.lower_to(available, now);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn waits_are_exact_integer_nanoseconds() {
+        let now = Instant::now();
+        let mut bucket = Bucket::new(Rate::per_second(100).with_burst(2), now);
+        bucket.take(1, now);
+        bucket.take(1, now);
+        assert_eq!(bucket.level(now), 0);
+        assert_eq!(bucket.wait_for(0, 1, now), Duration::from_millis(10));
+        assert_eq!(bucket.wait_for(2, 1, now), Duration::from_millis(30));
+        let later = now + Duration::from_millis(10);
+        assert_eq!(bucket.wait_for(0, 1, later), Duration::ZERO);
+        // 7 per second does not divide a second evenly: the wait rounds up, never down.
+        let mut odd = Bucket::new(Rate::per_second(7).with_burst(1), now);
+        odd.take(1, now);
+        assert_eq!(odd.wait_for(0, 1, now), Duration::from_nanos(142_857_143));
+    }
+
+    #[test]
+    fn lowering_and_reconfiguring_never_add_tokens() {
+        let now = Instant::now();
+        let mut bucket = Bucket::new(Rate::per_minute(600), now);
+        bucket.lower_to(100, now);
+        assert_eq!(bucket.level(now), 100);
+        bucket.lower_to(500, now);
+        assert_eq!(bucket.level(now), 100, "lowering never raises");
+        bucket.reconfigure(Rate::per_minute(50), now);
+        assert_eq!(bucket.level(now), 50);
+        bucket.reconfigure(Rate::per_minute(6_000), now);
+        assert_eq!(
+            bucket.level(now),
+            50,
+            "a larger limit does not grant tokens at once"
+        );
+        assert!(!bucket.is_full(now));
+        assert!(bucket.is_full(now + Duration::from_secs(60)));
+    }
+}

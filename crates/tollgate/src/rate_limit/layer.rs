@@ -1,0 +1,217 @@
+//! [`RateLimitLayer`] and its builder.
+
+use std::fmt;
+use std::hash::Hash;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tower_layer::Layer;
+
+use super::cost::EstimateTokens;
+use super::key::NoKey;
+use super::limiter::{Limiter, RateLimitHandle, Settings};
+use super::limits::{Limits, Rate};
+use super::service::RateLimit;
+use crate::ConfigError;
+
+/// Keeps a client under the provider's limits: requests per interval, tokens per interval and
+/// requests in flight, all at once, shared by every clone.
+///
+/// The quotas live in an `Arc` owned by the layer: every service it builds (axum builds one per
+/// connection) and every clone of those draws from the same buckets.
+///
+/// ```
+/// use tollgate::rate_limit::Rate;
+/// use tollgate::{ClassifyLayer, RateLimitLayer};
+/// use tower::ServiceBuilder;
+///
+/// // OpenAI tier 1 for gpt-4o-mini: 500 RPM and 200,000 TPM; at most 16 requests in flight.
+/// let limit = RateLimitLayer::builder()
+///     .requests(Rate::per_minute(500))
+///     .tokens(Rate::per_minute(200_000))
+///     .concurrency(16)
+///     .build()?;
+/// let stack = ServiceBuilder::new().layer(limit).layer(ClassifyLayer::new());
+/// # let _ = stack;
+/// # Ok::<(), tollgate::ConfigError>(())
+/// ```
+pub struct RateLimitLayer<C = EstimateTokens, K = NoKey, Key = ()> {
+    cost: C,
+    key: K,
+    limiter: Arc<Limiter<Key>>,
+}
+
+impl<C: Clone, K: Clone, Key> Clone for RateLimitLayer<C, K, Key> {
+    fn clone(&self) -> Self {
+        RateLimitLayer {
+            cost: self.cost.clone(),
+            key: self.key.clone(),
+            limiter: Arc::clone(&self.limiter),
+        }
+    }
+}
+
+impl<C, K, Key> fmt::Debug for RateLimitLayer<C, K, Key> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RateLimitLayer")
+            .field("limiter", &self.limiter)
+            .finish_non_exhaustive()
+    }
+}
+
+impl RateLimitLayer {
+    /// A builder with no limits set yet.
+    pub fn builder() -> RateLimitBuilder {
+        RateLimitBuilder {
+            limits: Limits::default(),
+            settings: Settings {
+                max_wait: None,
+                max_queue: None,
+                learn: true,
+                adopt_limits: true,
+                slow_wait: Duration::from_secs(1),
+            },
+            cost: EstimateTokens::new(),
+            key: NoKey,
+        }
+    }
+}
+
+impl<C, K, Key: Hash + Eq + Clone> RateLimitLayer<C, K, Key> {
+    /// A handle to read and change the limits at runtime.
+    pub fn handle(&self) -> RateLimitHandle<Key> {
+        RateLimitHandle::new(Arc::clone(&self.limiter))
+    }
+}
+
+impl<S, C: Clone, K: Clone, Key> Layer<S> for RateLimitLayer<C, K, Key> {
+    type Service = RateLimit<S, C, K, Key>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        RateLimit::new(
+            inner,
+            self.cost.clone(),
+            self.key.clone(),
+            Arc::clone(&self.limiter),
+        )
+    }
+}
+
+/// Builds a [`RateLimitLayer`]. At least one limit must be set.
+///
+/// Defaults: waits without bound and queues without bound (set [`max_wait`](Self::max_wait) and
+/// [`max_queue`](Self::max_queue) for services), learns from the provider's headers and 429s,
+/// costs requests with [`EstimateTokens`], one quota for all requests.
+#[derive(Debug)]
+pub struct RateLimitBuilder<C = EstimateTokens, K = NoKey> {
+    limits: Limits,
+    settings: Settings,
+    cost: C,
+    key: K,
+}
+
+impl<C, K> RateLimitBuilder<C, K> {
+    /// Limits requests per interval.
+    pub fn requests(mut self, rate: Rate) -> Self {
+        self.limits.requests = Some(rate);
+        self
+    }
+
+    /// Limits tokens per interval; each request costs what the cost function says.
+    pub fn tokens(mut self, rate: Rate) -> Self {
+        self.limits.tokens = Some(rate);
+        self
+    }
+
+    /// Limits requests in flight (held until the response body ends).
+    pub fn concurrency(mut self, max: u32) -> Self {
+        self.limits.concurrency = Some(max);
+        self
+    }
+
+    /// Sets all limits at once.
+    pub fn limits(mut self, limits: Limits) -> Self {
+        self.limits = limits;
+        self
+    }
+
+    /// Refuses at once ([`RateLimitError::WouldWait`](super::RateLimitError::WouldWait)) a
+    /// request that would wait longer than this.
+    pub fn max_wait(mut self, max_wait: Duration) -> Self {
+        self.settings.max_wait = Some(max_wait);
+        self
+    }
+
+    /// Refuses at once ([`RateLimitError::QueueFull`](super::RateLimitError::QueueFull)) a
+    /// request when this many are already waiting.
+    pub fn max_queue(mut self, max_queue: usize) -> Self {
+        self.settings.max_queue = Some(max_queue);
+        self
+    }
+
+    /// Whether to correct the quota from the provider's rate-limit headers and pause on its 429s
+    /// (default true).
+    pub fn learn_from_provider(mut self, learn: bool) -> Self {
+        self.settings.learn = learn;
+        self
+    }
+
+    /// Whether a provider limit lower than the configured one replaces it (default true). Turn
+    /// it off for providers whose headers report another interval (Groq's requests per day).
+    pub fn adopt_provider_limits(mut self, adopt: bool) -> Self {
+        self.settings.adopt_limits = adopt;
+        self
+    }
+
+    /// Waits at least this long are logged (default 1 s).
+    pub fn slow_wait(mut self, threshold: Duration) -> Self {
+        self.settings.slow_wait = threshold;
+        self
+    }
+
+    /// Costs requests with `cost` (any `Fn(&Request<B>) -> u64`).
+    pub fn cost<C2>(self, cost: C2) -> RateLimitBuilder<C2, K> {
+        RateLimitBuilder {
+            limits: self.limits,
+            settings: self.settings,
+            cost,
+            key: self.key,
+        }
+    }
+
+    /// Gives each key its own quota (see [`by_host`](super::by_host), [`key_fn`](super::key_fn)).
+    pub fn key<K2>(self, key: K2) -> RateLimitBuilder<C, K2> {
+        RateLimitBuilder {
+            limits: self.limits,
+            settings: self.settings,
+            cost: self.cost,
+            key,
+        }
+    }
+
+    /// Checks the settings and builds the layer. `Key` is the key type of the key extractor
+    /// (inferred from its use; `()` without one).
+    pub fn build<Key>(self) -> Result<RateLimitLayer<C, K, Key>, ConfigError>
+    where
+        Key: Hash + Eq + Clone,
+    {
+        self.limits.validate()?;
+        if self.limits.requests.is_none()
+            && self.limits.tokens.is_none()
+            && self.limits.concurrency.is_none()
+        {
+            return Err(ConfigError::new(
+                "limits",
+                "set at least one of requests, tokens or concurrency",
+            ));
+        }
+        if self.settings.max_queue == Some(0) {
+            return Err(ConfigError::new("max_queue", "must be at least 1 when set"));
+        }
+        Ok(RateLimitLayer {
+            cost: self.cost,
+            key: self.key,
+            limiter: Arc::new(Limiter::new(self.limits, self.settings)),
+        })
+    }
+}

@@ -1,0 +1,188 @@
+//! The shared state of one [`RateLimitLayer`](super::RateLimitLayer): its quotas by key, its
+//! settings, and the [`RateLimitHandle`] that reads and changes them at runtime.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::hash::Hash;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use tokio::time::Instant;
+
+use super::limits::Limits;
+use super::partition::{Partition, Snapshot};
+use crate::ConfigError;
+
+/// How waiting is bounded and whether the limiter learns from the provider.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Settings {
+    pub(crate) max_wait: Option<Duration>,
+    pub(crate) max_queue: Option<usize>,
+    pub(crate) learn: bool,
+    pub(crate) adopt_limits: bool,
+    pub(crate) slow_wait: Duration,
+}
+
+/// Keys are swept of idle quotas when the map reaches this size (then twice the survivors).
+const FIRST_SWEEP: usize = 1024;
+
+pub(crate) struct Limiter<K> {
+    pub(crate) settings: Settings,
+    charges_tokens: AtomicBool,
+    limits: Mutex<Limits>,
+    default: Arc<Partition>,
+    keyed: Mutex<Keyed<K>>,
+}
+
+struct Keyed<K> {
+    map: HashMap<K, Arc<Partition>>,
+    sweep_at: usize,
+}
+
+impl<K> fmt::Debug for Limiter<K> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Limiter")
+            .field("settings", &self.settings)
+            .field("limits", &*lock(&self.limits))
+            .finish_non_exhaustive()
+    }
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+impl<K: Hash + Eq + Clone> Limiter<K> {
+    pub(crate) fn new(limits: Limits, settings: Settings) -> Self {
+        Limiter {
+            settings,
+            charges_tokens: AtomicBool::new(limits.tokens.is_some()),
+            default: Arc::new(Partition::new(&limits, Instant::now())),
+            limits: Mutex::new(limits),
+            keyed: Mutex::new(Keyed {
+                map: HashMap::new(),
+                sweep_at: FIRST_SWEEP,
+            }),
+        }
+    }
+
+    /// Whether requests must be costed (a token limit is set).
+    pub(crate) fn charges_tokens(&self) -> bool {
+        self.charges_tokens.load(Ordering::Relaxed)
+    }
+
+    /// The quota for `key` (the default one for `None`), created on first use.
+    pub(crate) fn partition(&self, key: Option<K>) -> Arc<Partition> {
+        let Some(key) = key else {
+            return Arc::clone(&self.default);
+        };
+        let mut keyed = lock(&self.keyed);
+        if let Some(partition) = keyed.map.get(&key) {
+            return Arc::clone(partition);
+        }
+        let now = Instant::now();
+        if keyed.map.len() >= keyed.sweep_at {
+            // Drop quotas nobody holds that are back to full: a new one would start the same.
+            keyed
+                .map
+                .retain(|_, p| Arc::strong_count(p) > 1 || !p.lock().is_idle(now));
+            keyed.sweep_at = (keyed.map.len() * 2).max(FIRST_SWEEP);
+        }
+        let limits = *lock(&self.limits);
+        let partition = Arc::new(Partition::new(&limits, now));
+        keyed.map.insert(key, Arc::clone(&partition));
+        partition
+    }
+
+    fn each_partition(&self, mut f: impl FnMut(&Partition)) {
+        f(&self.default);
+        for partition in lock(&self.keyed).map.values() {
+            f(partition);
+        }
+    }
+}
+
+/// Reads and changes a rate limiter at runtime, shared with every service the layer builds.
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() {
+/// use tollgate::rate_limit::{Limits, Rate};
+/// use tollgate::RateLimitLayer;
+///
+/// let layer = RateLimitLayer::builder().requests(Rate::per_minute(500)).build().unwrap();
+/// let handle = layer.handle();
+/// // The account moved to a higher tier: no rebuild, no over-admission during the change.
+/// handle.set_limits(Limits { requests: Some(Rate::per_minute(5_000)), ..Limits::default() }).unwrap();
+/// assert_eq!(handle.limits().requests, Some(Rate::per_minute(5_000)));
+/// assert_eq!(handle.snapshot().queued, 0);
+/// # }
+/// ```
+pub struct RateLimitHandle<K = ()> {
+    limiter: Arc<Limiter<K>>,
+}
+
+impl<K> Clone for RateLimitHandle<K> {
+    fn clone(&self) -> Self {
+        RateLimitHandle {
+            limiter: Arc::clone(&self.limiter),
+        }
+    }
+}
+
+impl<K> fmt::Debug for RateLimitHandle<K> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_tuple("RateLimitHandle")
+            .field(&self.limiter)
+            .finish()
+    }
+}
+
+impl<K: Hash + Eq + Clone> RateLimitHandle<K> {
+    pub(crate) fn new(limiter: Arc<Limiter<K>>) -> Self {
+        RateLimitHandle { limiter }
+    }
+
+    /// The limits in force.
+    pub fn limits(&self) -> Limits {
+        *lock(&self.limiter.limits)
+    }
+
+    /// Changes the limits of every quota. Available tokens never grow beyond the new capacity,
+    /// so the change cannot over-admit; waiters are re-examined at once.
+    pub fn set_limits(&self, limits: Limits) -> Result<(), ConfigError> {
+        limits.validate()?;
+        *lock(&self.limiter.limits) = limits;
+        self.limiter
+            .charges_tokens
+            .store(limits.tokens.is_some(), Ordering::Relaxed);
+        let now = Instant::now();
+        self.limiter
+            .each_partition(|p| p.lock().reconfigure(&limits, now));
+        Ok(())
+    }
+
+    /// The default quota right now.
+    pub fn snapshot(&self) -> Snapshot {
+        self.limiter.default.lock().snapshot(Instant::now())
+    }
+
+    /// The quota of `key` right now, if it exists.
+    pub fn snapshot_of(&self, key: &K) -> Option<Snapshot> {
+        let partition = lock(&self.limiter.keyed).map.get(key).cloned()?;
+        let snapshot = partition.lock().snapshot(Instant::now());
+        Some(snapshot)
+    }
+
+    /// How many keyed quotas are held (idle ones are dropped as new keys arrive).
+    pub fn keys(&self) -> usize {
+        lock(&self.limiter.keyed).map.len()
+    }
+
+    /// Pauses every admission of every quota for `duration` (as a 429 with a hint does).
+    pub fn pause_for(&self, duration: Duration) {
+        let until = Instant::now() + duration;
+        self.limiter.each_partition(|p| p.lock().pause_until(until));
+    }
+}

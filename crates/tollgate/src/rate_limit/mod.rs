@@ -1,0 +1,72 @@
+//! Stay under the provider's limits: requests, tokens and concurrency at once, shared by every
+//! clone, waiting fairly instead of drawing 429s.
+//!
+//! AI providers limit requests per minute *and* tokens per minute, per model, and say on every
+//! response how much quota is left. [`RateLimitLayer`] enforces the same limits on the client
+//! side, so the provider's limit is never hit, and corrects itself from what the provider says.
+//!
+//! # How it works
+//!
+//! Each quota (one by default, one per key with [`RateLimitBuilder::key`]) is a set of token
+//! buckets with continuous refill (capacity = burst) plus an in-flight count, behind one lock. A
+//! request is admitted when every limit allows it, and takes from all of them at once: a request
+//! held back by the token limit consumes no request slot. Its cost in tokens comes from a
+//! [`Cost`] function, by default [`EstimateTokens`] (OpenAI's admission rule); a request that
+//! costs more than the token bucket holds fails at once with [`RateLimitError::TooLarge`].
+//!
+//! Requests that cannot go at once wait in a FIFO queue, so a large request is not starved by
+//! small ones. Only the head of the queue holds a timer, set to the instant its tokens are due;
+//! when admitted it wakes the next. A waiter that is dropped gives its place and its claim to the
+//! next one. [`max_wait`](RateLimitBuilder::max_wait) and
+//! [`max_queue`](RateLimitBuilder::max_queue) bound the wait with typed errors.
+//!
+//! The limiter learns from the provider: `x-ratelimit-remaining-*` / `anthropic-ratelimit-*`
+//! lower a bucket that believes it has more, a lower `limit` replaces the configured one, and a
+//! 429 pauses the whole quota until its `Retry-After` (at most 60 s), so every task stops
+//! together instead of each discovering the 429 alone. Concurrency permits are held until the
+//! response body ends, so streamed completions count while they stream.
+//!
+//! # Trade-offs
+//!
+//! `poll_ready` reflects only the inner service: the cost of a request is known only in `call`,
+//! so the waiting happens in the response future (which owns a clone of the inner service).
+//! A mutex per quota serialises admissions; it is held for a few arithmetic operations, never
+//! across a wait. Quotas of keys that are idle and full again are dropped as new keys arrive, so
+//! memory follows the number of keys in use, not the number ever seen.
+//!
+//! ```
+//! use std::time::Duration;
+//! use tollgate::rate_limit::Rate;
+//! use tollgate::RateLimitLayer;
+//!
+//! let layer = RateLimitLayer::builder()
+//!     .requests(Rate::per_minute(500).with_burst(20))
+//!     .tokens(Rate::per_minute(30_000))
+//!     .max_wait(Duration::from_secs(30))
+//!     .build()
+//!     .unwrap();
+//! # let _ = layer;
+//! ```
+
+mod body;
+mod bucket;
+mod cost;
+mod error;
+mod future;
+mod key;
+mod layer;
+mod limiter;
+mod limits;
+mod partition;
+mod service;
+
+pub use body::RateLimitBody;
+pub use cost::{Cost, EstimateTokens, PeekBody, TokenCost};
+pub use error::RateLimitError;
+pub use future::ResponseFuture;
+pub use key::{by_host, key_fn, ByHost, KeyFn, KeyFor, NoKey};
+pub use layer::{RateLimitBuilder, RateLimitLayer};
+pub use limiter::RateLimitHandle;
+pub use limits::{Limits, Rate};
+pub use partition::{Snapshot, Which};
+pub use service::RateLimit;

@@ -1,0 +1,364 @@
+//! One quota: the buckets, the concurrency count and the FIFO queue of waiters behind one lock.
+//!
+//! Admission checks every limit and takes from all of them under the same lock, so a request
+//! kept waiting by one limit consumes nothing from the others. Only the head of the queue holds
+//! a timer, set for the instant its tokens are due; when it is admitted it wakes the next waiter,
+//! which computes its own instant. Nobody polls in a loop.
+
+use std::collections::VecDeque;
+use std::sync::{Mutex, MutexGuard};
+use std::task::Waker;
+use std::time::Duration;
+
+use tokio::time::Instant;
+
+use super::bucket::Bucket;
+use super::limits::Limits;
+use super::limits::Rate;
+use crate::classify::RateLimitState;
+
+/// Why a request cannot be admitted right now.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Blocked {
+    /// A bucket (or a pause) frees up after this long.
+    For(Duration, Which),
+    /// All concurrency permits are held; a release wakes the queue.
+    Concurrency,
+}
+
+/// Which limit holds a request back.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum Which {
+    /// Requests per interval.
+    Requests,
+    /// Tokens per interval.
+    Tokens,
+    /// Requests in flight.
+    Concurrency,
+    /// A pause after the provider answered 429.
+    Paused,
+}
+
+impl Which {
+    /// A short name for messages and logs.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Which::Requests => "requests",
+            Which::Tokens => "tokens",
+            Which::Concurrency => "concurrency",
+            Which::Paused => "provider pause",
+        }
+    }
+}
+
+#[derive(Debug)]
+struct Waiter {
+    id: u64,
+    cost: u64,
+    waker: Option<Waker>,
+}
+
+#[derive(Debug)]
+pub(crate) struct State {
+    requests: Option<Bucket>,
+    tokens: Option<Bucket>,
+    concurrency: Option<u32>,
+    in_flight: u32,
+    paused_until: Option<Instant>,
+    queue: VecDeque<Waiter>,
+    queued_tokens: u64,
+    next_id: u64,
+}
+
+#[derive(Debug)]
+pub(crate) struct Partition {
+    state: Mutex<State>,
+}
+
+impl Partition {
+    pub(crate) fn new(limits: &Limits, now: Instant) -> Self {
+        Partition {
+            state: Mutex::new(State {
+                requests: limits.requests.map(|rate| Bucket::new(rate, now)),
+                tokens: limits.tokens.map(|rate| Bucket::new(rate, now)),
+                concurrency: limits.concurrency,
+                in_flight: 0,
+                paused_until: None,
+                queue: VecDeque::new(),
+                queued_tokens: 0,
+                next_id: 0,
+            }),
+        }
+    }
+
+    pub(crate) fn lock(&self) -> MutexGuard<'_, State> {
+        // Every critical section leaves the state consistent before anything can panic, so a
+        // poisoned lock is still usable.
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Returns a concurrency permit and wakes the head of the queue.
+    pub(crate) fn release(&self) {
+        let mut state = self.lock();
+        state.in_flight = state.in_flight.saturating_sub(1);
+        state.wake_head();
+    }
+}
+
+impl State {
+    /// Whether a request of `cost` could ever be admitted: its cost fits the token bucket.
+    pub(crate) fn too_large(&self, cost: u64) -> Option<u64> {
+        let tokens = self.tokens.as_ref()?;
+        (!tokens.fits(cost)).then_some(tokens.capacity())
+    }
+
+    fn refill(&mut self, now: Instant) {
+        if self.paused_until.is_some_and(|until| until <= now) {
+            self.paused_until = None;
+        }
+    }
+
+    /// Checks every limit for a request of `cost` with `ahead` (requests, tokens) queued before
+    /// it. Takes nothing.
+    fn check(&mut self, cost: u64, ahead: (u64, u64), now: Instant) -> Result<(), Blocked> {
+        self.refill(now);
+        let mut wait = (Duration::ZERO, Which::Requests);
+        if let Some(until) = self.paused_until {
+            wait = (until - now, Which::Paused);
+        }
+        if let Some(bucket) = &self.requests {
+            let w = bucket.wait_for(ahead.0, 1, now);
+            if w > wait.0 {
+                wait = (w, Which::Requests);
+            }
+        }
+        if let Some(bucket) = &self.tokens {
+            let w = bucket.wait_for(ahead.1, cost, now);
+            if w > wait.0 {
+                wait = (w, Which::Tokens);
+            }
+        }
+        if !wait.0.is_zero() {
+            return Err(Blocked::For(wait.0, wait.1));
+        }
+        if self.concurrency.is_some_and(|max| self.in_flight >= max) {
+            return Err(Blocked::Concurrency);
+        }
+        Ok(())
+    }
+
+    /// Takes from every limit; returns whether a concurrency permit was taken.
+    fn take(&mut self, cost: u64, now: Instant) -> bool {
+        if let Some(bucket) = &mut self.requests {
+            bucket.take(1, now);
+        }
+        if let Some(bucket) = &mut self.tokens {
+            bucket.take(cost, now);
+        }
+        if self.concurrency.is_some() {
+            self.in_flight += 1;
+        }
+        self.concurrency.is_some()
+    }
+
+    /// The fast path: admits at once when nobody is queued and every limit allows. Returns
+    /// `None` when the request must queue, else whether a concurrency permit was taken.
+    pub(crate) fn try_admit_now(&mut self, cost: u64, now: Instant) -> Option<bool> {
+        // With others queued, FIFO order says join the queue behind them.
+        if !self.queue.is_empty() || self.check(cost, (0, 0), now).is_err() {
+            return None;
+        }
+        Some(self.take(cost, now))
+    }
+
+    /// How long a new request of `cost` would wait behind the queue (for the max-wait bound).
+    pub(crate) fn estimated_wait(&mut self, cost: u64, now: Instant) -> Option<(Duration, Which)> {
+        let ahead = (self.queue.len() as u64, self.queued_tokens);
+        match self.check(cost, ahead, now) {
+            Ok(()) | Err(Blocked::Concurrency) => None,
+            Err(Blocked::For(wait, which)) => Some((wait, which)),
+        }
+    }
+
+    pub(crate) fn queue_len(&self) -> usize {
+        self.queue.len()
+    }
+
+    pub(crate) fn enqueue(&mut self, cost: u64, waker: Waker) -> u64 {
+        let id = self.next_id;
+        self.next_id += 1;
+        self.queued_tokens += cost;
+        self.queue.push_back(Waiter {
+            id,
+            cost,
+            waker: Some(waker),
+        });
+        id
+    }
+
+    /// For a queued waiter: admits it if it is at the head and every limit allows, else says
+    /// what it waits for (and keeps its waker).
+    pub(crate) fn poll_queued(
+        &mut self,
+        id: u64,
+        waker: &Waker,
+        now: Instant,
+    ) -> Result<bool, Option<Blocked>> {
+        let Some(position) = self.queue.iter().position(|w| w.id == id) else {
+            return Err(None);
+        };
+        if position > 0 {
+            let slot = &mut self.queue[position];
+            if !slot.waker.as_ref().is_some_and(|w| w.will_wake(waker)) {
+                slot.waker = Some(waker.clone());
+            }
+            return Err(None);
+        }
+        let cost = self.queue[0].cost;
+        match self.check(cost, (0, 0), now) {
+            Ok(()) => {
+                self.queue.pop_front();
+                self.queued_tokens -= cost;
+                let permit = self.take(cost, now);
+                self.wake_head();
+                Ok(permit)
+            }
+            Err(blocked) => {
+                self.queue[0].waker = Some(waker.clone());
+                Err(Some(blocked))
+            }
+        }
+    }
+
+    /// Removes a cancelled waiter; its place (and its claim on the tokens) goes to the next.
+    pub(crate) fn cancel(&mut self, id: u64) {
+        if let Some(position) = self.queue.iter().position(|w| w.id == id) {
+            if let Some(waiter) = self.queue.remove(position) {
+                self.queued_tokens -= waiter.cost;
+            }
+            if position == 0 {
+                self.wake_head();
+            }
+        }
+    }
+
+    pub(crate) fn wake_head(&mut self) {
+        if let Some(waker) = self.queue.front_mut().and_then(|w| w.waker.take()) {
+            waker.wake();
+        }
+    }
+
+    /// Pauses every admission until `until` (a 429 with a wait hint).
+    pub(crate) fn pause_until(&mut self, until: Instant) {
+        if self.paused_until.is_none_or(|current| current < until) {
+            self.paused_until = Some(until);
+            // The head's timer must move later; it recomputes when woken.
+            self.wake_head();
+        }
+    }
+
+    /// A 429 without a hint: empty the request bucket so the next admission waits for a refill.
+    pub(crate) fn drain_requests(&mut self, now: Instant) {
+        if let Some(bucket) = &mut self.requests {
+            bucket.drain(now);
+        }
+    }
+
+    /// Lowers the buckets to what the provider says remains, and adopts a lower limit.
+    /// Returns whether anything changed.
+    pub(crate) fn adapt(
+        &mut self,
+        server: &RateLimitState,
+        adopt_limits: bool,
+        now: Instant,
+    ) -> bool {
+        self.refill(now);
+        let mut changed = false;
+        let pairs = [
+            (&mut self.requests, server.requests),
+            (&mut self.tokens, server.tokens),
+        ];
+        for (bucket, window) in pairs {
+            let Some(bucket) = bucket else { continue };
+            if let Some(remaining) = window.remaining {
+                if remaining < bucket.level(now) {
+                    bucket.lower_to(remaining, now);
+                    changed = true;
+                }
+            }
+            if let Some(limit) = window.limit.filter(|_| adopt_limits) {
+                let rate = bucket.rate();
+                if limit > 0 && limit < rate.capacity {
+                    // Providers report limits per minute with the whole minute as the burst:
+                    // keep the refill in the same proportion to the capacity.
+                    let amount = (u128::from(rate.amount) * u128::from(limit)
+                        / u128::from(rate.capacity))
+                    .max(1);
+                    let adopted = Rate {
+                        amount: amount as u64,
+                        interval: rate.interval,
+                        capacity: limit,
+                    };
+                    bucket.reconfigure(adopted, now);
+                    changed = true;
+                }
+            }
+        }
+        changed
+    }
+
+    pub(crate) fn reconfigure(&mut self, limits: &Limits, now: Instant) {
+        reconfigure_bucket(&mut self.requests, limits.requests, now);
+        reconfigure_bucket(&mut self.tokens, limits.tokens, now);
+        self.concurrency = limits.concurrency;
+        self.wake_head();
+    }
+
+    /// Whether dropping this partition loses nothing: no one waiting or in flight, no pause,
+    /// and every bucket full (a new partition would start the same).
+    pub(crate) fn is_idle(&mut self, now: Instant) -> bool {
+        self.refill(now);
+        self.queue.is_empty()
+            && self.in_flight == 0
+            && self.paused_until.is_none()
+            && [&self.requests, &self.tokens]
+                .into_iter()
+                .flatten()
+                .all(|bucket| bucket.is_full(now))
+    }
+
+    pub(crate) fn snapshot(&mut self, now: Instant) -> Snapshot {
+        self.refill(now);
+        Snapshot {
+            requests_available: self.requests.as_ref().map(|b| b.level(now)),
+            tokens_available: self.tokens.as_ref().map(|b| b.level(now)),
+            in_flight: self.in_flight,
+            queued: self.queue.len(),
+            paused_for: self.paused_until.map(|until| until - now),
+        }
+    }
+}
+
+fn reconfigure_bucket(bucket: &mut Option<Bucket>, rate: Option<Rate>, now: Instant) {
+    match (bucket.as_mut(), rate) {
+        (Some(b), Some(rate)) => b.reconfigure(rate, now),
+        (None, Some(rate)) => *bucket = Some(Bucket::new(rate, now)),
+        (_, None) => *bucket = None,
+    }
+}
+
+/// What a quota looks like right now, from [`RateLimitHandle::snapshot`](super::RateLimitHandle::snapshot).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Snapshot {
+    /// Requests that could be admitted now (`None`: no request limit).
+    pub requests_available: Option<u64>,
+    /// Tokens that could be spent now (`None`: no token limit).
+    pub tokens_available: Option<u64>,
+    /// Requests holding a concurrency permit.
+    pub in_flight: u32,
+    /// Requests waiting in the queue.
+    pub queued: usize,
+    /// How long admissions stay paused after a 429, if they are.
+    pub paused_for: Option<Duration>,
+}

@@ -1,0 +1,135 @@
+//! The [`RateLimit`] service.
+
+use std::sync::Arc;
+use std::task::{Context, Poll, Waker};
+
+use http::{Request, Response};
+use tokio::time::Instant;
+use tower_service::Service;
+
+use super::body::{Permit, RateLimitBody};
+use super::cost::Cost;
+use super::error::RateLimitError;
+use super::future::{ResponseFuture, Wait};
+use super::key::KeyFor;
+use super::limiter::Limiter;
+use crate::BoxError;
+
+/// The service built by [`RateLimitLayer`](crate::RateLimitLayer): see there.
+pub struct RateLimit<S, C, K, Key> {
+    inner: S,
+    cost: C,
+    key: K,
+    limiter: Arc<Limiter<Key>>,
+}
+
+impl<S: Clone, C: Clone, K: Clone, Key> Clone for RateLimit<S, C, K, Key> {
+    fn clone(&self) -> Self {
+        RateLimit {
+            inner: self.inner.clone(),
+            cost: self.cost.clone(),
+            key: self.key.clone(),
+            limiter: Arc::clone(&self.limiter),
+        }
+    }
+}
+
+impl<S: std::fmt::Debug, C, K, Key> std::fmt::Debug for RateLimit<S, C, K, Key> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RateLimit")
+            .field("inner", &self.inner)
+            .field("limiter", &self.limiter)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<S, C, K, Key> RateLimit<S, C, K, Key> {
+    pub(crate) fn new(inner: S, cost: C, key: K, limiter: Arc<Limiter<Key>>) -> Self {
+        RateLimit {
+            inner,
+            cost,
+            key,
+            limiter,
+        }
+    }
+
+    /// The inner service.
+    pub fn get_ref(&self) -> &S {
+        &self.inner
+    }
+}
+
+impl<S, C, K, ReqBody, ResBody> Service<Request<ReqBody>> for RateLimit<S, C, K, K::Key>
+where
+    S: Service<Request<ReqBody>, Response = Response<ResBody>> + Clone,
+    S::Error: Into<BoxError>,
+    C: Cost<ReqBody>,
+    K: KeyFor<ReqBody>,
+{
+    type Response = Response<RateLimitBody<ResBody>>;
+    type Error = BoxError;
+    type Future = ResponseFuture<S, ReqBody>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        // The quota is checked per request in `call`, because a request's cost (its tokens) is
+        // only known from the request itself.
+        self.inner.poll_ready(cx).map_err(Into::into)
+    }
+
+    fn call(&mut self, request: Request<ReqBody>) -> Self::Future {
+        let cost = if self.limiter.charges_tokens() {
+            self.cost.cost(&request)
+        } else {
+            1
+        };
+        let settings = self.limiter.settings;
+        let partition = self.limiter.partition(self.key.key(&request));
+        let now = Instant::now();
+        let mut state = partition.lock();
+        if let Some(capacity) = state.too_large(cost) {
+            drop(state);
+            return ResponseFuture::rejected(
+                settings,
+                partition,
+                RateLimitError::TooLarge { cost, capacity },
+            );
+        }
+        if let Some(took_permit) = state.try_admit_now(cost, now) {
+            drop(state);
+            let permit = took_permit.then(|| Permit(Arc::clone(&partition)));
+            let future = self.inner.call(request);
+            return ResponseFuture::calling(settings, partition, future, permit);
+        }
+        let estimate = state.estimated_wait(cost, now);
+        if let Some(max_queue) = settings.max_queue {
+            if state.queue_len() >= max_queue {
+                drop(state);
+                let error = RateLimitError::QueueFull {
+                    max_queue,
+                    wait: estimate.map(|(wait, _)| wait),
+                };
+                return ResponseFuture::rejected(settings, partition, error);
+            }
+        }
+        if let (Some(max_wait), Some((wait, limit))) = (settings.max_wait, estimate) {
+            if wait > max_wait {
+                drop(state);
+                let error = RateLimitError::WouldWait {
+                    limit,
+                    wait,
+                    max_wait,
+                };
+                return ResponseFuture::rejected(settings, partition, error);
+            }
+        }
+        // Queue now, so the order of calls is the order of admission; the real waker is
+        // registered on the first poll.
+        let id = state.enqueue(cost, Waker::noop().clone());
+        drop(state);
+        let wait = Wait::new(Arc::clone(&partition), id, now);
+        // The service that was polled ready goes with the request; its clone stays for the next.
+        let clone = self.inner.clone();
+        let service = std::mem::replace(&mut self.inner, clone);
+        ResponseFuture::waiting(settings, partition, wait, service, request)
+    }
+}
