@@ -9,6 +9,7 @@
 //!   buckets shared by every clone, and learns from the provider's headers and 429s.
 //! - [`BackoffRetryLayer`] retries what can succeed, with jittered exponential backoff, server
 //!   wait hints, a retry budget and deadlines.
+//! - [`CircuitBreakerLayer`] fails fast while a provider is down and probes until it is back.
 //!
 //! Every layer keeps its shared state in an `Arc` owned by the layer, so every clone of a service
 //! (and every service one layer builds, as axum does per connection) shares one quota, budget or
@@ -40,11 +41,14 @@
 #![deny(unsafe_code)]
 #![warn(missing_docs, unreachable_pub, rust_2018_idioms)]
 
+pub mod circuit_breaker;
 pub mod classify;
 mod config_error;
+pub mod key;
 pub mod rate_limit;
 pub mod retry;
 
+pub use circuit_breaker::CircuitBreakerLayer;
 pub use classify::ClassifyLayer;
 pub use config_error::ConfigError;
 pub use rate_limit::RateLimitLayer;
@@ -60,6 +64,9 @@ pub(crate) fn rejection_verdict(
 ) -> Option<classify::Classification> {
     if error.is::<retry::AttemptTimedOut>() {
         return Some(classify::Classification::new(classify::Kind::Timeout));
+    }
+    if let Some(open) = error.downcast_ref::<circuit_breaker::CircuitOpen>() {
+        return Some(classify::rejected(open.retry_after()));
     }
     if let Some(refused) = error.downcast_ref::<rate_limit::RateLimitError>() {
         return Some(classify::rejected(refused.retry_after()));

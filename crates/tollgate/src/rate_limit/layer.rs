@@ -8,10 +8,10 @@ use std::time::Duration;
 use tower_layer::Layer;
 
 use super::cost::EstimateTokens;
-use super::key::NoKey;
 use super::limiter::{Limiter, RateLimitHandle, Settings};
 use super::limits::{Limits, Rate};
 use super::service::RateLimit;
+use crate::key::NoKey;
 use crate::ConfigError;
 
 /// Keeps a client under the provider's limits: requests per interval, tokens per interval and

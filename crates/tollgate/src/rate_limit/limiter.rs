@@ -1,7 +1,6 @@
 //! The shared state of one [`RateLimitLayer`](super::RateLimitLayer): its quotas by key, its
 //! settings, and the [`RateLimitHandle`] that reads and changes them at runtime.
 
-use std::collections::HashMap;
 use std::fmt;
 use std::hash::Hash;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -12,6 +11,7 @@ use tokio::time::Instant;
 
 use super::limits::Limits;
 use super::partition::{Partition, Snapshot};
+use crate::key::Registry;
 use crate::ConfigError;
 
 /// How waiting is bounded and whether the limiter learns from the provider.
@@ -24,20 +24,12 @@ pub(crate) struct Settings {
     pub(crate) slow_wait: Duration,
 }
 
-/// Keys are swept of idle quotas when the map reaches this size (then twice the survivors).
-const FIRST_SWEEP: usize = 1024;
-
 pub(crate) struct Limiter<K> {
     pub(crate) settings: Settings,
     charges_tokens: AtomicBool,
     limits: Mutex<Limits>,
     default: Arc<Partition>,
-    keyed: Mutex<Keyed<K>>,
-}
-
-struct Keyed<K> {
-    map: HashMap<K, Arc<Partition>>,
-    sweep_at: usize,
+    keyed: Mutex<Registry<K, Partition>>,
 }
 
 impl<K> fmt::Debug for Limiter<K> {
@@ -60,10 +52,7 @@ impl<K: Hash + Eq + Clone> Limiter<K> {
             charges_tokens: AtomicBool::new(limits.tokens.is_some()),
             default: Arc::new(Partition::new(&limits, Instant::now())),
             limits: Mutex::new(limits),
-            keyed: Mutex::new(Keyed {
-                map: HashMap::new(),
-                sweep_at: FIRST_SWEEP,
-            }),
+            keyed: Mutex::new(Registry::new()),
         }
     }
 
@@ -77,27 +66,19 @@ impl<K: Hash + Eq + Clone> Limiter<K> {
         let Some(key) = key else {
             return Arc::clone(&self.default);
         };
-        let mut keyed = lock(&self.keyed);
-        if let Some(partition) = keyed.map.get(&key) {
-            return Arc::clone(partition);
-        }
         let now = Instant::now();
-        if keyed.map.len() >= keyed.sweep_at {
-            // Drop quotas nobody holds that are back to full: a new one would start the same.
-            keyed
-                .map
-                .retain(|_, p| Arc::strong_count(p) > 1 || !p.lock().is_idle(now));
-            keyed.sweep_at = (keyed.map.len() * 2).max(FIRST_SWEEP);
-        }
         let limits = *lock(&self.limits);
-        let partition = Arc::new(Partition::new(&limits, now));
-        keyed.map.insert(key, Arc::clone(&partition));
-        partition
+        // A quota that is idle and full again is the same as a new one: dropping it loses nothing.
+        lock(&self.keyed).get_or_insert(
+            key,
+            || Partition::new(&limits, now),
+            |partition| partition.lock().is_idle(now),
+        )
     }
 
     fn each_partition(&self, mut f: impl FnMut(&Partition)) {
         f(&self.default);
-        for partition in lock(&self.keyed).map.values() {
+        for partition in lock(&self.keyed).values() {
             f(partition);
         }
     }
@@ -170,14 +151,14 @@ impl<K: Hash + Eq + Clone> RateLimitHandle<K> {
 
     /// The quota of `key` right now, if it exists.
     pub fn snapshot_of(&self, key: &K) -> Option<Snapshot> {
-        let partition = lock(&self.limiter.keyed).map.get(key).cloned()?;
+        let partition = lock(&self.limiter.keyed).get(key).cloned()?;
         let snapshot = partition.lock().snapshot(Instant::now());
         Some(snapshot)
     }
 
     /// How many keyed quotas are held (idle ones are dropped as new keys arrive).
     pub fn keys(&self) -> usize {
-        lock(&self.limiter.keyed).map.len()
+        lock(&self.limiter.keyed).len()
     }
 
     /// Pauses every admission of every quota for `duration` (as a 429 with a hint does).

@@ -11,8 +11,8 @@ use super::body::{Permit, RateLimitBody};
 use super::cost::Cost;
 use super::error::RateLimitError;
 use super::future::{ResponseFuture, Wait};
-use super::key::KeyFor;
 use super::limiter::Limiter;
+use crate::key::KeyFor;
 use crate::BoxError;
 
 /// The service built by [`RateLimitLayer`](crate::RateLimitLayer): see there.

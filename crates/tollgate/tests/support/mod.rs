@@ -18,6 +18,8 @@ pub enum Step {
     Status(u16, Vec<(&'static str, String)>),
     Fail(&'static str),
     Hang,
+    /// Answers with this status after this long.
+    Slow(u16, std::time::Duration),
 }
 
 pub fn status(code: u16) -> Step {
@@ -86,6 +88,12 @@ impl<B> tower::Service<Request<B>> for Scripted {
                 }
                 Step::Fail(message) => {
                     Err(std::io::Error::new(std::io::ErrorKind::ConnectionReset, message).into())
+                }
+                Step::Slow(code, delay) => {
+                    tokio::time::sleep(delay).await;
+                    let mut response = Response::new(String::new());
+                    *response.status_mut() = StatusCode::from_u16(code).unwrap();
+                    Ok(response)
                 }
                 Step::Hang => {
                     std::future::pending::<Infallible>().await;

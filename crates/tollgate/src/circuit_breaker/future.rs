@@ -1,0 +1,107 @@
+//! The [`ResponseFuture`] of [`CircuitBreaker`](super::CircuitBreaker).
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{ready, Context, Poll};
+
+use http::Response;
+use pin_project_lite::pin_project;
+use tokio::time::Instant;
+
+use super::circuit::{Circuit, Ticket};
+use super::error::CircuitOpen;
+use super::settings::Outcome;
+use crate::classify::{error_verdict, response_verdict};
+use crate::BoxError;
+
+/// An admitted call; if it ends without an outcome (dropped), its probe slot is freed.
+struct Pending {
+    circuit: Arc<Circuit>,
+    ticket: Ticket,
+    started: Option<Instant>,
+    recorded: bool,
+}
+
+impl Pending {
+    fn finish(mut self, outcome: Outcome) {
+        let slow = match (self.started, self.circuit.settings.slow) {
+            (Some(started), Some(slow)) => started.elapsed() >= slow.threshold,
+            _ => false,
+        };
+        self.circuit.record(self.ticket, outcome, slow);
+        self.recorded = true;
+    }
+}
+
+impl Drop for Pending {
+    fn drop(&mut self) {
+        if !self.recorded {
+            self.circuit.record(self.ticket, Outcome::Ignored, false);
+        }
+    }
+}
+
+pin_project! {
+    /// Response future of [`CircuitBreaker`](super::CircuitBreaker): a refusal ready at once, or
+    /// the inner call whose outcome is recorded when it ends.
+    pub struct ResponseFuture<F> {
+        #[pin]
+        inner: Option<F>,
+        pending: Option<Pending>,
+        refusal: Option<CircuitOpen>,
+    }
+}
+
+impl<F> ResponseFuture<F> {
+    pub(crate) fn admitted(future: F, circuit: Arc<Circuit>, ticket: Ticket) -> Self {
+        // Time is read only when slow calls are watched.
+        let started = circuit.settings.slow.map(|_| Instant::now());
+        ResponseFuture {
+            inner: Some(future),
+            pending: Some(Pending {
+                circuit,
+                ticket,
+                started,
+                recorded: false,
+            }),
+            refusal: None,
+        }
+    }
+
+    pub(crate) fn refused(refusal: CircuitOpen) -> Self {
+        ResponseFuture {
+            inner: None,
+            pending: None,
+            refusal: Some(refusal),
+        }
+    }
+}
+
+impl<F, B, E> Future for ResponseFuture<F>
+where
+    F: Future<Output = Result<Response<B>, E>>,
+    E: Into<BoxError>,
+{
+    type Output = Result<Response<B>, BoxError>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.project();
+        let Some(inner) = this.inner.as_pin_mut() else {
+            return Poll::Ready(Err(match this.refusal.take() {
+                Some(refusal) => Box::new(refusal),
+                None => "circuit breaker future polled after completion".into(),
+            }));
+        };
+        let result = ready!(inner.poll(cx)).map_err(Into::into);
+        if let Some(pending) = this.pending.take() {
+            let verdict = match &result {
+                Ok(response) => response_verdict(response),
+                Err(error) => error_verdict(&**error),
+            };
+            let outcome = pending.circuit.settings.outcome(verdict.kind());
+            pending.finish(outcome);
+        }
+        Poll::Ready(result)
+    }
+}
