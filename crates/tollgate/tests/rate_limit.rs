@@ -31,6 +31,7 @@ fn offsets(calls: &[Instant], start: Instant) -> Vec<u64> {
 async fn ten_thousand_requests_are_admitted_exactly_on_schedule() {
     let provider = Scripted::new([]);
     let layer = RateLimitLayer::builder()
+        .headroom(Duration::ZERO)
         .requests(Rate::per_second(100).with_burst(10))
         .build()
         .unwrap();
@@ -52,9 +53,32 @@ async fn ten_thousand_requests_are_admitted_exactly_on_schedule() {
 }
 
 #[tokio::test(start_paused = true)]
+async fn default_headroom_holds_back_a_little_of_the_burst() {
+    let provider = Scripted::new([]);
+    let layer = RateLimitLayer::builder()
+        .requests(Rate::per_second(100).with_burst(10))
+        .build()
+        .unwrap();
+    let service = layer.layer(provider.clone());
+    let start = Instant::now();
+    let calls: Vec<_> = (0..12)
+        .map(|_| tokio::spawn(service.clone().oneshot(request())))
+        .collect();
+    for call in calls {
+        call.await.unwrap().unwrap();
+    }
+    // 10 ms of headroom at 100/s is one request of the burst of 10.
+    assert_eq!(
+        offsets(&provider.calls(), start),
+        [0, 0, 0, 0, 0, 0, 0, 0, 0, 10, 20, 30]
+    );
+}
+
+#[tokio::test(start_paused = true)]
 async fn weighted_costs_draw_on_the_token_bucket() {
     let provider = Scripted::new([]);
     let layer = RateLimitLayer::builder()
+        .headroom(Duration::ZERO)
         .tokens(Rate::per_second(1_000))
         .build()
         .unwrap();
@@ -71,6 +95,7 @@ async fn weighted_costs_draw_on_the_token_bucket() {
 async fn a_request_held_by_one_limit_takes_nothing_from_the_others() {
     let provider = Scripted::new([]);
     let layer = RateLimitLayer::builder()
+        .headroom(Duration::ZERO)
         .requests(Rate::per_minute(6).with_burst(5))
         .tokens(Rate::per_second(100))
         .build()
@@ -92,6 +117,7 @@ async fn a_request_held_by_one_limit_takes_nothing_from_the_others() {
 async fn a_large_request_queued_first_is_not_starved_by_small_ones() {
     let provider = Scripted::new([]);
     let layer = RateLimitLayer::builder()
+        .headroom(Duration::ZERO)
         .tokens(Rate::per_second(100))
         .build()
         .unwrap();
@@ -119,6 +145,7 @@ async fn a_large_request_queued_first_is_not_starved_by_small_ones() {
 async fn a_cancelled_waiter_gives_its_place_to_the_next() {
     let provider = Scripted::new([]);
     let layer = RateLimitLayer::builder()
+        .headroom(Duration::ZERO)
         .tokens(Rate::per_second(100))
         .build()
         .unwrap();
@@ -139,6 +166,7 @@ async fn a_cancelled_waiter_gives_its_place_to_the_next() {
 async fn bounds_refuse_at_once_with_typed_errors() {
     let provider = Scripted::new([]);
     let layer = RateLimitLayer::builder()
+        .headroom(Duration::ZERO)
         .requests(Rate::per_second(1).with_burst(1))
         .tokens(Rate::per_minute(1_000))
         .max_wait(Duration::from_secs(3))
@@ -172,6 +200,7 @@ async fn bounds_refuse_at_once_with_typed_errors() {
     second.await.unwrap().unwrap();
 
     let strict = RateLimitLayer::builder()
+        .headroom(Duration::ZERO)
         .requests(Rate::per_second(1).with_burst(1))
         .max_wait(Duration::from_millis(1_500))
         .build()
@@ -210,6 +239,7 @@ async fn keys_have_independent_quotas_and_idle_ones_are_dropped() {
             .map(|v| v.to_str().unwrap().to_owned())
     });
     let layer = RateLimitLayer::builder()
+        .headroom(Duration::ZERO)
         .requests(Rate::per_second(1).with_burst(1))
         .key(by_model)
         .build()
@@ -252,6 +282,7 @@ async fn keys_have_independent_quotas_and_idle_ones_are_dropped() {
 async fn limits_change_at_runtime_without_over_admitting() {
     let provider = Scripted::new([]);
     let layer = RateLimitLayer::builder()
+        .headroom(Duration::ZERO)
         .requests(Rate::per_second(10))
         .build()
         .unwrap();
@@ -298,7 +329,11 @@ async fn concurrency_permits_are_held_until_the_body_ends() {
             bytes::Bytes::from_static(b"streamed"),
         )))
     });
-    let layer = RateLimitLayer::builder().concurrency(1).build().unwrap();
+    let layer = RateLimitLayer::builder()
+        .headroom(Duration::ZERO)
+        .concurrency(1)
+        .build()
+        .unwrap();
     let handle = layer.handle();
     let service = layer.layer(inner);
     let response = service.clone().oneshot(request()).await.unwrap();
@@ -325,6 +360,7 @@ async fn concurrency_permits_are_held_until_the_body_ends() {
 async fn a_429_with_a_hint_pauses_every_task_together() {
     let provider = Scripted::new([with_header(429, "retry-after", "3")]);
     let layer = RateLimitLayer::builder()
+        .headroom(Duration::ZERO)
         .requests(Rate::per_second(100))
         .build()
         .unwrap();
@@ -351,6 +387,7 @@ async fn provider_headers_lower_the_bucket_and_adopt_a_lower_limit() {
         ],
     )]);
     let layer = RateLimitLayer::builder()
+        .headroom(Duration::ZERO)
         .requests(Rate::per_minute(600))
         .build()
         .unwrap();
@@ -372,6 +409,7 @@ async fn provider_headers_lower_the_bucket_and_adopt_a_lower_limit() {
 
     let provider = Scripted::new([status(200)]);
     let quiet = RateLimitLayer::builder()
+        .headroom(Duration::ZERO)
         .requests(Rate::per_minute(600))
         .learn_from_provider(false)
         .build()
@@ -383,11 +421,16 @@ async fn provider_headers_lower_the_bucket_and_adopt_a_lower_limit() {
 #[test]
 fn bad_limits_are_typed_errors() {
     assert_eq!(
-        RateLimitLayer::builder().build::<()>().unwrap_err().field(),
+        RateLimitLayer::builder()
+            .headroom(Duration::ZERO)
+            .build::<()>()
+            .unwrap_err()
+            .field(),
         "limits"
     );
     assert_eq!(
         RateLimitLayer::builder()
+            .headroom(Duration::ZERO)
             .requests(Rate::per_minute(0))
             .build::<()>()
             .unwrap_err()
@@ -396,6 +439,7 @@ fn bad_limits_are_typed_errors() {
     );
     assert_eq!(
         RateLimitLayer::builder()
+            .headroom(Duration::ZERO)
             .tokens(Rate::per_minute(10).with_burst(0))
             .build::<()>()
             .unwrap_err()
@@ -404,6 +448,7 @@ fn bad_limits_are_typed_errors() {
     );
     assert_eq!(
         RateLimitLayer::builder()
+            .headroom(Duration::ZERO)
             .concurrency(0)
             .build::<()>()
             .unwrap_err()
@@ -416,6 +461,7 @@ fn bad_limits_are_typed_errors() {
 async fn every_clone_and_every_built_service_shares_one_quota() {
     let provider = Scripted::new([]);
     let layer = RateLimitLayer::builder()
+        .headroom(Duration::ZERO)
         .requests(Rate::per_second(1).with_burst(1))
         .build()
         .unwrap();
@@ -451,7 +497,7 @@ proptest! {
                 inner_log.lock().unwrap().push((Instant::now(), cost));
                 async { Ok::<_, std::convert::Infallible>(Response::new(String::new())) }
             });
-            let layer = RateLimitLayer::builder().tokens(Rate::per_second(100).with_burst(burst)).build().unwrap();
+            let layer = RateLimitLayer::builder().headroom(Duration::ZERO).tokens(Rate::per_second(100).with_burst(burst)).build().unwrap();
             let service = layer.layer(inner);
             let mut tasks = Vec::new();
             for (i, cost) in costs.iter().enumerate() {
@@ -479,6 +525,7 @@ proptest! {
 async fn poll_ready_reflects_the_inner_service() {
     let (mock, mut handle) = tower_test::mock::pair::<Request<String>, Response<String>>();
     let layer = RateLimitLayer::builder()
+        .headroom(Duration::ZERO)
         .requests(Rate::per_second(1))
         .build()
         .unwrap();

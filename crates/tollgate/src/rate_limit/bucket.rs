@@ -23,17 +23,22 @@ pub(crate) struct Bucket {
     origin: Instant,
     /// Theoretical arrival time: when the bucket would be full again, in scaled nanoseconds.
     tat: u128,
+    /// Headroom in scaled nanoseconds: the burst held back for delays that vary between
+    /// admission here and counting at the provider.
+    headroom: u128,
 }
 
 impl Bucket {
-    /// A full bucket.
-    pub(crate) fn new(rate: Rate, now: Instant) -> Self {
+    /// A full bucket that holds back `headroom` of its burst (see [`Bucket::wait_for`]).
+    pub(crate) fn new(rate: Rate, headroom: Duration, now: Instant) -> Self {
+        let amount = u128::from(rate.amount.max(1));
         Bucket {
-            amount: u128::from(rate.amount.max(1)),
+            amount,
             per_token: rate.interval.as_nanos().max(1),
             capacity: u128::from(rate.capacity),
             origin: now,
             tat: 0,
+            headroom: headroom.as_nanos() * amount,
         }
     }
 
@@ -50,11 +55,17 @@ impl Bucket {
     }
 
     /// Time until `ahead + cost` tokens are available; zero if they are now.
+    ///
+    /// The headroom is kept in reserve: a request goes when the provider, seeing it up to
+    /// `headroom` later or earlier than its neighbours, still counts it within the limit. A cost
+    /// larger than the burst less the headroom still fits once the bucket is full.
     pub(crate) fn wait_for(&self, ahead: u64, cost: u64, now: Instant) -> Duration {
         let now_scaled = self.scaled_now(now);
-        let tolerance = self.capacity * self.per_token;
-        let after =
-            self.tat.max(now_scaled) + u128::from(ahead.saturating_add(cost)) * self.per_token;
+        let demand = u128::from(ahead.saturating_add(cost)) * self.per_token;
+        let tolerance = (self.capacity * self.per_token)
+            .saturating_sub(self.headroom)
+            .max(u128::from(cost) * self.per_token);
+        let after = self.tat.max(now_scaled) + demand;
         let missing = after.saturating_sub(now_scaled).saturating_sub(tolerance);
         // Round up: a wait is never a nanosecond short.
         let nanos = missing.div_ceil(self.amount);
@@ -103,7 +114,9 @@ impl Bucket {
     /// capacity), so a change cannot over-admit.
     pub(crate) fn reconfigure(&mut self, rate: Rate, now: Instant) {
         let available = self.level(now);
-        *self = Bucket::new(rate, now);
+        let headroom =
+            Duration::from_nanos((self.headroom / self.amount).min(u128::from(u64::MAX)) as u64);
+        *self = Bucket::new(rate, headroom, now);
         self.lower_to(available, now);
     }
 }
@@ -115,7 +128,7 @@ mod tests {
     #[test]
     fn waits_are_exact_integer_nanoseconds() {
         let now = Instant::now();
-        let mut bucket = Bucket::new(Rate::per_second(100).with_burst(2), now);
+        let mut bucket = Bucket::new(Rate::per_second(100).with_burst(2), Duration::ZERO, now);
         bucket.take(1, now);
         bucket.take(1, now);
         assert_eq!(bucket.level(now), 0);
@@ -124,7 +137,7 @@ mod tests {
         let later = now + Duration::from_millis(10);
         assert_eq!(bucket.wait_for(0, 1, later), Duration::ZERO);
         // 7 per second does not divide a second evenly: the wait rounds up, never down.
-        let mut odd = Bucket::new(Rate::per_second(7).with_burst(1), now);
+        let mut odd = Bucket::new(Rate::per_second(7).with_burst(1), Duration::ZERO, now);
         odd.take(1, now);
         assert_eq!(odd.wait_for(0, 1, now), Duration::from_nanos(142_857_143));
     }
@@ -132,7 +145,7 @@ mod tests {
     #[test]
     fn lowering_and_reconfiguring_never_add_tokens() {
         let now = Instant::now();
-        let mut bucket = Bucket::new(Rate::per_minute(600), now);
+        let mut bucket = Bucket::new(Rate::per_minute(600), Duration::ZERO, now);
         bucket.lower_to(100, now);
         assert_eq!(bucket.level(now), 100);
         bucket.lower_to(500, now);
@@ -147,5 +160,28 @@ mod tests {
         );
         assert!(!bucket.is_full(now));
         assert!(bucket.is_full(now + Duration::from_secs(60)));
+    }
+
+    #[test]
+    fn headroom_holds_back_part_of_the_burst() {
+        let now = Instant::now();
+        // 100/s with 10 ms of headroom: one token of the burst of 10 is kept in reserve.
+        let mut bucket = Bucket::new(
+            Rate::per_second(100).with_burst(10),
+            Duration::from_millis(10),
+            now,
+        );
+        for _ in 0..9 {
+            assert_eq!(bucket.wait_for(0, 1, now), Duration::ZERO);
+            bucket.take(1, now);
+        }
+        assert_eq!(bucket.wait_for(0, 1, now), Duration::from_millis(10));
+        // A request as large as the whole burst still goes once the bucket is full.
+        let full = Bucket::new(
+            Rate::per_second(100).with_burst(10),
+            Duration::from_millis(10),
+            now,
+        );
+        assert_eq!(full.wait_for(0, 10, now), Duration::ZERO);
     }
 }

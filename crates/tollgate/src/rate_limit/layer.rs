@@ -129,6 +129,13 @@ impl<C, K> RateLimitBuilder<C, K> {
         self
     }
 
+    /// Burst held back for delays between admission here and counting at the provider (default
+    /// 10 ms; see [`Limits::headroom`]).
+    pub fn headroom(mut self, headroom: Duration) -> Self {
+        self.limits.headroom = headroom;
+        self
+    }
+
     /// Sets all limits at once.
     pub fn limits(mut self, limits: Limits) -> Self {
         self.limits = limits;

@@ -78,10 +78,11 @@ pub(crate) struct Partition {
 
 impl Partition {
     pub(crate) fn new(limits: &Limits, now: Instant) -> Self {
+        let bucket = |rate| Bucket::new(rate, limits.headroom, now);
         Partition {
             state: Mutex::new(State {
-                requests: limits.requests.map(|rate| Bucket::new(rate, now)),
-                tokens: limits.tokens.map(|rate| Bucket::new(rate, now)),
+                requests: limits.requests.map(bucket),
+                tokens: limits.tokens.map(bucket),
                 concurrency: limits.concurrency,
                 in_flight: 0,
                 paused_until: None,
@@ -309,8 +310,8 @@ impl State {
     }
 
     pub(crate) fn reconfigure(&mut self, limits: &Limits, now: Instant) {
-        reconfigure_bucket(&mut self.requests, limits.requests, now);
-        reconfigure_bucket(&mut self.tokens, limits.tokens, now);
+        reconfigure_bucket(&mut self.requests, limits.requests, limits.headroom, now);
+        reconfigure_bucket(&mut self.tokens, limits.tokens, limits.headroom, now);
         self.concurrency = limits.concurrency;
         self.wake_head();
     }
@@ -340,10 +341,15 @@ impl State {
     }
 }
 
-fn reconfigure_bucket(bucket: &mut Option<Bucket>, rate: Option<Rate>, now: Instant) {
+fn reconfigure_bucket(
+    bucket: &mut Option<Bucket>,
+    rate: Option<Rate>,
+    headroom: Duration,
+    now: Instant,
+) {
     match (bucket.as_mut(), rate) {
         (Some(b), Some(rate)) => b.reconfigure(rate, now),
-        (None, Some(rate)) => *bucket = Some(Bucket::new(rate, now)),
+        (None, Some(rate)) => *bucket = Some(Bucket::new(rate, headroom, now)),
         (_, None) => *bucket = None,
     }
 }
