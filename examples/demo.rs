@@ -30,7 +30,10 @@ fn provider() -> MockConfig {
         latency_jitter: Duration::from_millis(20),
         faults: Faults {
             rate: 0.1,
-            mix: FaultMix { reset: 1, ..FaultMix::server_errors_only() },
+            mix: FaultMix {
+                reset: 1,
+                ..FaultMix::server_errors_only()
+            },
             ..Faults::default()
         },
         seed: 7,
@@ -53,12 +56,23 @@ async fn naive(server: &MockServer) -> u64 {
     let completed = Arc::new(AtomicU64::new(0));
     let workers: Vec<_> = (0..WORKERS)
         .map(|_| {
-            let (client, next, completed, url) = (client.clone(), next.clone(), completed.clone(), server.url());
+            let (client, next, completed, url) = (
+                client.clone(),
+                next.clone(),
+                completed.clone(),
+                server.url(),
+            );
             tokio::spawn(async move {
                 while next.fetch_add(1, Ordering::Relaxed) < REQUESTS {
                     for _ in 0..5 {
-                        let ok = match client.request(chat_request(&url, KEY, "Classify this email.", 16)).await {
-                            Ok(response) => response.status() == 200 && response.into_body().collect().await.is_ok(),
+                        let ok = match client
+                            .request(chat_request(&url, KEY, "Classify this email.", 16))
+                            .await
+                        {
+                            Ok(response) => {
+                                response.status() == 200
+                                    && response.into_body().collect().await.is_ok()
+                            }
                             Err(_) => false,
                         };
                         if ok {
@@ -80,25 +94,41 @@ async fn naive(server: &MockServer) -> u64 {
 /// The same work through tollgate: four lines of `ServiceBuilder`.
 async fn with_tollgate(server: &MockServer) -> Result<u64, BoxError> {
     let stack = ServiceBuilder::new()
-        .layer(BackoffRetryLayer::builder().max_attempts(6).base(Duration::from_millis(250)).build()?)
+        .layer(
+            BackoffRetryLayer::builder()
+                .max_attempts(6)
+                .base(Duration::from_millis(250))
+                .build()?,
+        )
         .layer(
             CircuitBreakerLayer::builder()
-                .trip(Trip::FailureRatio { ratio: 0.5, window: Window::Count(50), min_calls: 20 })
+                .trip(Trip::FailureRatio {
+                    ratio: 0.5,
+                    window: Window::Count(50),
+                    min_calls: 20,
+                })
                 .break_duration(Duration::from_secs(2))
                 .build()?,
         )
-        .layer(RateLimitLayer::builder().requests(Rate::per_minute(u64::from(RPM)).with_burst(u64::from(BURST))).build()?)
+        .layer(
+            RateLimitLayer::builder()
+                .requests(Rate::per_minute(u64::from(RPM)).with_burst(u64::from(BURST)))
+                .build()?,
+        )
         .layer(ClassifyLayer::new())
         .service(http_client());
     let next = Arc::new(AtomicU64::new(0));
     let completed = Arc::new(AtomicU64::new(0));
     let workers: Vec<_> = (0..WORKERS)
         .map(|_| {
-            let (mut stack, next, completed, url) = (stack.clone(), next.clone(), completed.clone(), server.url());
+            let (mut stack, next, completed, url) =
+                (stack.clone(), next.clone(), completed.clone(), server.url());
             tokio::spawn(async move {
                 while next.fetch_add(1, Ordering::Relaxed) < REQUESTS {
                     let request = chat_request(&url, KEY, "Classify this email.", 16);
-                    let Ok(service) = stack.ready().await else { continue };
+                    let Ok(service) = stack.ready().await else {
+                        continue;
+                    };
                     match service.call(request).await {
                         Ok(response) if response.status() == 200 => {
                             if response.into_body().collect().await.is_ok() {
@@ -120,7 +150,8 @@ async fn with_tollgate(server: &MockServer) -> Result<u64, BoxError> {
 
 #[tokio::main]
 async fn main() -> Result<(), BoxError> {
-    let ideal = Duration::from_secs_f64((REQUESTS - u64::from(BURST)) as f64 / (f64::from(RPM) / 60.0));
+    let ideal =
+        Duration::from_secs_f64((REQUESTS - u64::from(BURST)) as f64 / (f64::from(RPM) / 60.0));
     println!(
         "{REQUESTS} requests from {WORKERS} workers to a mock provider allowing {} requests/s (burst {BURST}),\n\
          with 10% injected faults (500/502/503/504/529 and connection resets). Ideal time: {:.1}s.\n",
@@ -131,10 +162,20 @@ async fn main() -> Result<(), BoxError> {
     for name in ["naive: fixed 1 s sleep", "tollgate: 4 layers"] {
         let server = MockServer::spawn(provider()).await?;
         let started = Instant::now();
-        let completed = if name.starts_with("naive") { naive(&server).await } else { with_tollgate(&server).await? };
+        let completed = if name.starts_with("naive") {
+            naive(&server).await
+        } else {
+            with_tollgate(&server).await?
+        };
         let wall = started.elapsed();
         let stats = server.stats();
-        reports.push(Report { name, completed, wall, attempts: stats.requests, rate_limited: stats.status(429) });
+        reports.push(Report {
+            name,
+            completed,
+            wall,
+            attempts: stats.requests,
+            rate_limited: stats.status(429),
+        });
         server.shutdown().await;
     }
     println!("| approach | completed | lost | 429s drawn | attempts sent | wall time | vs ideal |");

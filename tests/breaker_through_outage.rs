@@ -16,7 +16,10 @@ use tower::{ServiceBuilder, ServiceExt};
 async fn during_an_outage_only_probes_reach_the_provider() {
     let start = Instant::now();
     let server = MockServer::spawn(MockConfig {
-        faults: Faults { outages: vec![(Duration::from_secs(1), Duration::from_secs(3))], ..Faults::default() },
+        faults: Faults {
+            outages: vec![(Duration::from_secs(1), Duration::from_secs(3))],
+            ..Faults::default()
+        },
         ..MockConfig::default()
     })
     .await
@@ -27,13 +30,20 @@ async fn during_an_outage_only_probes_reach_the_provider() {
         .build()
         .unwrap();
     let handle = breaker.handle();
-    let stack = ServiceBuilder::new().layer(breaker).layer(ClassifyLayer::new()).service(http_client());
+    let stack = ServiceBuilder::new()
+        .layer(breaker)
+        .layer(ClassifyLayer::new())
+        .service(http_client());
 
     let (mut rejected, mut first_success_after_outage, mut opened_during_outage) = (0, None, false);
     // One request every 10 ms for 5 s.
     while start.elapsed() < Duration::from_secs(5) {
         let at = start.elapsed();
-        match stack.clone().oneshot(chat_request(&server.url(), "k", "hi", 5)).await {
+        match stack
+            .clone()
+            .oneshot(chat_request(&server.url(), "k", "hi", 5))
+            .await
+        {
             Ok(response) => {
                 let ok = response.status() == 200;
                 response.into_body().collect().await.unwrap();
@@ -52,9 +62,18 @@ async fn during_an_outage_only_probes_reach_the_provider() {
     let during_outage: u64 = stats.timeline[1..3].iter().map(|s| s.received).sum();
     // 3 failures trip it; then one probe per 500 ms break over 2 s.
     assert!(opened_during_outage);
-    assert!(during_outage <= 3 + 4 + 1, "the provider saw {during_outage} requests during the outage");
-    assert!(rejected >= 150, "about 200 calls fell in the outage and were refused locally, got {rejected}");
+    assert!(
+        during_outage <= 3 + 4 + 1,
+        "the provider saw {during_outage} requests during the outage"
+    );
+    assert!(
+        rejected >= 150,
+        "about 200 calls fell in the outage and were refused locally, got {rejected}"
+    );
     let resumed = first_success_after_outage.expect("traffic resumed");
-    assert!(resumed <= Duration::from_millis(3_500 + 20), "resumed at {resumed:?}, within one break of the end");
+    assert!(
+        resumed <= Duration::from_millis(3_500 + 20),
+        "resumed at {resumed:?}, within one break of the end"
+    );
     assert_eq!(handle.state(), BreakerState::Closed);
 }

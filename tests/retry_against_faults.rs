@@ -16,7 +16,10 @@ async fn every_request_ends_in_success_or_a_typed_error_and_attempts_match_the_s
     let server = MockServer::spawn(MockConfig {
         faults: Faults {
             rate: 0.3,
-            mix: FaultMix { malformed_headers: 0, ..FaultMix::default() },
+            mix: FaultMix {
+                malformed_headers: 0,
+                ..FaultMix::default()
+            },
             hang: Duration::from_secs(600),
             ..Faults::default()
         },
@@ -43,14 +46,23 @@ async fn every_request_ends_in_success_or_a_typed_error_and_attempts_match_the_s
         .map(|i| {
             let stack = stack.clone();
             let url = server.url();
-            tokio::spawn(async move { stack.oneshot(chat_request(&url, "k", &format!("prompt {i}"), 8)).await })
+            tokio::spawn(async move {
+                stack
+                    .oneshot(chat_request(&url, "k", &format!("prompt {i}"), 8))
+                    .await
+            })
         })
         .collect();
     let (mut successes, mut failures, mut attempts) = (0u64, 0u64, 0u64);
     for task in tasks {
         match task.await.unwrap() {
             Ok(response) => {
-                attempts += u64::from(response.extensions().get::<RetryInfo>().map_or(1, |info| info.attempts));
+                attempts += u64::from(
+                    response
+                        .extensions()
+                        .get::<RetryInfo>()
+                        .map_or(1, |info| info.attempts),
+                );
                 if response.status() == 200 {
                     successes += 1;
                     response.into_body().collect().await.unwrap();
@@ -66,8 +78,14 @@ async fn every_request_ends_in_success_or_a_typed_error_and_attempts_match_the_s
         }
     }
     assert_eq!(successes + failures, 200, "nothing lost");
-    assert!(successes >= 190, "30% faults, 4 attempts: nearly all succeed, got {successes}");
+    assert!(
+        successes >= 190,
+        "30% faults, 4 attempts: nearly all succeed, got {successes}"
+    );
     let stats = server.stats();
-    assert_eq!(stats.requests, attempts, "the server saw exactly the attempts the client reports");
+    assert_eq!(
+        stats.requests, attempts,
+        "the server saw exactly the attempts the client reports"
+    );
     assert!(stats.hangs > 0 && stats.resets > 0 && stats.status(529) > 0 && stats.status(429) > 0);
 }

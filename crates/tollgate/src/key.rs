@@ -7,11 +7,15 @@ use std::hash::Hash;
 
 use http::Request;
 
-/// Picks the quota or circuit a request counts against. `None` means the default one.
-pub trait KeyFor<B>: Clone + Send + Sync + 'static {
+/// The type of key an extractor produces (named apart from [`KeyFor`] so that a layer's key type
+/// is known without knowing the request body type).
+pub trait KeyType {
     /// The key type.
     type Key: Hash + Eq + Clone + Send + Sync + 'static;
+}
 
+/// Picks the quota or circuit a request counts against. `None` means the default one.
+pub trait KeyFor<B>: KeyType + Clone + Send + Sync + 'static {
     /// The key of `request`, or `None` for the default quota.
     fn key(&self, request: &Request<B>) -> Option<Self::Key>;
 }
@@ -20,9 +24,11 @@ pub trait KeyFor<B>: Clone + Send + Sync + 'static {
 #[derive(Debug, Clone, Copy, Default)]
 pub struct NoKey;
 
-impl<B> KeyFor<B> for NoKey {
+impl KeyType for NoKey {
     type Key = ();
+}
 
+impl<B> KeyFor<B> for NoKey {
     fn key(&self, _: &Request<B>) -> Option<()> {
         None
     }
@@ -43,9 +49,11 @@ pub fn by_host() -> ByHost {
 #[derive(Debug, Clone, Copy, Default)]
 pub struct ByHost;
 
-impl<B> KeyFor<B> for ByHost {
+impl KeyType for ByHost {
     type Key = String;
+}
 
+impl<B> KeyFor<B> for ByHost {
     fn key(&self, request: &Request<B>) -> Option<String> {
         request.uri().host().map(str::to_owned)
     }
@@ -62,21 +70,40 @@ impl<B> KeyFor<B> for ByHost {
 /// let request = http::Request::builder().header("x-model", "gpt-4o").body(String::new()).unwrap();
 /// assert_eq!(by_model.key(&request).as_deref(), Some("gpt-4o"));
 /// ```
-pub fn key_fn<F>(f: F) -> KeyFn<F> {
-    KeyFn(f)
+pub fn key_fn<B, K, F>(f: F) -> KeyFn<F, K>
+where
+    F: Fn(&Request<B>) -> Option<K>,
+{
+    KeyFn(f, std::marker::PhantomData)
 }
 
 /// See [`key_fn`].
-#[derive(Debug, Clone, Copy)]
-pub struct KeyFn<F>(F);
+pub struct KeyFn<F, K>(F, std::marker::PhantomData<fn() -> K>);
 
-impl<B, K, F> KeyFor<B> for KeyFn<F>
+impl<F: Clone, K> Clone for KeyFn<F, K> {
+    fn clone(&self) -> Self {
+        KeyFn(self.0.clone(), std::marker::PhantomData)
+    }
+}
+
+impl<F, K> std::fmt::Debug for KeyFn<F, K> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("KeyFn")
+    }
+}
+
+impl<F, K> KeyType for KeyFn<F, K>
+where
+    K: Hash + Eq + Clone + Send + Sync + 'static,
+{
+    type Key = K;
+}
+
+impl<B, K, F> KeyFor<B> for KeyFn<F, K>
 where
     F: Fn(&Request<B>) -> Option<K> + Clone + Send + Sync + 'static,
     K: Hash + Eq + Clone + Send + Sync + 'static,
 {
-    type Key = K;
-
     fn key(&self, request: &Request<B>) -> Option<K> {
         (self.0)(request)
     }

@@ -423,7 +423,7 @@ fn bad_limits_are_typed_errors() {
     assert_eq!(
         RateLimitLayer::builder()
             .headroom(Duration::ZERO)
-            .build::<()>()
+            .build()
             .unwrap_err()
             .field(),
         "limits"
@@ -432,7 +432,7 @@ fn bad_limits_are_typed_errors() {
         RateLimitLayer::builder()
             .headroom(Duration::ZERO)
             .requests(Rate::per_minute(0))
-            .build::<()>()
+            .build()
             .unwrap_err()
             .field(),
         "requests"
@@ -441,7 +441,7 @@ fn bad_limits_are_typed_errors() {
         RateLimitLayer::builder()
             .headroom(Duration::ZERO)
             .tokens(Rate::per_minute(10).with_burst(0))
-            .build::<()>()
+            .build()
             .unwrap_err()
             .field(),
         "tokens"
@@ -450,7 +450,7 @@ fn bad_limits_are_typed_errors() {
         RateLimitLayer::builder()
             .headroom(Duration::ZERO)
             .concurrency(0)
-            .build::<()>()
+            .build()
             .unwrap_err()
             .field(),
         "concurrency"
@@ -537,4 +537,39 @@ async fn poll_ready_reflects_the_inner_service() {
     let (_, respond) = handle.next_request().await.unwrap();
     respond.send_response(Response::new("ok".into()));
     assert_eq!(call.await.unwrap().unwrap().status(), 200);
+}
+
+#[test]
+fn the_default_cost_estimates_like_the_provider_charges() {
+    use tollgate::rate_limit::{Cost, EstimateTokens};
+    let estimate = EstimateTokens::new();
+    let cost = |body: &str| estimate.estimate_json(body.as_bytes());
+    // 40 characters of prompt: 10 tokens; max_tokens wins when larger.
+    let prompt = "x".repeat(40);
+    assert_eq!(
+        cost(&format!(
+            r#"{{"max_tokens":5,"messages":[{{"role":"user","content":"{prompt}"}}]}}"#
+        )),
+        Some(10)
+    );
+    assert_eq!(
+        cost(&format!(
+            r#"{{"max_tokens":500,"messages":[{{"role":"user","content":"{prompt}"}}]}}"#
+        )),
+        Some(500)
+    );
+    // Content parts, a system prompt, escapes, n completions, and fields it does not know.
+    let parts = r#"{"model":"m","n":2,"max_completion_tokens":30,"system":"abcd","temperature":0.2,
+        "messages":[{"role":"user","content":[{"type":"text","text":"abcd\"efg"},{"type":"image_url","image_url":{"url":"http://x"}}]}]}"#;
+    assert_eq!(cost(parts), Some(60));
+    assert_eq!(
+        EstimateTokens::new().sum().estimate_json(parts.as_bytes()),
+        Some(60 + 3)
+    );
+    assert_eq!(cost("not json"), None);
+    assert_eq!(cost("[1,2,3]"), None);
+    // Unreadable bodies cost the fallback; an explicit TokenCost wins over everything.
+    let fallback = EstimateTokens::new().fallback(777);
+    assert_eq!(fallback.cost(&Request::new("{oops".to_owned())), 777);
+    assert_eq!(fallback.cost(&costed(42)), 42);
 }

@@ -72,6 +72,8 @@ struct Inner {
     consecutive: u32,
     trips_in_row: u32,
     metrics: Metrics,
+    /// A fixed instant passed where the clock is not needed (count windows).
+    clock_origin: Instant,
 }
 
 #[derive(Debug)]
@@ -93,6 +95,7 @@ impl Circuit {
                 consecutive: 0,
                 trips_in_row: 0,
                 metrics: Metrics::default(),
+                clock_origin: now,
             }),
             settings,
         }
@@ -180,8 +183,13 @@ impl Circuit {
 
     /// Records a call's outcome (`slow`: it took longer than the slow-call threshold).
     pub(crate) fn record(&self, ticket: Ticket, outcome: Outcome, slow: bool) {
-        let now = Instant::now();
         let mut guard = self.lock();
+        // Count windows and closed-state bookkeeping need no clock; read it only when used.
+        let now = if guard.tally.needs_clock() || ticket.probe {
+            Instant::now()
+        } else {
+            guard.clock_origin
+        };
         if self.word.load(Ordering::Acquire) >> 2 != ticket.generation {
             return; // Admitted before a transition: it says nothing about the current state.
         }
@@ -202,7 +210,7 @@ impl Circuit {
                 }
                 inner.tally.record(outcome == Outcome::Failure, slow, now);
                 if self.should_trip(inner, now) {
-                    change = Some(self.open(inner, now));
+                    change = Some(self.open(inner));
                 }
             }
             (
@@ -223,7 +231,7 @@ impl Circuit {
                 }
                 Outcome::Failure => {
                     inner.metrics.failures += 1;
-                    change = Some(self.open(inner, now));
+                    change = Some(self.open(inner));
                 }
                 Outcome::Success => {
                     inner.metrics.successes += 1;
@@ -265,7 +273,8 @@ impl Circuit {
         tripped || slow
     }
 
-    fn open(&self, inner: &mut Inner, now: Instant) -> StateChange {
+    fn open(&self, inner: &mut Inner) -> StateChange {
+        let now = Instant::now();
         inner.trips_in_row += 1;
         inner.metrics.trips += 1;
         let until = now + self.settings.break_for(inner.trips_in_row);

@@ -10,7 +10,7 @@ use tower_layer::Layer;
 use super::circuit::{Circuit, Metrics};
 use super::service::CircuitBreaker;
 use super::settings::{BreakerState, CircuitBreakerBuilder, Settings};
-use crate::key::{NoKey, Registry};
+use crate::key::{KeyType, NoKey, Registry};
 use crate::ConfigError;
 
 /// The circuits of one layer: the default one and one per key.
@@ -112,10 +112,10 @@ impl CircuitBreakerBuilder {
 
     /// Checks the settings and builds the layer with one circuit per key (per host, per model);
     /// see [`key`](crate::key).
-    pub fn build_keyed<K, Key>(self, key: K) -> Result<CircuitBreakerLayer<K, Key>, ConfigError>
-    where
-        Key: Hash + Eq,
-    {
+    pub fn build_keyed<K: KeyType>(
+        self,
+        key: K,
+    ) -> Result<CircuitBreakerLayer<K, K::Key>, ConfigError> {
         Ok(with_settings(self.validate()?, key))
     }
 }

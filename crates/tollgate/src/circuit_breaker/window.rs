@@ -91,6 +91,11 @@ impl Tally {
         }
     }
 
+    /// Whether this window needs the clock (count windows do not).
+    pub(crate) fn needs_clock(&self) -> bool {
+        matches!(self, Tally::Time { .. })
+    }
+
     pub(crate) fn record(&mut self, failure: bool, slow: bool, now: Instant) {
         self.advance(now);
         match self {

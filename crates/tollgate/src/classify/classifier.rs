@@ -75,24 +75,18 @@ pub struct DefaultClassifier {
 
 impl Default for DefaultClassifier {
     fn default() -> Self {
-        let mut transient = StatusSet::EMPTY;
-        for status in [500, 502, 503, 504] {
-            transient.insert(status);
-        }
-        let mut overloaded = StatusSet::EMPTY;
-        overloaded.insert(529);
-        DefaultClassifier {
-            transient,
-            overloaded,
-            retry_conflicts: true,
-        }
+        Self::new()
     }
 }
 
 impl DefaultClassifier {
-    /// The default rules.
-    pub fn new() -> Self {
-        Self::default()
+    /// The default rules (a `const`, so layers that judge for themselves pay nothing to build it).
+    pub const fn new() -> Self {
+        DefaultClassifier {
+            transient: StatusSet::EMPTY.with(500).with(502).with(503).with(504),
+            overloaded: StatusSet::EMPTY.with(529),
+            retry_conflicts: true,
+        }
     }
 
     /// Treats `status` as a transient server error (retryable, counted by the breaker).
@@ -271,9 +265,19 @@ struct StatusSet([u64; 15]);
 impl StatusSet {
     const EMPTY: StatusSet = StatusSet([0; 15]);
 
-    fn slot(status: u16) -> Option<(usize, u64)> {
-        let index = status.checked_sub(100).filter(|i| *i < 900)? as usize;
+    const fn slot(status: u16) -> Option<(usize, u64)> {
+        if status < 100 || status > 999 {
+            return None;
+        }
+        let index = (status - 100) as usize;
         Some((index / 64, 1u64 << (index % 64)))
+    }
+
+    const fn with(mut self, status: u16) -> Self {
+        if let Some((word, bit)) = Self::slot(status) {
+            self.0[word] |= bit;
+        }
+        self
     }
 
     fn insert(&mut self, status: u16) {

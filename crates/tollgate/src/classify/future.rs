@@ -161,7 +161,7 @@ fn declared_too_long(headers: &HeaderMap) -> bool {
 }
 
 fn stamp<B>(mut parts: Parts, body: B, verdict: Classification) -> Response<B> {
-    if let Some(state) = RateLimitState::from_headers(&parts.headers, SystemTime::now()) {
+    if let Some(state) = RateLimitState::from_headers_with(&parts.headers, SystemTime::now) {
         parts.extensions.insert(state);
     }
     parts.extensions.insert(verdict);

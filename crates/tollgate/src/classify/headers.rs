@@ -152,6 +152,16 @@ pub struct LimitWindow {
 }
 
 impl LimitWindow {
+    /// Records one header's value: `field` is `limit`, `remaining` or `reset`.
+    fn set(&mut self, field: &str, value: &str, parse_reset: impl Fn(&str) -> Option<Duration>) {
+        match field {
+            "limit" => self.limit = value.trim().parse().ok(),
+            "remaining" => self.remaining = value.trim().parse().ok(),
+            "reset" => self.reset = parse_reset(value),
+            _ => {}
+        }
+    }
+
     /// Whether any of the three values was present.
     pub fn is_known(&self) -> bool {
         self.limit.is_some() || self.remaining.is_some() || self.reset.is_some()
@@ -197,27 +207,49 @@ impl RateLimitState {
     /// Reads the OpenAI-style (`x-ratelimit-*`) and Anthropic (`anthropic-ratelimit-*`) headers.
     /// Returns `None` when none of them is present or readable.
     pub fn from_headers(headers: &HeaderMap, now: SystemTime) -> Option<Self> {
-        let openai = |kind: &str| LimitWindow {
-            limit: header_u64(headers, &format_args!("x-ratelimit-limit-{kind}")),
-            remaining: header_u64(headers, &format_args!("x-ratelimit-remaining-{kind}")),
-            reset: header_str(headers, &format_args!("x-ratelimit-reset-{kind}"))
-                .and_then(parse_go_duration),
-        };
-        let anthropic = |kind: &str| LimitWindow {
-            limit: header_u64(headers, &format_args!("anthropic-ratelimit-{kind}-limit")),
-            remaining: header_u64(
-                headers,
-                &format_args!("anthropic-ratelimit-{kind}-remaining"),
-            ),
-            reset: header_str(headers, &format_args!("anthropic-ratelimit-{kind}-reset"))
-                .and_then(|v| parse_rfc3339_reset(v, now)),
-        };
+        Self::from_headers_with(headers, || now)
+    }
+
+    /// As [`from_headers`](Self::from_headers), reading the wall clock only if an RFC 3339 reset
+    /// needs it (most responses carry no rate-limit headers at all).
+    pub fn from_headers_with(headers: &HeaderMap, now: impl Fn() -> SystemTime) -> Option<Self> {
+        // One pass over the headers with a prefix check: most responses carry none of these,
+        // and looking up twenty names one by one would cost more than the rest of the layer.
+        let mut openai = RateLimitState::default();
+        let mut anthropic = RateLimitState::default();
+        for (name, value) in headers {
+            let Ok(value) = value.to_str() else { continue };
+            let name = name.as_str();
+            if let Some(rest) = name.strip_prefix("x-ratelimit-") {
+                let Some((field, family)) = rest.split_once('-') else {
+                    continue;
+                };
+                let window = match family {
+                    "requests" => &mut openai.requests,
+                    "tokens" => &mut openai.tokens,
+                    _ => continue,
+                };
+                window.set(field, value, parse_go_duration);
+            } else if let Some(rest) = name.strip_prefix("anthropic-ratelimit-") {
+                let Some((family, field)) = rest.rsplit_once('-') else {
+                    continue;
+                };
+                let window = match family {
+                    "requests" => &mut anthropic.requests,
+                    "tokens" => &mut anthropic.tokens,
+                    "input-tokens" => &mut anthropic.input_tokens,
+                    "output-tokens" => &mut anthropic.output_tokens,
+                    _ => continue,
+                };
+                window.set(field, value, |v| parse_rfc3339_reset(v, now()));
+            }
+        }
         let either = |a: LimitWindow, b: LimitWindow| if a.is_known() { a } else { b };
         let state = RateLimitState {
-            requests: either(openai("requests"), anthropic("requests")),
-            tokens: either(openai("tokens"), anthropic("tokens")),
-            input_tokens: anthropic("input-tokens"),
-            output_tokens: anthropic("output-tokens"),
+            requests: either(openai.requests, anthropic.requests),
+            tokens: either(openai.tokens, anthropic.tokens),
+            input_tokens: anthropic.input_tokens,
+            output_tokens: anthropic.output_tokens,
         };
         state.is_known().then_some(state)
     }
@@ -262,36 +294,21 @@ impl RateLimitState {
 /// The wait a response asks for, in order of trust: `retry-after-ms`, then `Retry-After`.
 /// (Reset headers are consulted by the classifier only for 429s, see [`RateLimitState`].)
 pub fn wait_hint(headers: &HeaderMap, now: SystemTime) -> Option<(Duration, HintSource)> {
-    if let Some(wait) = header_str(headers, &"retry-after-ms").and_then(parse_retry_after_ms) {
+    if let Some(wait) = header_str(headers, "retry-after-ms").and_then(parse_retry_after_ms) {
         return Some((wait, HintSource::RetryAfterMs));
     }
-    header_str(headers, &"retry-after")
+    header_str(headers, "retry-after")
         .and_then(|v| parse_retry_after(v, now))
         .map(|wait| (wait, HintSource::RetryAfter))
 }
 
 /// The `x-should-retry` header, when present and readable.
 pub fn should_retry(headers: &HeaderMap) -> Option<bool> {
-    header_str(headers, &"x-should-retry").and_then(parse_should_retry)
+    header_str(headers, "x-should-retry").and_then(parse_should_retry)
 }
 
-fn header_str<'h>(headers: &'h HeaderMap, name: &dyn std::fmt::Display) -> Option<&'h str> {
-    // Names are built on the stack: a 64-byte buffer covers the longest provider header.
-    let mut buf = [0u8; 64];
-    let name = format_into(&mut buf, name)?;
+fn header_str<'h>(headers: &'h HeaderMap, name: &str) -> Option<&'h str> {
     headers.get(name)?.to_str().ok()
-}
-
-fn header_u64(headers: &HeaderMap, name: &dyn std::fmt::Display) -> Option<u64> {
-    header_str(headers, name)?.trim().parse().ok()
-}
-
-fn format_into<'b>(buf: &'b mut [u8; 64], value: &dyn std::fmt::Display) -> Option<&'b str> {
-    use std::io::Write;
-    let mut cursor = std::io::Cursor::new(&mut buf[..]);
-    write!(cursor, "{value}").ok()?;
-    let len = cursor.position() as usize;
-    std::str::from_utf8(&buf[..len]).ok()
 }
 
 fn parse_non_negative(value: &str) -> Option<f64> {

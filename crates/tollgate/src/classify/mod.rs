@@ -77,9 +77,10 @@ pub const MAX_CLASSIFIED_BODY: usize = 64 * 1024;
 /// assert_eq!(response_verdict(&response).kind(), Kind::ServerError);
 /// ```
 pub fn response_verdict<B>(response: &Response<B>) -> Classification {
+    const DEFAULT: DefaultClassifier = DefaultClassifier::new();
     match response.extensions().get::<Classification>() {
         Some(verdict) => *verdict,
-        None => DefaultClassifier::new().classify_response(response.status(), response.headers()),
+        None => DEFAULT.classify_response(response.status(), response.headers()),
     }
 }
 

@@ -67,6 +67,9 @@ impl Bucket {
             .max(u128::from(cost) * self.per_token);
         let after = self.tat.max(now_scaled) + demand;
         let missing = after.saturating_sub(now_scaled).saturating_sub(tolerance);
+        if missing == 0 {
+            return Duration::ZERO;
+        }
         // Round up: a wait is never a nanosecond short.
         let nanos = missing.div_ceil(self.amount);
         Duration::from_nanos(nanos.min(u128::from(u64::MAX)) as u64)

@@ -6,7 +6,6 @@ use std::task::{Context, Poll, Waker};
 use bytes::Bytes;
 use http::Request;
 use http_body::Body;
-use serde_json::Value;
 
 /// Decides how many tokens a request costs. Closures `Fn(&Request<B>) -> u64` are costs.
 ///
@@ -88,21 +87,26 @@ impl EstimateTokens {
         self
     }
 
-    /// The estimate for a JSON request body.
+    /// The estimate for a JSON request body, or `None` if it is not a JSON object.
     pub fn estimate_json(&self, body: &[u8]) -> Option<u64> {
-        let json: Value = serde_json::from_slice(body).ok()?;
-        let max_tokens = ["max_tokens", "max_completion_tokens", "max_output_tokens"]
-            .iter()
-            .find_map(|field| json.get(*field).and_then(Value::as_u64))
+        let request: AdmissionFields = serde_json::from_slice(body).ok()?;
+        let max_tokens = request
+            .max_tokens
+            .or(request.max_completion_tokens)
+            .or(request.max_output_tokens)
             .unwrap_or(0);
-        let chars: usize = ["messages", "system", "prompt", "input", "contents"]
-            .iter()
-            .filter_map(|field| json.get(*field))
-            .map(text_chars)
-            .sum();
+        let chars = [
+            request.messages,
+            request.system,
+            request.prompt,
+            request.input,
+            request.contents,
+        ]
+        .iter()
+        .map(|text| text.0)
+        .sum::<usize>();
         let prompt = (chars as u64).div_ceil(4);
-        let n = json.get("n").and_then(Value::as_u64).unwrap_or(1).max(1);
-        let output = max_tokens.saturating_mul(n);
+        let output = max_tokens.saturating_mul(request.n.unwrap_or(1).max(1));
         Some(
             if self.sum {
                 prompt.saturating_add(output)
@@ -114,17 +118,114 @@ impl EstimateTokens {
     }
 }
 
-/// Characters of text anywhere in a message structure (content strings, parts' `text`).
-fn text_chars(value: &Value) -> usize {
-    match value {
-        Value::String(text) => text.chars().count(),
-        Value::Array(items) => items.iter().map(text_chars).sum(),
-        Value::Object(map) => ["content", "text", "parts"]
-            .iter()
-            .filter_map(|key| map.get(*key))
-            .map(text_chars)
-            .sum(),
-        _ => 0,
+/// The fields of an AI request that its admission cost depends on. Deserialized without
+/// building a JSON tree: text is counted, not kept.
+#[derive(serde::Deserialize)]
+struct AdmissionFields {
+    max_tokens: Option<u64>,
+    max_completion_tokens: Option<u64>,
+    max_output_tokens: Option<u64>,
+    n: Option<u64>,
+    #[serde(default)]
+    messages: TextChars,
+    #[serde(default)]
+    system: TextChars,
+    #[serde(default)]
+    prompt: TextChars,
+    #[serde(default)]
+    input: TextChars,
+    #[serde(default)]
+    contents: TextChars,
+}
+
+/// Characters of text anywhere in a message structure: strings, and the `content`, `text` and
+/// `parts` fields of objects, at any depth.
+#[derive(Default, Clone, Copy)]
+struct TextChars(usize);
+
+impl<'de> serde::Deserialize<'de> for TextChars {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        deserializer.deserialize_any(TextCharsVisitor)
+    }
+}
+
+struct TextCharsVisitor;
+
+impl<'de> serde::de::Visitor<'de> for TextCharsVisitor {
+    type Value = TextChars;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("message text")
+    }
+
+    fn visit_str<E>(self, text: &str) -> Result<TextChars, E> {
+        Ok(TextChars(text.chars().count()))
+    }
+
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut items: A) -> Result<TextChars, A::Error> {
+        let mut total = 0;
+        while let Some(TextChars(chars)) = items.next_element()? {
+            total += chars;
+        }
+        Ok(TextChars(total))
+    }
+
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<TextChars, A::Error> {
+        let mut total = 0;
+        while let Some(key) = map.next_key::<TextKey>()? {
+            match key {
+                TextKey::Text => total += map.next_value::<TextChars>()?.0,
+                TextKey::Other => {
+                    map.next_value::<serde::de::IgnoredAny>()?;
+                }
+            }
+        }
+        Ok(TextChars(total))
+    }
+
+    fn visit_bool<E>(self, _: bool) -> Result<TextChars, E> {
+        Ok(TextChars(0))
+    }
+
+    fn visit_i64<E>(self, _: i64) -> Result<TextChars, E> {
+        Ok(TextChars(0))
+    }
+
+    fn visit_u64<E>(self, _: u64) -> Result<TextChars, E> {
+        Ok(TextChars(0))
+    }
+
+    fn visit_f64<E>(self, _: f64) -> Result<TextChars, E> {
+        Ok(TextChars(0))
+    }
+
+    fn visit_unit<E>(self) -> Result<TextChars, E> {
+        Ok(TextChars(0))
+    }
+}
+
+/// An object key: one of the text-bearing fields, or anything else.
+enum TextKey {
+    Text,
+    Other,
+}
+
+impl<'de> serde::Deserialize<'de> for TextKey {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct KeyVisitor;
+        impl serde::de::Visitor<'_> for KeyVisitor {
+            type Value = TextKey;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a field name")
+            }
+            fn visit_str<E>(self, key: &str) -> Result<TextKey, E> {
+                Ok(match key {
+                    "content" | "text" | "parts" => TextKey::Text,
+                    _ => TextKey::Other,
+                })
+            }
+        }
+        deserializer.deserialize_identifier(KeyVisitor)
     }
 }
 

@@ -237,8 +237,8 @@ where
 /// headers correct it.
 fn learn<B>(settings: &Settings, partition: &Partition, response: &Response<B>) {
     let verdict = response_verdict(response);
-    let now = Instant::now();
     if verdict.kind() == Kind::RateLimited {
+        let now = Instant::now();
         let mut state = partition.lock();
         match verdict.retry_after() {
             Some(wait) => state.pause_until(now + wait.min(MAX_PAUSE)),
@@ -247,10 +247,12 @@ fn learn<B>(settings: &Settings, partition: &Partition, response: &Response<B>) 
     }
     let server = match response.extensions().get::<RateLimitState>() {
         Some(state) => Some(*state),
-        None => RateLimitState::from_headers(response.headers(), SystemTime::now()),
+        None => RateLimitState::from_headers_with(response.headers(), SystemTime::now),
     };
     if let Some(server) = server {
-        let changed = partition.lock().adapt(&server, settings.adopt_limits, now);
+        let changed = partition
+            .lock()
+            .adapt(&server, settings.adopt_limits, Instant::now());
         if changed {
             tracing::info!(
                 remaining_requests = server.requests.remaining,

@@ -11,7 +11,7 @@ use super::cost::EstimateTokens;
 use super::limiter::{Limiter, RateLimitHandle, Settings};
 use super::limits::{Limits, Rate};
 use super::service::RateLimit;
-use crate::key::NoKey;
+use crate::key::{KeyType, NoKey};
 use crate::ConfigError;
 
 /// Keeps a client under the provider's limits: requests per interval, tokens per interval and
@@ -196,11 +196,10 @@ impl<C, K> RateLimitBuilder<C, K> {
         }
     }
 
-    /// Checks the settings and builds the layer. `Key` is the key type of the key extractor
-    /// (inferred from its use; `()` without one).
-    pub fn build<Key>(self) -> Result<RateLimitLayer<C, K, Key>, ConfigError>
+    /// Checks the settings and builds the layer.
+    pub fn build(self) -> Result<RateLimitLayer<C, K, K::Key>, ConfigError>
     where
-        Key: Hash + Eq + Clone,
+        K: KeyType,
     {
         self.limits.validate()?;
         if self.limits.requests.is_none()

@@ -59,7 +59,7 @@ mod limits;
 mod partition;
 mod service;
 
-pub use crate::key::{by_host, key_fn, ByHost, KeyFn, KeyFor, NoKey};
+pub use crate::key::{by_host, key_fn, ByHost, KeyFn, KeyFor, KeyType, NoKey};
 pub use body::RateLimitBody;
 pub use cost::{Cost, EstimateTokens, PeekBody, TokenCost};
 pub use error::RateLimitError;

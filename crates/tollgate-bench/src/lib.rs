@@ -1,0 +1,96 @@
+//! Shared pieces of tollgate's benchmarks: the in-memory provider every layer wraps, the request
+//! they all send, and adapters so that tower's and tower-resilience's layers see the same work.
+
+use std::convert::Infallible;
+use std::future::{ready, Ready};
+use std::task::{Context, Poll};
+
+use bytes::Bytes;
+use http::{Request, Response};
+use http_body_util::Full;
+
+/// The body every benchmark sends and receives.
+pub type Body = Full<Bytes>;
+
+const REQUEST_BODY: &[u8] =
+    br#"{"model":"gpt-4o-mini","max_tokens":16,"messages":[{"role":"user","content":"hi"}]}"#;
+
+/// The request every benchmark sends: a small JSON body and nothing else, so that the figures
+/// are the layers' own cost (building a request with a parsed URI and headers costs more than
+/// most layers).
+pub fn request() -> Request<Body> {
+    Request::new(Full::new(Bytes::from_static(REQUEST_BODY)))
+}
+
+/// An in-memory provider that answers 200 at once: the bare service every layer wraps.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Instant200;
+
+impl<B> tower::Service<Request<B>> for Instant200 {
+    type Response = Response<Body>;
+    type Error = Infallible;
+    type Future = Ready<Result<Response<Body>, Infallible>>;
+
+    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, _: Request<B>) -> Self::Future {
+        ready(Ok(Response::new(Full::new(Bytes::from_static(b"{}")))))
+    }
+}
+
+/// A request wrapper that is `Clone` (by copying the parts, as a retry must), for middleware
+/// that insists on `Req: Clone`.
+#[derive(Debug)]
+pub struct CloneRequest(pub Request<Body>);
+
+impl Clone for CloneRequest {
+    fn clone(&self) -> Self {
+        CloneRequest(clone_parts(&self.0))
+    }
+}
+
+impl tower::Service<CloneRequest> for Instant200 {
+    type Response = Response<Body>;
+    type Error = Infallible;
+    type Future = Ready<Result<Response<Body>, Infallible>>;
+
+    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, _: CloneRequest) -> Self::Future {
+        ready(Ok(Response::new(Full::new(Bytes::from_static(b"{}")))))
+    }
+}
+
+/// tower's `Retry` policy equivalent to tollgate's on the success path: it copies the request
+/// before the first attempt and never retries a 200.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct NeverRetry;
+
+impl<E> tower::retry::Policy<Request<Body>, Response<Body>, E> for NeverRetry {
+    type Future = Ready<()>;
+
+    fn retry(
+        &mut self,
+        _: &mut Request<Body>,
+        _: &mut Result<Response<Body>, E>,
+    ) -> Option<Self::Future> {
+        None
+    }
+
+    fn clone_request(&mut self, request: &Request<Body>) -> Option<Request<Body>> {
+        Some(clone_parts(request))
+    }
+}
+
+/// A copy of a request's method, URI, headers and body.
+pub fn clone_parts(request: &Request<Body>) -> Request<Body> {
+    let mut copy = Request::new(request.body().clone());
+    *copy.method_mut() = request.method().clone();
+    *copy.uri_mut() = request.uri().clone();
+    *copy.headers_mut() = request.headers().clone();
+    copy
+}
