@@ -26,9 +26,12 @@ pub fn chat_request(base_url: &str, api_key: &str, prompt: &str, max_tokens: u32
         "max_tokens": max_tokens,
         "messages": [{"role": "user", "content": prompt}],
     });
-    Request::post(format!("{base_url}/v1/chat/completions"))
+    let mut request = Request::post(format!("{base_url}/v1/chat/completions"))
         .header(http::header::CONTENT_TYPE, "application/json")
         .header(http::header::AUTHORIZATION, format!("Bearer {api_key}"))
         .body(Full::new(Bytes::from(body.to_string())))
-        .expect("a request built from valid parts")
+        .expect("a request built from valid parts");
+    // As every caller should: the key never shows in the request's Debug output.
+    tollgate::redact_secrets(request.headers_mut());
+    request
 }

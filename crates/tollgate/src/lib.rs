@@ -46,12 +46,14 @@ pub mod classify;
 mod config_error;
 pub mod key;
 pub mod rate_limit;
+mod redact;
 pub mod retry;
 
 pub use circuit_breaker::CircuitBreakerLayer;
 pub use classify::ClassifyLayer;
 pub use config_error::ConfigError;
 pub use rate_limit::RateLimitLayer;
+pub use redact::{redact_secrets, SECRET_HEADERS};
 pub use retry::BackoffRetryLayer;
 
 /// The boxed error type every tollgate layer returns, as tower's own layers do.

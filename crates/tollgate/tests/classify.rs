@@ -380,8 +380,16 @@ async fn large_error_bodies_are_read_only_up_to_the_bound_and_replayed_whole() {
     }
 }
 
+/// Cases per property: 2,000 in CI; `TOLLGATE_FUZZ_CASES=1000000` for a long fuzzing run.
+fn fuzz_cases() -> u32 {
+    std::env::var("TOLLGATE_FUZZ_CASES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(2_000)
+}
+
 proptest! {
-    #![proptest_config(ProptestConfig::with_cases(2_000))]
+    #![proptest_config(ProptestConfig::with_cases(fuzz_cases()))]
 
     #[test]
     fn no_header_value_panics(value in "\\PC{0,40}", status in 100u16..600) {

@@ -51,7 +51,10 @@ where
         })
     }
 
-    fn call(&mut self, request: Request<ReqBody>) -> Self::Future {
+    fn call(&mut self, mut request: Request<ReqBody>) -> Self::Future {
+        // The request is about to leave for the network, where a client's own logging may print
+        // it: its credentials are marked sensitive first.
+        crate::redact_secrets(request.headers_mut());
         ResponseFuture::new(self.inner.call(request), self.classifier.clone())
     }
 }
