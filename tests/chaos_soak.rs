@@ -184,7 +184,7 @@ async fn twenty_percent_faults_and_an_outage_lose_nothing_and_leak_nothing() {
         task.await.expect("no task panicked");
     }
 
-    let endings = endings.lock().unwrap();
+    let endings = std::mem::take(&mut *endings.lock().unwrap());
     assert_eq!(endings.len(), requests, "every request ended exactly once");
     let successes = endings
         .values()
@@ -212,7 +212,7 @@ async fn twenty_percent_faults_and_an_outage_lose_nothing_and_leak_nothing() {
         "the limiter kept the client under the provider's limit"
     );
 
-    let transitions = transitions.lock().unwrap();
+    let transitions = transitions.lock().unwrap().clone();
     assert!(
         transitions.iter().any(|(at, to)| *to == BreakerState::Open
             && *at >= Duration::from_secs(3)
