@@ -4,18 +4,15 @@
 //! `cargo bench -p tollgate-bench --bench overhead`. Read the results as ratios to `bare` in
 //! the same run: the machines are noisy, the ratios much less so.
 
-use std::future::Future;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion};
 use tollgate::circuit_breaker::Trip;
-use tollgate::rate_limit::Rate;
-use tollgate::{BackoffRetryLayer, CircuitBreakerLayer, ClassifyLayer, RateLimitLayer};
+use tollgate::{CircuitBreakerLayer, ClassifyLayer};
+use tollgate_bench::layers::*;
 use tollgate_bench::{request, CloneRequest, Instant200, NeverRetry};
-use tower::{Layer, Service, ServiceBuilder, ServiceExt};
-
-const HUGE: u64 = 1_000_000_000;
+use tower::{Layer, Service, ServiceExt};
 
 fn runtime() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_current_thread()
@@ -91,48 +88,6 @@ where
             })
         })
     });
-}
-
-fn tollgate_retry() -> BackoffRetryLayer {
-    BackoffRetryLayer::builder().build().unwrap()
-}
-
-fn tollgate_limit() -> RateLimitLayer {
-    RateLimitLayer::builder()
-        .requests(Rate::per_second(HUGE))
-        .build()
-        .unwrap()
-}
-
-fn tollgate_breaker() -> CircuitBreakerLayer {
-    CircuitBreakerLayer::builder().build().unwrap()
-}
-
-fn tr_retry() -> tower_resilience::retry::RetryLayer<
-    CloneRequest,
-    http::Response<tollgate_bench::Body>,
-    std::convert::Infallible,
-> {
-    tower_resilience::retry::RetryLayer::builder()
-        .max_attempts(5)
-        .exponential_backoff(Duration::from_millis(500))
-        .build()
-}
-
-fn tr_limiter() -> tower_resilience::ratelimiter::RateLimiterLayer {
-    tower_resilience::ratelimiter::RateLimiterLayer::builder()
-        .limit_for_period(HUGE as usize)
-        .refresh_period(Duration::from_secs(1))
-        .burst_size(1_000)
-        .build()
-        .unwrap()
-}
-
-fn tr_breaker() -> tower_resilience::circuitbreaker::CircuitBreakerLayer {
-    tower_resilience::circuitbreaker::CircuitBreakerLayer::builder()
-        .failure_rate_threshold(0.5)
-        .build()
-        .unwrap()
 }
 
 fn clone_request() -> CloneRequest {
@@ -258,29 +213,6 @@ fn success_path(c: &mut Criterion) {
             })
         },
     );
-}
-
-fn full_stack() -> impl Service<
-    http::Request<tollgate_bench::Body>,
-    Response = impl Sized,
-    Error = impl std::fmt::Debug + Send,
-    Future = impl Future + Send,
-> + Clone
-       + Send
-       + 'static {
-    ServiceBuilder::new()
-        .layer(tollgate_retry())
-        .layer(tollgate_breaker())
-        .layer(
-            RateLimitLayer::builder()
-                .requests(Rate::per_second(HUGE))
-                .tokens(Rate::per_second(HUGE))
-                .concurrency(1024)
-                .build()
-                .unwrap(),
-        )
-        .layer(ClassifyLayer::new())
-        .service(Instant200)
 }
 
 fn contention(c: &mut Criterion) {

@@ -94,3 +94,98 @@ pub fn clone_parts(request: &Request<Body>) -> Request<Body> {
     *copy.headers_mut() = request.headers().clone();
     copy
 }
+
+/// The layers under comparison, configured alike, for the criterion suite and the report.
+pub mod layers {
+    use std::time::Duration;
+
+    use tollgate::rate_limit::Rate;
+    use tollgate::{BackoffRetryLayer, CircuitBreakerLayer, ClassifyLayer, RateLimitLayer};
+    use tower::{Service, ServiceBuilder};
+
+    use super::{Body, CloneRequest, Instant200};
+
+    /// A rate no benchmark reaches, so the limiters never wait.
+    pub const HUGE: u64 = 1_000_000_000;
+
+    /// tollgate's retry with its defaults.
+    pub fn tollgate_retry() -> BackoffRetryLayer {
+        BackoffRetryLayer::new()
+    }
+
+    /// tollgate's rate limiter on requests.
+    pub fn tollgate_limit() -> RateLimitLayer {
+        RateLimitLayer::builder()
+            .requests(Rate::per_second(HUGE))
+            .build()
+            .expect("valid")
+    }
+
+    /// tollgate's rate limiter on concurrency only.
+    pub fn tollgate_concurrency() -> RateLimitLayer {
+        RateLimitLayer::builder()
+            .concurrency(1024)
+            .build()
+            .expect("valid")
+    }
+
+    /// tollgate's breaker with its defaults.
+    pub fn tollgate_breaker() -> CircuitBreakerLayer {
+        CircuitBreakerLayer::new()
+    }
+
+    /// tower-resilience's retry: 5 attempts, exponential backoff.
+    pub fn tr_retry() -> tower_resilience::retry::RetryLayer<
+        CloneRequest,
+        http::Response<Body>,
+        std::convert::Infallible,
+    > {
+        tower_resilience::retry::RetryLayer::builder()
+            .max_attempts(5)
+            .exponential_backoff(Duration::from_millis(500))
+            .build()
+    }
+
+    /// tower-resilience's token-bucket rate limiter.
+    pub fn tr_limiter() -> tower_resilience::ratelimiter::RateLimiterLayer {
+        tower_resilience::ratelimiter::RateLimiterLayer::builder()
+            .limit_for_period(HUGE as usize)
+            .refresh_period(Duration::from_secs(1))
+            .burst_size(1_000)
+            .build()
+            .expect("valid")
+    }
+
+    /// tower-resilience's circuit breaker.
+    pub fn tr_breaker() -> tower_resilience::circuitbreaker::CircuitBreakerLayer {
+        tower_resilience::circuitbreaker::CircuitBreakerLayer::builder()
+            .failure_rate_threshold(0.5)
+            .build()
+            .expect("valid")
+    }
+
+    /// The recommended stack over the in-memory provider: retry, breaker, requests + tokens +
+    /// concurrency limits, classification.
+    pub fn full_stack() -> impl Service<
+        http::Request<Body>,
+        Response = impl Sized + Send,
+        Error = impl std::fmt::Debug + Send,
+        Future = impl std::future::Future + Send,
+    > + Clone
+           + Send
+           + 'static {
+        ServiceBuilder::new()
+            .layer(tollgate_retry())
+            .layer(tollgate_breaker())
+            .layer(
+                RateLimitLayer::builder()
+                    .requests(Rate::per_second(HUGE))
+                    .tokens(Rate::per_second(HUGE))
+                    .concurrency(1024)
+                    .build()
+                    .expect("valid"),
+            )
+            .layer(ClassifyLayer::new())
+            .service(Instant200)
+    }
+}
