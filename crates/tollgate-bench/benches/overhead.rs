@@ -149,12 +149,11 @@ fn success_path(c: &mut Criterion) {
         tower::limit::ConcurrencyLimitLayer::new(1024).layer(Instant200),
         request,
     );
-    let concurrency = RateLimitLayer::builder().concurrency(1024).build().unwrap();
     single(
         c,
         rt,
         "tollgate_concurrency",
-        concurrency.layer(Instant200),
+        tollgate_concurrency().layer(Instant200),
         request,
     );
     single(
@@ -256,11 +255,10 @@ fn contention(c: &mut Criterion) {
         tower::limit::GlobalConcurrencyLimitLayer::with_semaphore(global).layer(Instant200),
         request,
     );
-    let concurrency = RateLimitLayer::builder().concurrency(1024).build().unwrap();
     contended(
         c,
         "tollgate_concurrency",
-        concurrency.layer(Instant200),
+        tollgate_concurrency().layer(Instant200),
         request,
     );
     contended(
