@@ -209,6 +209,7 @@ impl Circuit {
                     }
                 }
                 inner.tally.record(outcome == Outcome::Failure, slow, now);
+                // Even a success can trip: it may be the call that reaches the minimum count.
                 if self.should_trip(inner, now) {
                     change = Some(self.open(inner));
                 }

@@ -7,7 +7,12 @@ use super::service::Classify as ClassifyService;
 
 /// Judges every attempt once and stamps the verdict where the other layers read it.
 ///
-/// Put it innermost, next to the HTTP client, so the verdict describes one attempt.
+/// Put it innermost, next to the HTTP client, so the verdict describes one attempt. It also
+/// marks credential headers sensitive on every request it sends (see
+/// [`redact_secrets`](crate::redact_secrets)).
+///
+/// The response body must have `Bytes` data and be `Unpin`, as hyper's `Incoming`,
+/// `http_body_util::Full<Bytes>` and axum's `Body` are; box any other body.
 ///
 /// ```
 /// use tollgate::classify::{classify_fn, ClassifyLayer, Kind};
