@@ -43,15 +43,19 @@
 
 pub mod circuit_breaker;
 pub mod classify;
+pub mod config;
 mod config_error;
 pub mod key;
+mod provider;
 pub mod rate_limit;
 mod redact;
 pub mod retry;
+pub mod stack;
 
 pub use circuit_breaker::CircuitBreakerLayer;
 pub use classify::ClassifyLayer;
 pub use config_error::ConfigError;
+pub use provider::{Provider, UnknownProvider};
 pub use rate_limit::RateLimitLayer;
 pub use redact::{redact_secrets, SECRET_HEADERS};
 pub use retry::BackoffRetryLayer;

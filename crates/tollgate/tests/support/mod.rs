@@ -20,6 +20,8 @@ pub enum Step {
     Hang,
     /// Answers with this status after this long.
     Slow(u16, std::time::Duration),
+    /// Answers with this status and JSON body.
+    Body(u16, String),
 }
 
 pub fn status(code: u16) -> Step {
@@ -88,6 +90,11 @@ impl<B> tower::Service<Request<B>> for Scripted {
                 }
                 Step::Fail(message) => {
                     Err(std::io::Error::new(std::io::ErrorKind::ConnectionReset, message).into())
+                }
+                Step::Body(code, body) => {
+                    let mut response = Response::new(body);
+                    *response.status_mut() = StatusCode::from_u16(code).unwrap();
+                    Ok(response)
                 }
                 Step::Slow(code, delay) => {
                     tokio::time::sleep(delay).await;

@@ -1,0 +1,151 @@
+//! [`StandardLayer`]: the recommended stack in one layer.
+
+use tower_layer::Layer;
+
+use super::policy::Policy;
+use crate::circuit_breaker::{CircuitBreaker, CircuitBreakerHandle};
+use crate::classify::{ClassifyService, DefaultClassifier};
+use crate::key::NoKey;
+use crate::rate_limit::{EstimateTokens, Rate, RateLimit, RateLimitHandle};
+use crate::retry::{BackoffRetry, RetryBudget};
+use crate::{BackoffRetryLayer, CircuitBreakerLayer, ClassifyLayer, ConfigError, RateLimitLayer};
+
+/// The service a [`StandardLayer`] builds: retry, then circuit breaker, then rate limit, then
+/// classification, then your client.
+pub type StandardService<S> = BackoffRetry<
+    CircuitBreaker<
+        RateLimit<ClassifyService<S, DefaultClassifier>, EstimateTokens, NoKey, ()>,
+        NoKey,
+        (),
+    >,
+>;
+
+/// The recommended order, built from a [`Policy`] in one call.
+///
+/// Retry is outermost, so every attempt takes its own rate-limit permit and passes the breaker
+/// (a retry storm cannot bypass either); the breaker sits outside the limiter, so a call it
+/// refuses never waits for a permit; classification is innermost, so its verdict describes one
+/// attempt and every layer reads it. A policy without limits gets an unlimited rate limiter that
+/// still learns from the provider's 429s (it pauses everyone on a `Retry-After`).
+///
+/// ```
+/// use tollgate::rate_limit::Rate;
+/// use tollgate::stack::{Policy, StandardLayer};
+/// use tollgate::Provider;
+/// use tower::ServiceBuilder;
+///
+/// let mut policy = Policy::preset(Provider::Anthropic);
+/// policy.limits.limits.requests = Some(Rate::per_minute(50));
+/// let layer = StandardLayer::new(&policy)?;
+/// let breaker = layer.breaker_handle();
+/// # let client = tower::service_fn(|_: http::Request<String>| async { Ok::<_, std::convert::Infallible>(http::Response::new(http_body_util::Empty::<bytes::Bytes>::new())) });
+/// let service = ServiceBuilder::new().layer(layer).service(client);
+/// # let _ = (service, breaker);
+/// # Ok::<(), tollgate::ConfigError>(())
+/// ```
+#[derive(Debug, Clone)]
+pub struct StandardLayer {
+    retry: BackoffRetryLayer,
+    breaker: CircuitBreakerLayer,
+    limit: RateLimitLayer,
+    classify: ClassifyLayer,
+}
+
+/// A rate no client reaches: the limiter of a policy without limits only learns from 429s.
+const UNLIMITED: u64 = u64::MAX / 4;
+
+impl StandardLayer {
+    /// Builds the four layers from `policy`, checking every setting.
+    pub fn new(policy: &Policy) -> Result<Self, ConfigError> {
+        let r = &policy.retry;
+        let mut retry = BackoffRetryLayer::builder()
+            .max_attempts(r.max_attempts)
+            .base(r.base)
+            .factor(r.factor)
+            .cap(r.cap)
+            .jitter(r.jitter)
+            .ceiling(r.ceiling)
+            .over_ceiling(r.over_ceiling);
+        if let Some(deadline) = r.deadline {
+            retry = retry.deadline(deadline);
+        }
+        if let Some(timeout) = r.attempt_timeout {
+            retry = retry.attempt_timeout(timeout);
+        }
+        retry = match r.budget {
+            Some((ttl, min_per_sec, ratio)) => {
+                retry.budget(RetryBudget::new(ttl, min_per_sec, ratio)?)
+            }
+            None => retry.no_budget(),
+        };
+
+        let b = &policy.breaker;
+        let mut breaker = CircuitBreakerLayer::builder()
+            .trip(b.trip)
+            .break_duration(b.break_duration)
+            .probes(b.probes)
+            .name(policy.provider.name());
+        if let Some(slow) = b.slow_calls {
+            breaker = breaker.slow_calls(slow);
+        }
+        if let Some((factor, cap)) = b.growth {
+            breaker = breaker.grow_break(factor, cap);
+        }
+
+        let l = &policy.limits;
+        let mut limits = l.limits;
+        if limits.requests.is_none() && limits.tokens.is_none() && limits.concurrency.is_none() {
+            limits.requests = Some(Rate::per_second(UNLIMITED));
+        }
+        let cost = if l.sum_token_estimate {
+            EstimateTokens::new().sum()
+        } else {
+            EstimateTokens::new()
+        };
+        let mut limit = RateLimitLayer::builder()
+            .limits(limits)
+            .adopt_provider_limits(l.adopt_provider_limits)
+            .cost(cost);
+        if let Some(max_wait) = l.max_wait {
+            limit = limit.max_wait(max_wait);
+        }
+        if let Some(max_queue) = l.max_queue {
+            limit = limit.max_queue(max_queue);
+        }
+
+        Ok(StandardLayer {
+            retry: retry.build()?,
+            breaker: breaker.build()?,
+            limit: limit.build()?,
+            classify: ClassifyLayer::new(),
+        })
+    }
+
+    /// The rate limiter's handle (limits at runtime, snapshot).
+    pub fn limit_handle(&self) -> RateLimitHandle {
+        self.limit.handle()
+    }
+
+    /// The circuit breaker's handle (state, isolate, reset).
+    pub fn breaker_handle(&self) -> CircuitBreakerHandle {
+        self.breaker.handle()
+    }
+}
+
+impl<S> Layer<S> for StandardLayer {
+    type Service = StandardService<S>;
+
+    fn layer(&self, client: S) -> Self::Service {
+        let classified = self.classify.layer(client);
+        let limited = self.limit.layer(classified);
+        let guarded = self.breaker.layer(limited);
+        self.retry.layer(guarded)
+    }
+}
+
+impl Policy {
+    /// Builds the [`StandardLayer`] for this policy.
+    pub fn layer(&self) -> Result<StandardLayer, ConfigError> {
+        StandardLayer::new(self)
+    }
+}

@@ -1,0 +1,393 @@
+//! Provider presets, config files (TOML and JSON) with their errors, and the standard stack.
+
+mod support;
+
+use std::time::Duration;
+
+use proptest::prelude::*;
+use support::{request, status, with_header, Scripted, Step};
+use tollgate::circuit_breaker::{Trip, Window};
+use tollgate::config::{Config, ConfigFileError};
+use tollgate::rate_limit::Rate;
+use tollgate::retry::{Jitter, OverCeiling, RetryInfo, StopReason};
+use tollgate::stack::{Policy, StandardLayer};
+use tollgate::Provider;
+use tower::{Layer, ServiceExt};
+
+const FULL: &str = r#"
+[providers.openai]
+preset = "openai"
+hosts = ["api.openai.com", "*.example.net"]
+
+[providers.openai.limits]
+rpm = 500
+tpm = 200000
+burst = 50
+concurrency = 16
+max_wait = "30s"
+max_queue = 1000
+
+[providers.openai.retry]
+max_attempts = 4
+base = "250ms"
+cap = "20s"
+jitter = "decorrelated"
+ceiling = "90s"
+over_ceiling = "backoff"
+deadline = "2m"
+attempt_timeout = "45s"
+budget = { ttl = "20s", min_per_sec = 5, ratio = 0.1 }
+
+[providers.openai.breaker]
+failure_ratio = 0.25
+window = "30s"
+min_calls = 10
+slow_call_threshold = "20s"
+slow_call_ratio = 0.8
+break_duration = "15s"
+break_growth = 2.0
+break_cap = "5m"
+probes = 3
+
+[providers.claude]
+preset = "anthropic"
+limits = { rpm = 50 }
+breaker = { consecutive_failures = 5 }
+"#;
+
+#[test]
+fn a_full_toml_file_overrides_the_preset_field_by_field() {
+    let config = Config::from_toml(FULL).unwrap();
+    let openai = config.provider("openai").unwrap();
+    assert_eq!(openai.provider, Provider::OpenAi);
+    assert!(openai.serves_host("api.openai.com") && openai.serves_host("eu.example.net"));
+    assert!(!openai.serves_host("example.net"));
+    let limits = openai.limits.limits;
+    assert_eq!(limits.requests, Some(Rate::per_minute(500).with_burst(50)));
+    assert_eq!(limits.tokens, Some(Rate::per_minute(200_000)));
+    assert_eq!(limits.concurrency, Some(16));
+    assert_eq!(
+        (openai.limits.max_wait, openai.limits.max_queue),
+        (Some(Duration::from_secs(30)), Some(1000))
+    );
+    let retry = openai.retry;
+    assert_eq!(
+        (retry.max_attempts, retry.base, retry.cap),
+        (4, Duration::from_millis(250), Duration::from_secs(20))
+    );
+    assert_eq!(
+        (retry.jitter, retry.over_ceiling),
+        (Jitter::Decorrelated, OverCeiling::UseBackoff)
+    );
+    assert_eq!(
+        (retry.deadline, retry.attempt_timeout),
+        (
+            Some(Duration::from_secs(120)),
+            Some(Duration::from_secs(45))
+        )
+    );
+    assert_eq!(retry.budget, Some((Duration::from_secs(20), 5, 0.1)));
+    let breaker = openai.breaker;
+    assert_eq!(
+        breaker.trip,
+        Trip::FailureRatio {
+            ratio: 0.25,
+            window: Window::time(Duration::from_secs(30)),
+            min_calls: 10
+        }
+    );
+    assert_eq!(breaker.growth, Some((2.0, Duration::from_secs(300))));
+    assert_eq!(breaker.probes, 3);
+
+    let claude = config.provider("claude").unwrap();
+    assert_eq!(
+        claude.retry.max_attempts, 6,
+        "unset fields keep the Anthropic preset"
+    );
+    assert!(claude.limits.sum_token_estimate);
+    assert_eq!(claude.breaker.trip, Trip::ConsecutiveFailures(5));
+    assert!(config
+        .provider("gemini")
+        .unwrap_err()
+        .to_string()
+        .contains("it defines: claude, openai"));
+}
+
+#[test]
+fn json_says_the_same_as_toml() {
+    let json = r#"{"providers": {"claude": {"preset": "anthropic", "limits": {"rpm": 50},
+        "breaker": {"consecutive_failures": 5}}}}"#;
+    let from_json = Config::from_json(json).unwrap();
+    let from_toml = Config::from_toml(FULL).unwrap();
+    assert_eq!(from_json.providers["claude"], from_toml.providers["claude"]);
+}
+
+fn error_of(text: &str) -> String {
+    Config::from_toml(text).unwrap_err().to_string()
+}
+
+#[test]
+fn type_and_range_errors_name_the_line_and_column() {
+    let cases = [
+        ("[providers.x.limits]\nrpm = 0\n", "line 2", "nonzero"),
+        (
+            "[providers.x.limits]\nrpm = \"many\"\n",
+            "line 2",
+            "invalid type: string",
+        ),
+        (
+            "[providers.x]\npreset = \"chatgpt\"\n",
+            "line 2",
+            "unknown variant `chatgpt`",
+        ),
+        (
+            "[providers.x.retry]\nbase = \"soon\"\n",
+            "line 2",
+            "write it like",
+        ),
+        (
+            "[providers.x.retry]\nretries = 3\n",
+            "line 2",
+            "unknown field `retries`",
+        ),
+        (
+            "[providers.x.retry]\njitter = \"some\"\n",
+            "line 2",
+            "unknown variant `some`",
+        ),
+        (
+            "[providers.x]\nhosts = \"api.openai.com\"\n",
+            "line 2",
+            "sequence",
+        ),
+        ("[providers.x.breaker]\nprobes = -1\n", "line 2", "nonzero"),
+        ("[provider.x]\n", "line 1", "unknown field `provider`"),
+        ("[providers.x.limits\n", "line 1", ""),
+    ];
+    for (text, line, what) in cases {
+        let error = error_of(text);
+        assert!(
+            error.contains(line) && error.contains(what),
+            "{text:?} gave: {error}"
+        );
+    }
+}
+
+#[test]
+fn rules_between_fields_name_the_field_path() {
+    let cases = [
+        ("[providers.x.retry]\nbase = \"2s\"\ncap = \"1s\"\n", "providers.x.retry.cap"),
+        ("[providers.x.retry]\nfactor = 0.5\n", "providers.x.retry.factor"),
+        ("[providers.x.retry]\nbudget = { ttl = \"10s\", min_per_sec = 1, ratio = 2.0 }\n", "providers.x.retry.budget.ratio"),
+        ("[providers.x.breaker]\nfailure_ratio = 1.5\n", "providers.x.breaker.failure_ratio"),
+        ("[providers.x.breaker]\nconsecutive_failures = 3\nfailure_ratio = 0.5\n", "providers.x.breaker.consecutive_failures"),
+        ("[providers.x.breaker]\nwindow_calls = 10\nwindow = \"10s\"\n", "providers.x.breaker.window"),
+        ("[providers.x.breaker]\nslow_call_threshold = \"5s\"\n", "providers.x.breaker.slow_call_threshold"),
+        ("[providers.x.breaker]\nbreak_duration = \"10s\"\nbreak_growth = 2.0\nbreak_cap = \"1s\"\n", "providers.x.breaker.break_cap"),
+        ("[providers.x.limits]\nburst = 5\n", "providers.x.limits.burst"),
+    ];
+    for (text, field) in cases {
+        match Config::from_toml(text) {
+            Err(ConfigFileError::Invalid {
+                field: got,
+                message,
+                ..
+            }) => {
+                assert_eq!(got, field, "{text:?}: {message}");
+                assert!(!message.is_empty());
+            }
+            other => panic!("{text:?} gave {other:?}"),
+        }
+    }
+}
+
+#[test]
+fn files_are_read_by_extension_and_errors_name_the_file() {
+    let dir = std::env::temp_dir().join(format!("tollgate-config-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let good = dir.join("providers.toml");
+    std::fs::write(&good, FULL).unwrap();
+    assert_eq!(Config::load(&good).unwrap().providers.len(), 2);
+    let bad = dir.join("bad.toml");
+    std::fs::write(&bad, "[providers.x.retry]\nmax_attempts = 0\n").unwrap();
+    let error = Config::load(&bad).unwrap_err().to_string();
+    assert!(
+        error.starts_with(&bad.display().to_string()) && error.contains("line 2"),
+        "{error}"
+    );
+    let yaml = dir.join("providers.yaml");
+    std::fs::write(&yaml, "providers: {}").unwrap();
+    assert!(Config::load(&yaml)
+        .unwrap_err()
+        .to_string()
+        .contains("*.toml or *.json"));
+    let missing = Config::load(dir.join("missing.toml")).unwrap_err();
+    assert!(
+        matches!(missing, ConfigFileError::Io { .. })
+            && missing.to_string().contains("missing.toml")
+    );
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn every_preset_builds_and_knows_its_provider() {
+    for provider in Provider::ALL {
+        let policy = Policy::preset(provider);
+        policy.layer().unwrap_or_else(|e| panic!("{provider}: {e}"));
+        assert_eq!(provider.name().parse::<Provider>().unwrap(), provider);
+    }
+    assert!(Provider::AzureOpenAi.matches_host("my-resource.openai.azure.com"));
+    assert!(!Provider::AzureOpenAi.matches_host("openai.azure.com.evil.net"));
+    assert!(Provider::Groq.matches_host("API.GROQ.COM"));
+    assert!(
+        !Policy::preset(Provider::Groq).limits.adopt_provider_limits,
+        "Groq reports requests per day"
+    );
+}
+
+async fn through(provider: Provider, steps: Vec<Step>) -> (http::Response<String>, Scripted) {
+    let mut policy = Policy::preset(provider);
+    policy.retry.jitter = Jitter::None;
+    let provider_service = Scripted::new(steps);
+    let stack = StandardLayer::new(&policy)
+        .unwrap()
+        .layer(provider_service.clone());
+    let response = stack.oneshot(request()).await.unwrap();
+    let (parts, body) = response.into_parts();
+    let body = http_body_util::BodyExt::collect(body)
+        .await
+        .unwrap()
+        .to_bytes();
+    (
+        http::Response::from_parts(parts, String::from_utf8(body.to_vec()).unwrap()),
+        provider_service,
+    )
+}
+
+fn body(status: u16, json: &str) -> Step {
+    Step::Body(status, json.to_owned())
+}
+
+#[tokio::test(start_paused = true)]
+async fn each_preset_handles_its_providers_real_error_shapes() {
+    // OpenAI billing 429: permanent, one attempt, the body handed back.
+    let (response, provider) = through(
+        Provider::OpenAi,
+        vec![body(429, r#"{"error":{"message":"You exceeded your current quota","type":"insufficient_quota","code":"insufficient_quota"}}"#)],
+    )
+    .await;
+    assert_eq!(
+        (response.status().as_u16(), provider.call_count()),
+        (429, 1)
+    );
+    assert!(response.body().contains("insufficient_quota"));
+
+    // OpenAI asks to wait 2 minutes: within its 120 s ceiling, so waited.
+    let (response, provider) = through(
+        Provider::OpenAi,
+        vec![with_header(429, "retry-after", "100")],
+    )
+    .await;
+    assert_eq!(response.status(), 200);
+    assert_eq!(
+        provider.calls()[1] - provider.calls()[0],
+        Duration::from_secs(100)
+    );
+
+    // Anthropic overloaded: retried; beyond its 60 s ceiling it backs off normally, as its SDK does.
+    let overloaded =
+        r#"{"type":"error","error":{"type":"overloaded_error","message":"Overloaded"}}"#;
+    let (response, provider) = through(
+        Provider::Anthropic,
+        vec![
+            body(529, overloaded),
+            with_header(429, "retry-after", "600"),
+        ],
+    )
+    .await;
+    assert_eq!(
+        (response.status().as_u16(), provider.call_count()),
+        (200, 3)
+    );
+    assert!(provider.calls()[2] - provider.calls()[1] <= Duration::from_secs(60));
+
+    // Groq and Azure hints in seconds and milliseconds.
+    let (_, provider) = through(Provider::Groq, vec![with_header(429, "retry-after", "2")]).await;
+    assert_eq!(
+        provider.calls()[1] - provider.calls()[0],
+        Duration::from_secs(2)
+    );
+    let (_, provider) = through(
+        Provider::AzureOpenAi,
+        vec![with_header(429, "retry-after-ms", "1500")],
+    )
+    .await;
+    assert_eq!(
+        provider.calls()[1] - provider.calls()[0],
+        Duration::from_millis(1500)
+    );
+
+    // Gemini: the wait is in the body; a per-day quota's hours-long wait gives up at once.
+    let gemini = |delay: &str| {
+        format!(
+            r#"{{"error":{{"code":429,"status":"RESOURCE_EXHAUSTED","details":[{{"@type":"type.googleapis.com/google.rpc.RetryInfo","retryDelay":"{delay}"}}]}}}}"#
+        )
+    };
+    let (_, provider) = through(Provider::Gemini, vec![body(429, &gemini("7s"))]).await;
+    assert_eq!(
+        provider.calls()[1] - provider.calls()[0],
+        Duration::from_secs(7)
+    );
+    let (response, provider) = through(Provider::Gemini, vec![body(429, &gemini("37025s"))]).await;
+    assert_eq!(
+        (response.status().as_u16(), provider.call_count()),
+        (429, 1)
+    );
+    assert_eq!(
+        response.extensions().get::<RetryInfo>().unwrap().stopped,
+        Some(StopReason::HintOverCeiling)
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_standard_stack_retries_limits_and_breaks_in_order() {
+    let mut policy = Policy::preset(Provider::OpenAi);
+    policy.retry.jitter = Jitter::None;
+    policy.limits.limits.requests = Some(Rate::per_second(1).with_burst(1));
+    policy.limits.limits.headroom = Duration::ZERO;
+    policy.breaker.trip = Trip::ConsecutiveFailures(10);
+    let layer = StandardLayer::new(&policy).unwrap();
+    let limiter = layer.limit_handle();
+    let provider = Scripted::new([status(503)]);
+    let stack = layer.layer(provider.clone());
+    let response = stack.clone().oneshot(request()).await.unwrap();
+    assert_eq!(response.status(), 200);
+    // The retry waited for its backoff (500 ms) and then for a rate-limit permit (1 s after the first).
+    assert_eq!(
+        provider.calls()[1] - provider.calls()[0],
+        Duration::from_secs(1)
+    );
+    assert_eq!(limiter.snapshot().requests_available, Some(0));
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(
+        std::env::var("TOLLGATE_FUZZ_CASES").ok().and_then(|v| v.parse().ok()).unwrap_or(1_000)
+    ))]
+
+    /// No text panics the config loader (TOML and JSON).
+    #[test]
+    fn no_config_text_panics(text in "\\PC{0,200}") {
+        let _ = Config::from_toml(&text);
+        let _ = Config::from_json(&text);
+    }
+
+    /// Mutations of a valid file either load or fail with an error, never a panic.
+    #[test]
+    fn mutated_config_files_never_panic(position in 0usize..FULL.len(), byte in any::<u8>(), cut in 0usize..FULL.len()) {
+        let mut bytes = FULL.as_bytes().to_vec();
+        bytes[position] = byte;
+        let text = String::from_utf8_lossy(&bytes[..cut.max(position + 1).min(bytes.len())]).into_owned();
+        let _ = Config::from_toml(&text);
+    }
+}
