@@ -391,3 +391,92 @@ proptest! {
         let _ = Config::from_toml(&text);
     }
 }
+
+fn to(uri: &str) -> http::Request<String> {
+    http::Request::post(uri).body("{}".to_owned()).unwrap()
+}
+
+#[tokio::test(start_paused = true)]
+async fn routes_pick_a_policy_by_host_or_by_name_each_with_its_own_quota() {
+    use tollgate::stack::{NoRoute, RouteLayer, RouteTo};
+    let config = Config::from_toml(
+        r#"
+        [providers.openai]
+        preset = "openai"
+        limits = { rpm = 60, burst = 1, headroom = "0s" }
+        [providers.claude]
+        preset = "anthropic"
+        limits = { rpm = 60, burst = 1, headroom = "0s" }
+        [providers.local]
+        hosts = ["127.0.0.1"]
+        "#,
+    )
+    .unwrap();
+    let routes = RouteLayer::from_config(&config).unwrap().fallback("local");
+    let provider = Scripted::new([]);
+    let router = routes.layer(provider.clone());
+    let start = tokio::time::Instant::now();
+    router
+        .clone()
+        .oneshot(to("https://api.openai.com/v1/chat/completions"))
+        .await
+        .unwrap();
+    router
+        .clone()
+        .oneshot(to("https://api.anthropic.com/v1/messages"))
+        .await
+        .unwrap();
+    router
+        .clone()
+        .oneshot(to("https://api.openai.com/v1/chat/completions"))
+        .await
+        .unwrap();
+    let at: Vec<u64> = provider
+        .calls()
+        .iter()
+        .map(|c| (*c - start).as_millis() as u64)
+        .collect();
+    assert_eq!(at, [0, 0, 1000], "Anthropic's quota is not OpenAI's");
+
+    let mut named = to("https://gateway.internal/v1/messages");
+    named.extensions_mut().insert(RouteTo::new("claude"));
+    router.clone().oneshot(named).await.unwrap();
+    assert_eq!(
+        routes
+            .layer_of("claude")
+            .unwrap()
+            .limit_handle()
+            .snapshot()
+            .requests_available,
+        Some(0)
+    );
+
+    router
+        .clone()
+        .oneshot(to("https://unknown.example/v1"))
+        .await
+        .unwrap();
+    assert_eq!(
+        routes
+            .layer_of("local")
+            .unwrap()
+            .limit_handle()
+            .snapshot()
+            .queued,
+        0,
+        "the fallback served it"
+    );
+
+    let strict = RouteLayer::from_config(&config)
+        .unwrap()
+        .layer(provider.clone());
+    let error = strict
+        .oneshot(to("https://unknown.example/v1"))
+        .await
+        .unwrap_err();
+    let no_route = error.downcast_ref::<NoRoute>().unwrap();
+    assert_eq!(no_route.host.as_deref(), Some("unknown.example"));
+    assert!(error
+        .to_string()
+        .contains("no route serves host `unknown.example`"));
+}

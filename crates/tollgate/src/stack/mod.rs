@@ -7,6 +7,9 @@
 //! fields change any of it, and [`StandardLayer`] builds the stack:
 //! retry → circuit breaker → rate limit → classify → client. [`Policy::layer`] checks every
 //! setting and reports the first wrong one as a [`ConfigError`](crate::ConfigError).
+//! [`RouteLayer`] holds one standard stack per provider and picks it per request, by host or by a
+//! [`RouteTo`] extension, so one client serves several providers with separate quotas and
+//! breakers.
 //!
 //! ```
 //! use tollgate::rate_limit::Rate;
@@ -22,6 +25,8 @@
 
 mod layer;
 mod policy;
+mod route;
 
 pub use layer::{StandardLayer, StandardService};
 pub use policy::{BreakerSettings, LimitSettings, Policy, RetrySettings};
+pub use route::{NoRoute, RouteFuture, RouteLayer, RouteTo, Router};
