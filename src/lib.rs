@@ -1,5 +1,8 @@
 //! Helpers shared by the workspace's runnable examples (`examples/`) and end-to-end tests
-//! (`tests/`): a real hyper-util client and AI request bodies for the mock provider.
+//! (`tests/`): a real hyper-util client, AI request bodies for the mock provider, and an axum
+//! gateway.
+
+pub mod gateway;
 
 use bytes::Bytes;
 use http::Request;

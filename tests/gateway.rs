@@ -1,0 +1,80 @@
+//! The axum gateway example's core path, over real sockets: forwards to the mock provider,
+//! and answers refusals with its own 429/503 and `Retry-After`.
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use tollgate::rate_limit::Rate;
+use tollgate::stack::Policy;
+use tollgate::Provider;
+use tollgate_e2e::{chat_request, gateway, http_client};
+use tollgate_mock::{MockConfig, MockServer};
+use tower::Layer;
+
+async fn send(gateway: &str) -> (u16, Option<String>, serde_json::Value) {
+    let response = http_client()
+        .request(chat_request(gateway, "sk-test", "hi", 8))
+        .await
+        .unwrap();
+    let status = response.status().as_u16();
+    let retry_after = response
+        .headers()
+        .get("retry-after")
+        .map(|v| v.to_str().unwrap().to_owned());
+    let body = response.into_body().collect().await.unwrap().to_bytes();
+    (status, retry_after, serde_json::from_slice(&body).unwrap())
+}
+
+#[tokio::test]
+async fn forwards_through_the_stack_and_refuses_clearly() {
+    let mock = MockServer::spawn(MockConfig {
+        api_key: Some("sk-test".into()),
+        ..MockConfig::default()
+    })
+    .await
+    .unwrap();
+    let mut policy = Policy::preset(Provider::OpenAi);
+    policy.limits.limits.requests = Some(Rate::per_minute(60).with_burst(2));
+    policy.limits.max_wait = Some(Duration::from_millis(100));
+    policy.retry.deadline = Some(Duration::from_millis(500));
+    let layer = policy.layer().unwrap();
+    let breaker = layer.breaker_handle();
+    let app = gateway::router(layer.layer(http_client()), mock.url().parse().unwrap());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await });
+
+    let (status, _, body) = send(&url).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["object"], "chat.completion");
+
+    // A malformed body is the provider's to judge: forwarded as is, its 400 returned.
+    let mut request = chat_request(&url, "sk-test", "hi", 8);
+    *request.body_mut() = Full::new(Bytes::from_static(b"{oops"));
+    let response = http_client().request(request).await.unwrap();
+    assert_eq!(response.status(), 400);
+
+    // The burst of 2 is spent and one request comes per second: the next would wait a second,
+    // more than the 100 ms allowed.
+    let (status, retry_after, body) = send(&url).await;
+    assert_eq!(status, 429, "{body}");
+    assert_eq!(retry_after.as_deref(), Some("1"));
+    assert!(body["error"]["message"]
+        .as_str()
+        .unwrap()
+        .contains("rate limited on requests"));
+
+    breaker.isolate();
+    let (status, _, body) = send(&url).await;
+    assert_eq!(status, 503);
+    assert!(body["error"]["message"]
+        .as_str()
+        .unwrap()
+        .contains("isolated"));
+    assert_eq!(
+        mock.stats().requests,
+        2,
+        "refused requests never reached the provider"
+    );
+}
