@@ -51,6 +51,7 @@ pub mod rate_limit;
 mod redact;
 pub mod retry;
 pub mod stack;
+mod telemetry;
 
 pub use circuit_breaker::CircuitBreakerLayer;
 pub use classify::ClassifyLayer;

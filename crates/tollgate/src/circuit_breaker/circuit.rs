@@ -304,6 +304,13 @@ impl Circuit {
     /// Tells the logs and the listener, outside the lock.
     fn announce(&self, change: Option<StateChange>) {
         let Some(change) = change else { return };
+        let code = match change.to {
+            BreakerState::Closed => 0,
+            BreakerState::Open => 1,
+            BreakerState::HalfOpen => 2,
+            BreakerState::Isolated => 3,
+        };
+        crate::telemetry::breaker_transition(&change.name, change.to.as_str(), code);
         let name = change.name.as_deref().unwrap_or("");
         match change.to {
             BreakerState::Open | BreakerState::Isolated => {

@@ -195,6 +195,9 @@ where
                         *admitted = true;
                         *permit = took_permit.then(|| Permit(Arc::clone(this.partition)));
                         let waited = wait.since.elapsed();
+                        crate::telemetry::limiter_wait(&this.partition.name, waited);
+                        let queued = this.partition.lock().queue_len();
+                        crate::telemetry::limiter_queue(&this.partition.name, queued);
                         if waited >= this.settings.slow_wait {
                             tracing::debug!(
                                 waited_ms = waited.as_millis() as u64,
@@ -238,6 +241,7 @@ where
 fn learn<B>(settings: &Settings, partition: &Partition, response: &Response<B>) {
     let verdict = response_verdict(response);
     if verdict.kind() == Kind::RateLimited {
+        crate::telemetry::rate_limited_response(&partition.name);
         let now = Instant::now();
         let mut state = partition.lock();
         match verdict.retry_after() {

@@ -73,6 +73,7 @@ impl RateLimitLayer {
             },
             cost: EstimateTokens::new(),
             key: NoKey,
+            name: None,
         }
     }
 }
@@ -108,6 +109,7 @@ pub struct RateLimitBuilder<C = EstimateTokens, K = NoKey> {
     settings: Settings,
     cost: C,
     key: K,
+    name: Option<std::sync::Arc<str>>,
 }
 
 impl<C, K> RateLimitBuilder<C, K> {
@@ -176,6 +178,12 @@ impl<C, K> RateLimitBuilder<C, K> {
         self
     }
 
+    /// A name for metrics labels (the provider: "openai", "anthropic"...).
+    pub fn name(mut self, name: impl Into<std::sync::Arc<str>>) -> Self {
+        self.name = Some(name.into());
+        self
+    }
+
     /// Costs requests with `cost` (any `Fn(&Request<B>) -> u64`).
     pub fn cost<C2>(self, cost: C2) -> RateLimitBuilder<C2, K> {
         RateLimitBuilder {
@@ -183,6 +191,7 @@ impl<C, K> RateLimitBuilder<C, K> {
             settings: self.settings,
             cost,
             key: self.key,
+            name: self.name,
         }
     }
 
@@ -193,6 +202,7 @@ impl<C, K> RateLimitBuilder<C, K> {
             settings: self.settings,
             cost: self.cost,
             key,
+            name: self.name,
         }
     }
 
@@ -217,7 +227,7 @@ impl<C, K> RateLimitBuilder<C, K> {
         Ok(RateLimitLayer {
             cost: self.cost,
             key: self.key,
-            limiter: Arc::new(Limiter::new(self.limits, self.settings)),
+            limiter: Arc::new(Limiter::new(self.limits, self.settings, self.name)),
         })
     }
 }

@@ -26,6 +26,7 @@ pub(crate) struct Settings {
 
 pub(crate) struct Limiter<K> {
     pub(crate) settings: Settings,
+    name: Option<Arc<str>>,
     charges_tokens: AtomicBool,
     limits: Mutex<Limits>,
     default: Arc<Partition>,
@@ -46,11 +47,12 @@ fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 impl<K: Hash + Eq + Clone> Limiter<K> {
-    pub(crate) fn new(limits: Limits, settings: Settings) -> Self {
+    pub(crate) fn new(limits: Limits, settings: Settings, name: Option<Arc<str>>) -> Self {
         Limiter {
             settings,
+            name: name.clone(),
             charges_tokens: AtomicBool::new(limits.tokens.is_some()),
-            default: Arc::new(Partition::new(&limits, Instant::now())),
+            default: Arc::new(Partition::new(&limits, name, Instant::now())),
             limits: Mutex::new(limits),
             keyed: Mutex::new(Registry::new()),
         }
@@ -71,7 +73,7 @@ impl<K: Hash + Eq + Clone> Limiter<K> {
         // A quota that is idle and full again is the same as a new one: dropping it loses nothing.
         lock(&self.keyed).get_or_insert(
             key,
-            || Partition::new(&limits, now),
+            || Partition::new(&limits, self.name.clone(), now),
             |partition| partition.lock().is_idle(now),
         )
     }

@@ -74,12 +74,15 @@ pub(crate) struct State {
 #[derive(Debug)]
 pub(crate) struct Partition {
     state: Mutex<State>,
+    /// The limiter's name, for metrics labels.
+    pub(crate) name: Option<std::sync::Arc<str>>,
 }
 
 impl Partition {
-    pub(crate) fn new(limits: &Limits, now: Instant) -> Self {
+    pub(crate) fn new(limits: &Limits, name: Option<std::sync::Arc<str>>, now: Instant) -> Self {
         let bucket = |rate| Bucket::new(rate, limits.headroom, now);
         Partition {
+            name,
             state: Mutex::new(State {
                 requests: limits.requests.map(bucket),
                 tokens: limits.tokens.map(bucket),

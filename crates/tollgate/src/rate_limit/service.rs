@@ -88,6 +88,7 @@ where
         let mut state = partition.lock();
         if let Some(capacity) = state.too_large(cost) {
             drop(state);
+            crate::telemetry::limiter_rejection(&partition.name, "too_large");
             return ResponseFuture::rejected(
                 settings,
                 partition,
@@ -104,6 +105,7 @@ where
         if let Some(max_queue) = settings.max_queue {
             if state.queue_len() >= max_queue {
                 drop(state);
+                crate::telemetry::limiter_rejection(&partition.name, "queue_full");
                 let error = RateLimitError::QueueFull {
                     max_queue,
                     wait: estimate.map(|(wait, _)| wait),
@@ -114,6 +116,7 @@ where
         if let (Some(max_wait), Some((wait, limit))) = (settings.max_wait, estimate) {
             if wait > max_wait {
                 drop(state);
+                crate::telemetry::limiter_rejection(&partition.name, "would_wait");
                 let error = RateLimitError::WouldWait {
                     limit,
                     wait,
@@ -125,6 +128,7 @@ where
         // Queue now, so the order of calls is the order of admission; the real waker is
         // registered on the first poll.
         let id = state.enqueue(cost, Waker::noop().clone());
+        crate::telemetry::limiter_queue(&partition.name, state.queue_len());
         drop(state);
         let wait = Wait::new(Arc::clone(&partition), id, now);
         // The service that was polled ready goes with the request; its clone stays for the next.

@@ -151,6 +151,7 @@ where
                     };
                     match decision {
                         Decision::Stop(reason) => {
+                            crate::telemetry::gave_up(&this.policy.name, reason.as_str());
                             return Poll::Ready(match failure {
                                 Failure::Response(response) => {
                                     Ok(stamp(response, *this.attempts, *this.started, Some(reason)))
@@ -206,6 +207,7 @@ where
                     };
                     *this.replay = try_clone_request(&request);
                     *this.attempts += 1;
+                    crate::telemetry::attempt(&this.policy.name);
                     let future = this.service.call(request);
                     arm_attempt_timer(
                         this.timer,

@@ -54,6 +54,7 @@ pub struct RetryPolicy {
     pub(crate) budget: Option<RetryBudget>,
     pub(crate) rng: Option<Mutex<SmallRng>>,
     pub(crate) on_retry: Option<RetryHook>,
+    pub(crate) name: Option<Arc<str>>,
 }
 
 impl fmt::Debug for RetryPolicy {
@@ -136,6 +137,7 @@ impl RetryPolicy {
     }
 
     pub(crate) fn notify(&self, event: &RetryEvent) {
+        crate::telemetry::retry(&self.name, event.verdict.kind().as_str());
         if let Some(hook) = &self.on_retry {
             hook(event);
         }
@@ -179,6 +181,7 @@ pub struct BackoffRetryBuilder {
     budget: Option<RetryBudget>,
     seed: Option<u64>,
     on_retry: Option<RetryHook>,
+    name: Option<Arc<str>>,
 }
 
 impl fmt::Debug for BackoffRetryBuilder {
@@ -203,6 +206,7 @@ impl Default for BackoffRetryBuilder {
             budget: Some(RetryBudget::default()),
             seed: None,
             on_retry: None,
+            name: None,
         }
     }
 }
@@ -287,6 +291,12 @@ impl BackoffRetryBuilder {
         self
     }
 
+    /// A name for metrics labels (the provider: "openai", "anthropic"...).
+    pub fn name(mut self, name: impl Into<Arc<str>>) -> Self {
+        self.name = Some(name.into());
+        self
+    }
+
     /// Calls `hook` before every retry, to count or log retries your own way.
     pub fn on_retry(mut self, hook: impl Fn(&RetryEvent) + Send + Sync + 'static) -> Self {
         self.on_retry = Some(Arc::new(hook));
@@ -365,6 +375,7 @@ impl BackoffRetryBuilder {
                 .seed
                 .map(|seed| Mutex::new(SmallRng::seed_from_u64(seed))),
             on_retry: self.on_retry,
+            name: self.name,
         }
     }
 }

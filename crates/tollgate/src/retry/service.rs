@@ -60,6 +60,7 @@ where
             budget.deposit();
         }
         let replay = try_clone_request(&request);
+        crate::telemetry::attempt(&self.policy.name);
         let future = service.call(request);
         ResponseFuture::new(Arc::clone(&self.policy), service, replay, future)
     }

@@ -65,7 +65,8 @@ impl StandardLayer {
             .cap(r.cap)
             .jitter(r.jitter)
             .ceiling(r.ceiling)
-            .over_ceiling(r.over_ceiling);
+            .over_ceiling(r.over_ceiling)
+            .name(policy.provider.name());
         if let Some(deadline) = r.deadline {
             retry = retry.deadline(deadline);
         }
@@ -105,6 +106,7 @@ impl StandardLayer {
         let mut limit = RateLimitLayer::builder()
             .limits(limits)
             .adopt_provider_limits(l.adopt_provider_limits)
+            .name(policy.provider.name())
             .cost(cost);
         if let Some(max_wait) = l.max_wait {
             limit = limit.max_wait(max_wait);

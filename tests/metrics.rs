@@ -1,0 +1,67 @@
+//! The `metrics` feature: a batch through the standard stack against the mock provider shows up
+//! in a Prometheus scrape, labelled by provider.
+
+use std::time::Duration;
+
+use metrics_exporter_prometheus::PrometheusBuilder;
+use tollgate::rate_limit::Rate;
+use tollgate::stack::Policy;
+use tollgate::Provider;
+use tollgate_e2e::{chat_request, http_client};
+use tollgate_mock::{FaultMix, Faults, MockConfig, MockServer};
+use tower::{Layer, ServiceExt};
+
+/// The value of the sample `name{labels}` in a scrape.
+fn sample(scrape: &str, series: &str) -> Option<f64> {
+    scrape
+        .lines()
+        .find(|l| l.starts_with(series))
+        .and_then(|l| l.rsplit(' ').next()?.parse().ok())
+}
+
+#[tokio::test(start_paused = true)]
+async fn attempts_retries_429s_waits_and_breaker_state_are_exported() {
+    let recorder = PrometheusBuilder::new().build_recorder();
+    let handle = recorder.handle();
+    let _guard = metrics::set_default_local_recorder(&recorder);
+
+    let mock = MockServer::spawn(MockConfig {
+        faults: Faults {
+            rate: 0.3,
+            mix: FaultMix::server_errors_only(),
+            ..Faults::default()
+        },
+        seed: 9,
+        ..MockConfig::default()
+    })
+    .await
+    .unwrap();
+    let mut policy = Policy::preset(Provider::Anthropic);
+    policy.limits.limits.requests = Some(Rate::per_second(10).with_burst(2));
+    policy.retry.base = Duration::from_millis(20);
+    let stack = policy.layer().unwrap().layer(http_client());
+    for i in 0..20 {
+        let response = stack
+            .clone()
+            .oneshot(chat_request(&mock.url(), "k", &format!("{i}"), 8))
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 200);
+    }
+    let scrape = handle.render();
+    let attempts = sample(&scrape, "tollgate_attempts_total{provider=\"anthropic\"}").unwrap();
+    assert_eq!(attempts as u64, mock.stats().requests, "{scrape}");
+    assert!(
+        sample(
+            &scrape,
+            "tollgate_retries_total{provider=\"anthropic\",reason=\"server_error\"}"
+        )
+        .unwrap()
+            > 0.0
+    );
+    assert!(
+        scrape.contains("tollgate_limiter_wait_seconds"),
+        "waits recorded: {scrape}"
+    );
+    assert!(scrape.contains("tollgate_limiter_queue_length{provider=\"anthropic\"}"));
+}
