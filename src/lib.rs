@@ -22,6 +22,18 @@ pub fn http_client() -> HttpClient {
     Client::builder(TokioExecutor::new()).build_http()
 }
 
+/// A pooled HTTP/1 client over rustls with Mozilla's root certificates, for real providers
+/// (feature `rustls`).
+#[cfg(feature = "rustls")]
+pub fn https_client() -> Client<hyper_rustls::HttpsConnector<HttpConnector>, Body> {
+    let connector = hyper_rustls::HttpsConnectorBuilder::new()
+        .with_webpki_roots()
+        .https_or_http()
+        .enable_http1()
+        .build();
+    Client::builder(TokioExecutor::new()).build(connector)
+}
+
 /// An OpenAI-style chat completion request to `base_url`, with the API key as a bearer token.
 pub fn chat_request(base_url: &str, api_key: &str, prompt: &str, max_tokens: u32) -> Request<Body> {
     let body = serde_json::json!({
