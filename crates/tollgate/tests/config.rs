@@ -480,3 +480,28 @@ async fn routes_pick_a_policy_by_host_or_by_name_each_with_its_own_quota() {
         .to_string()
         .contains("no route serves host `unknown.example`"));
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_preset_without_limits_takes_them_from_the_first_response() {
+    let mut policy = Policy::preset(Provider::OpenAi);
+    policy.limits.limits.headroom = Duration::ZERO;
+    let provider = Scripted::new([Step::Status(
+        200,
+        vec![
+            ("x-ratelimit-limit-requests", "60".into()),
+            ("x-ratelimit-remaining-requests", "0".into()),
+        ],
+    )]);
+    let stack = StandardLayer::new(&policy).unwrap().layer(provider.clone());
+    let start = tokio::time::Instant::now();
+    for _ in 0..3 {
+        stack.clone().oneshot(request()).await.unwrap();
+    }
+    let at: Vec<u64> = provider
+        .calls()
+        .iter()
+        .map(|c| (*c - start).as_millis() as u64)
+        .collect();
+    // Nothing left, 60 per minute: one request a second from then on.
+    assert_eq!(at, [0, 1000, 2000]);
+}

@@ -96,7 +96,8 @@ impl StandardLayer {
         let l = &policy.limits;
         let mut limits = l.limits;
         if limits.requests.is_none() && limits.tokens.is_none() && limits.concurrency.is_none() {
-            limits.requests = Some(Rate::per_second(UNLIMITED));
+            // Per minute, as providers report their limits, so a learned limit keeps its meaning.
+            limits.requests = Some(Rate::per_minute(UNLIMITED));
         }
         let cost = if l.sum_token_estimate {
             EstimateTokens::new().sum()
