@@ -4,17 +4,14 @@
 //!
 //! Run it with `cargo run --release --example demo`. No API key or network needed.
 
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use http_body_util::BodyExt;
 use tollgate::circuit_breaker::{Trip, Window};
 use tollgate::rate_limit::Rate;
 use tollgate::{BackoffRetryLayer, BoxError, CircuitBreakerLayer, ClassifyLayer, RateLimitLayer};
-use tollgate_e2e::{chat_request, http_client};
+use tollgate_e2e::{chat_request, drive, http_client, naive_send, send_ok};
 use tollgate_mock::{FaultMix, Faults, MockConfig, MockServer};
-use tower::{Service, ServiceBuilder, ServiceExt};
+use tower::ServiceBuilder;
 
 const REQUESTS: u64 = 120;
 const WORKERS: usize = 16;
@@ -51,44 +48,12 @@ struct Report {
 
 /// Fire, and on anything but a 200 sleep one second and try again, five attempts at most.
 async fn naive(server: &MockServer) -> u64 {
-    let client = http_client();
-    let next = Arc::new(AtomicU64::new(0));
-    let completed = Arc::new(AtomicU64::new(0));
-    let workers: Vec<_> = (0..WORKERS)
-        .map(|_| {
-            let (client, next, completed, url) = (
-                client.clone(),
-                next.clone(),
-                completed.clone(),
-                server.url(),
-            );
-            tokio::spawn(async move {
-                while next.fetch_add(1, Ordering::Relaxed) < REQUESTS {
-                    for _ in 0..5 {
-                        let ok = match client
-                            .request(chat_request(&url, KEY, "Classify this email.", 16))
-                            .await
-                        {
-                            Ok(response) => {
-                                response.status() == 200
-                                    && response.into_body().collect().await.is_ok()
-                            }
-                            Err(_) => false,
-                        };
-                        if ok {
-                            completed.fetch_add(1, Ordering::Relaxed);
-                            break;
-                        }
-                        tokio::time::sleep(Duration::from_secs(1)).await;
-                    }
-                }
-            })
-        })
-        .collect();
-    for worker in workers {
-        let _ = worker.await;
-    }
-    completed.load(Ordering::Relaxed)
+    let (client, url) = (http_client(), server.url());
+    drive(REQUESTS, WORKERS, move || {
+        naive_send(client.clone(), url.clone(), 5, Duration::from_secs(1))
+    })
+    .await
+    .successes
 }
 
 /// The same work through tollgate: four lines of `ServiceBuilder`.
@@ -117,35 +82,15 @@ async fn with_tollgate(server: &MockServer) -> Result<u64, BoxError> {
         )
         .layer(ClassifyLayer::new())
         .service(http_client());
-    let next = Arc::new(AtomicU64::new(0));
-    let completed = Arc::new(AtomicU64::new(0));
-    let workers: Vec<_> = (0..WORKERS)
-        .map(|_| {
-            let (mut stack, next, completed, url) =
-                (stack.clone(), next.clone(), completed.clone(), server.url());
-            tokio::spawn(async move {
-                while next.fetch_add(1, Ordering::Relaxed) < REQUESTS {
-                    let request = chat_request(&url, KEY, "Classify this email.", 16);
-                    let Ok(service) = stack.ready().await else {
-                        continue;
-                    };
-                    match service.call(request).await {
-                        Ok(response) if response.status() == 200 => {
-                            if response.into_body().collect().await.is_ok() {
-                                completed.fetch_add(1, Ordering::Relaxed);
-                            }
-                        }
-                        Ok(response) => eprintln!("gave up with HTTP {}", response.status()),
-                        Err(error) => eprintln!("gave up: {error}"),
-                    }
-                }
-            })
-        })
-        .collect();
-    for worker in workers {
-        let _ = worker.await;
-    }
-    Ok(completed.load(Ordering::Relaxed))
+    let url = server.url();
+    let run = drive(REQUESTS, WORKERS, move || {
+        send_ok(
+            stack.clone(),
+            chat_request(&url, KEY, "Classify this email.", 16),
+        )
+    })
+    .await;
+    Ok(run.successes)
 }
 
 #[tokio::main]

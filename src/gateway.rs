@@ -20,6 +20,29 @@ use tower::{Service, ServiceExt};
 /// The largest request body the gateway forwards.
 const MAX_BODY: usize = 4 * 1024 * 1024;
 
+/// A tollgate stack the gateway can forward through.
+pub trait Upstream<B>:
+    Service<Request<Full<Bytes>>, Response = http::Response<B>, Error = RetryError, Future: Send>
+    + Clone
+    + Send
+    + Sync
+    + 'static
+{
+}
+
+impl<S, B> Upstream<B> for S where
+    S: Service<
+            Request<Full<Bytes>>,
+            Response = http::Response<B>,
+            Error = RetryError,
+            Future: Send,
+        > + Clone
+        + Send
+        + Sync
+        + 'static
+{
+}
+
 #[derive(Clone)]
 struct Gateway<S> {
     stack: S,
@@ -29,12 +52,7 @@ struct Gateway<S> {
 /// A router that forwards `POST /v1/*` to `upstream` (a base URL) through `stack`.
 pub fn router<S, B>(stack: S, upstream: Uri) -> axum::Router
 where
-    S: Service<Request<Full<Bytes>>, Response = http::Response<B>, Error = RetryError>
-        + Clone
-        + Send
-        + Sync
-        + 'static,
-    S::Future: Send,
+    S: Upstream<B>,
     B: http_body::Body<Data = Bytes> + Send + 'static,
     B::Error: Into<BoxError>,
 {
@@ -45,12 +63,7 @@ where
 
 async fn forward<S, B>(State(gateway): State<Gateway<S>>, request: Request<AxumBody>) -> Response
 where
-    S: Service<Request<Full<Bytes>>, Response = http::Response<B>, Error = RetryError>
-        + Clone
-        + Send
-        + Sync
-        + 'static,
-    S::Future: Send,
+    S: Upstream<B>,
     B: http_body::Body<Data = Bytes> + Send + 'static,
     B::Error: Into<BoxError>,
 {

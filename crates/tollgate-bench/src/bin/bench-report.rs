@@ -5,17 +5,14 @@
 //! `cargo run --release -p tollgate-bench --bin bench-report` (about two minutes). Every figure
 //! is also given as a ratio to a baseline measured in the same run, since machines are noisy.
 
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use http_body_util::BodyExt;
 use tollgate::circuit_breaker::{Trip, Window};
 use tollgate::rate_limit::Rate;
 use tollgate::{BackoffRetryLayer, CircuitBreakerLayer, ClassifyLayer, RateLimitLayer};
 use tollgate_bench::layers::*;
 use tollgate_bench::{clone_parts, request, CloneRequest, Instant200, NeverRetry};
-use tollgate_e2e::{chat_request, http_client, Body};
+use tollgate_e2e::{chat_request, drive, http_client, naive_send, send_ok, Body};
 use tollgate_mock::{MockConfig, MockServer};
 use tower::{Layer, Service, ServiceBuilder, ServiceExt};
 
@@ -157,48 +154,6 @@ fn overhead() {
 const TASKS: usize = 64;
 const KEY: &str = "sk-bench";
 
-struct Run {
-    successes: u64,
-    wall: Duration,
-}
-
-/// Sends `n` requests from 64 tasks through `send`, which returns whether the request succeeded.
-async fn drive<F, Fut>(n: u64, send: F) -> Run
-where
-    F: Fn() -> Fut + Clone + Send + 'static,
-    Fut: std::future::Future<Output = bool> + Send,
-{
-    let next = Arc::new(AtomicU64::new(0));
-    let successes = Arc::new(AtomicU64::new(0));
-    let started = Instant::now();
-    let tasks: Vec<_> = (0..TASKS)
-        .map(|_| {
-            let (next, successes, send) = (next.clone(), successes.clone(), send.clone());
-            tokio::spawn(async move {
-                while next.fetch_add(1, Ordering::Relaxed) < n {
-                    if send().await {
-                        successes.fetch_add(1, Ordering::Relaxed);
-                    }
-                }
-            })
-        })
-        .collect();
-    for task in tasks {
-        let _ = task.await;
-    }
-    Run {
-        successes: successes.load(Ordering::Relaxed),
-        wall: started.elapsed(),
-    }
-}
-
-async fn read_ok<B>(response: http::Response<B>) -> bool
-where
-    B: http_body::Body,
-{
-    response.status() == 200 && response.into_body().collect().await.is_ok()
-}
-
 /// tower's `Retry` policy for the goodput race: up to 5 attempts on 429, 5xx and errors, with
 /// tower's jittered exponential backoff.
 #[derive(Clone)]
@@ -295,14 +250,8 @@ async fn race(scenario: &Scenario) -> Result<(), BoxError> {
                     .layer(limits.build()?)
                     .layer(ClassifyLayer::new())
                     .service(http_client());
-                drive(scenario.n, move || {
-                    let (stack, request) = (stack.clone(), chat_request(&url, KEY, "hi", 100));
-                    async move {
-                        match stack.oneshot(request).await {
-                            Ok(response) => read_ok(response).await,
-                            Err(_) => false,
-                        }
-                    }
+                drive(scenario.n, TASKS, move || {
+                    send_ok(stack.clone(), chat_request(&url, KEY, "hi", 100))
                 })
                 .await
             }
@@ -325,34 +274,15 @@ async fn race(scenario: &Scenario) -> Result<(), BoxError> {
                     .buffer(1024)
                     .rate_limit(per_second, Duration::from_secs(1))
                     .service(http_client());
-                drive(scenario.n, move || {
-                    let (stack, request) = (stack.clone(), chat_request(&url, KEY, "hi", 100));
-                    async move {
-                        match stack.oneshot(request).await {
-                            Ok(response) => read_ok(response).await,
-                            Err(_) => false,
-                        }
-                    }
+                drive(scenario.n, TASKS, move || {
+                    send_ok(stack.clone(), chat_request(&url, KEY, "hi", 100))
                 })
                 .await
             }
             _ => {
                 let client = http_client();
-                drive(scenario.n, move || {
-                    let (client, url) = (client.clone(), url.clone());
-                    async move {
-                        for _ in 0..5 {
-                            if let Ok(response) =
-                                client.request(chat_request(&url, KEY, "hi", 100)).await
-                            {
-                                if read_ok(response).await {
-                                    return true;
-                                }
-                            }
-                            tokio::time::sleep(Duration::from_secs(1)).await;
-                        }
-                        false
-                    }
+                drive(scenario.n, TASKS, move || {
+                    naive_send(client.clone(), url.clone(), 5, Duration::from_secs(1))
                 })
                 .await
             }
