@@ -1,0 +1,210 @@
+//! Where the batch goes: the policy, the endpoint, the key and the request shape.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http::{HeaderValue, Request};
+use http_body_util::Full;
+use tollgate::config::Config;
+use tollgate::rate_limit::Rate;
+use tollgate::stack::Policy;
+use tollgate::Provider;
+use tollgate_mock::{MockConfig, MockServer};
+
+use super::BatchArgs;
+
+/// The resolved destination of a batch.
+#[derive(Clone)]
+pub(crate) struct Target {
+    pub(crate) policy: Policy,
+    pub(crate) concurrency: usize,
+    url: Arc<str>,
+    key: Arc<Secret>,
+    /// Keeps the embedded mock alive for the run.
+    _mock: Option<Arc<MockServer>>,
+}
+
+/// An API key: its `Debug` never shows it.
+struct Secret(String);
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Secret(..)")
+    }
+}
+
+/// The environment variables an API key is read from, per provider (never from a flag).
+fn key_variables(provider: Provider) -> &'static [&'static str] {
+    match provider {
+        Provider::OpenAi => &["OPENAI_API_KEY", "TOLLGATE_API_KEY"],
+        Provider::Anthropic => &["ANTHROPIC_API_KEY", "TOLLGATE_API_KEY"],
+        Provider::Groq => &["GROQ_API_KEY", "TOLLGATE_API_KEY"],
+        Provider::AzureOpenAi => &["AZURE_OPENAI_API_KEY", "TOLLGATE_API_KEY"],
+        Provider::Gemini | Provider::GeminiOpenAi => &["GEMINI_API_KEY", "TOLLGATE_API_KEY"],
+        _ => &["TOLLGATE_API_KEY"],
+    }
+}
+
+fn default_endpoint(provider: Provider) -> Option<&'static str> {
+    match provider {
+        Provider::OpenAi => Some("https://api.openai.com"),
+        Provider::Anthropic => Some("https://api.anthropic.com"),
+        Provider::Groq => Some("https://api.groq.com"),
+        Provider::Gemini | Provider::GeminiOpenAi => {
+            Some("https://generativelanguage.googleapis.com")
+        }
+        _ => None,
+    }
+}
+
+impl Target {
+    pub(crate) async fn resolve(args: &BatchArgs) -> Result<Target, String> {
+        let mut policy = match (&args.config, &args.provider) {
+            (Some(path), _) => {
+                let config = Config::load(path).map_err(|e| e.to_string())?;
+                match &args.config_provider {
+                    Some(name) => config.provider(name).map_err(|e| e.to_string())?.clone(),
+                    None => config
+                        .providers
+                        .values()
+                        .next()
+                        .cloned()
+                        .ok_or_else(|| format!("{} defines no provider", path.display()))?,
+                }
+            }
+            (None, Some(name)) => {
+                Policy::preset(name.parse::<Provider>().map_err(|e| e.to_string())?)
+            }
+            (None, None) => Policy::preset(Provider::OpenAi),
+        };
+        apply_flags(&mut policy, args)?;
+        policy
+            .layer()
+            .map_err(|e| format!("invalid settings: {e}"))?;
+        let provider = policy.provider;
+        let key = key_variables(provider)
+            .iter()
+            .find_map(|name| std::env::var(name).ok().filter(|k| !k.is_empty()));
+        let (url, key, mock) = match (&args.endpoint, key) {
+            (Some(endpoint), key) => (
+                endpoint.trim_end_matches('/').to_owned(),
+                key.unwrap_or_default(),
+                None,
+            ),
+            (None, Some(key)) => {
+                let endpoint = default_endpoint(provider).ok_or_else(|| {
+                    format!("provider `{provider}` has no default endpoint: give --endpoint")
+                })?;
+                (endpoint.to_owned(), key, None)
+            }
+            (None, None) => {
+                let rpm = policy
+                    .limits
+                    .limits
+                    .requests
+                    .map(|r| r.amount.min(u64::from(u32::MAX)) as u32);
+                let burst = policy
+                    .limits
+                    .limits
+                    .requests
+                    .map(|r| r.capacity.min(u64::from(u32::MAX)) as u32);
+                let mock = MockServer::spawn(MockConfig {
+                    rpm,
+                    burst,
+                    ..MockConfig::default()
+                })
+                .await
+                .map_err(|e| format!("cannot start the embedded mock provider: {e}"))?;
+                eprintln!(
+                    "tollgate: no --endpoint and no API key in {}: using the embedded mock provider at {}",
+                    key_variables(provider).join(" or "),
+                    mock.url()
+                );
+                (
+                    mock.url(),
+                    "sk-embedded-mock".to_owned(),
+                    Some(Arc::new(mock)),
+                )
+            }
+        };
+        let concurrency = args
+            .concurrency
+            .or(policy.limits.limits.concurrency)
+            .map(|c| c as usize)
+            .unwrap_or_else(|| match policy.limits.limits.requests {
+                // Enough to keep the rate busy at about a second of latency.
+                Some(rate) => (rate.per_sec().ceil() as usize).clamp(4, 64),
+                None => 16,
+            });
+        Ok(Target {
+            url: format!("{url}{}", provider.chat_path()).into(),
+            key: Arc::new(Secret(key)),
+            policy,
+            concurrency,
+            _mock: mock,
+        })
+    }
+
+    /// A request carrying `body` to the provider, authenticated its way.
+    pub(crate) fn request(&self, body: Bytes) -> Request<Full<Bytes>> {
+        let mut request = Request::post(&*self.url)
+            .header(http::header::CONTENT_TYPE, "application/json")
+            .body(Full::new(body))
+            .unwrap_or_default();
+        let key = &self.key.0;
+        let headers = request.headers_mut();
+        let value = |v: String| HeaderValue::from_str(&v).ok();
+        match self.policy.provider {
+            Provider::Anthropic => {
+                if let Some(v) = value(key.clone()) {
+                    headers.insert("x-api-key", v);
+                }
+                headers.insert("anthropic-version", HeaderValue::from_static("2023-06-01"));
+            }
+            Provider::AzureOpenAi => {
+                if let Some(v) = value(key.clone()) {
+                    headers.insert("api-key", v);
+                }
+            }
+            Provider::Gemini => {
+                if let Some(v) = value(key.clone()) {
+                    headers.insert("x-goog-api-key", v);
+                }
+            }
+            _ => {
+                if let Some(v) = value(format!("Bearer {key}")) {
+                    headers.insert(http::header::AUTHORIZATION, v);
+                }
+            }
+        }
+        tollgate::redact_secrets(headers);
+        request
+    }
+}
+
+fn apply_flags(policy: &mut Policy, args: &BatchArgs) -> Result<(), String> {
+    let limits = &mut policy.limits.limits;
+    if let Some(rpm) = args.rpm {
+        limits.requests = Some(Rate::per_minute(rpm).with_burst(args.burst.unwrap_or(rpm)));
+    } else if let (Some(burst), Some(rate)) = (args.burst, limits.requests) {
+        limits.requests = Some(rate.with_burst(burst));
+    } else if args.burst.is_some() {
+        return Err("--burst needs --rpm (or a request limit in the config)".into());
+    }
+    if let Some(tpm) = args.tpm {
+        limits.tokens = Some(Rate::per_minute(tpm));
+    }
+    if let Some(concurrency) = args.concurrency {
+        limits.concurrency = Some(concurrency);
+    }
+    if let Some(attempts) = args.max_attempts {
+        policy.retry.max_attempts = attempts;
+    }
+    if let Some(timeout) = args.timeout {
+        let timeout = std::time::Duration::try_from_secs_f64(timeout).map_err(|_| {
+            format!("--timeout must be a positive number of seconds, got {timeout}")
+        })?;
+        policy.retry.attempt_timeout = Some(timeout);
+    }
+    Ok(())
+}

@@ -1,0 +1,59 @@
+//! `tollgate`: run a batch of AI requests without losing one, serve the mock provider, or see
+//! the difference tollgate makes against a naive client.
+
+mod batch;
+mod demo;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "tollgate",
+    version,
+    about = "Run AI API requests through tollgate's rate limits, retries and circuit breaker"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Send one request per JSONL line through the standard stack, writing one result per line.
+    Batch(batch::BatchArgs),
+    /// Serve the mock AI provider on 127.0.0.1 for your own tests.
+    Mock(tollgate_mock::MockArgs),
+    /// The same batch against a faulty, rate-limited mock: naively, then through tollgate.
+    Demo(demo::DemoArgs),
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Batch(args) => batch::run(args).await,
+        Command::Mock(args) => serve_mock(args).await,
+        Command::Demo(args) => demo::run(args).await,
+    };
+    match result {
+        Ok(code) => code,
+        Err(message) => {
+            eprintln!("tollgate: {message}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+async fn serve_mock(args: tollgate_mock::MockArgs) -> Result<ExitCode, String> {
+    let config = args.to_config()?;
+    let addr = std::net::SocketAddr::from(([127, 0, 0, 1], args.port));
+    let server = tollgate_mock::MockServer::bind(addr, config)
+        .await
+        .map_err(|e| format!("cannot listen on {addr}: {e}"))?;
+    println!("{}", server.url());
+    let _ = tokio::signal::ctrl_c().await;
+    server.shutdown().await;
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,254 @@
+//! The `tollgate` command as a user runs it: happy paths, bad input, and kill -9 then resume.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::time::Duration;
+
+use serde_json::Value;
+
+fn tollgate() -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_tollgate"));
+    // No key in the environment: the batch runs against the embedded mock.
+    for key in ["OPENAI_API_KEY", "ANTHROPIC_API_KEY", "TOLLGATE_API_KEY"] {
+        command.env_remove(key);
+    }
+    command
+}
+
+fn scratch(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("tollgate-cli-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+fn prompts(dir: &Path, count: usize, extra: &str) -> PathBuf {
+    let path = dir.join("prompts.jsonl");
+    let mut text: String = (0..count)
+        .map(|i| format!("{{\"id\": \"p{i}\", \"prompt\": \"Classify email {i}\"}}\n"))
+        .collect();
+    text.push_str(extra);
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+fn results(path: &Path) -> Vec<Value> {
+    std::fs::read_to_string(path)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
+fn stderr(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stderr).into_owned()
+}
+
+#[test]
+fn a_batch_writes_one_result_per_line_and_reports_bad_lines() {
+    let dir = scratch("happy");
+    let input = prompts(&dir, 30, "{oops\n\n[1, 2]\n{\"messages\": [{\"role\": \"user\", \"content\": \"hi\"}], \"model\": \"m\", \"id\": 7}\n");
+    let output = dir.join("results.jsonl");
+    let summary = dir.join("summary.json");
+    let run = tollgate()
+        .args(["batch", "--input"])
+        .arg(&input)
+        .arg("--output")
+        .arg(&output)
+        .args(["--rpm", "6000", "--burst", "20", "--summary-json"])
+        .arg(&summary)
+        .output()
+        .unwrap();
+    assert!(run.status.success(), "{}", stderr(&run));
+    assert!(
+        stderr(&run).contains("line 31: not valid JSON"),
+        "{}",
+        stderr(&run)
+    );
+    let lines = results(&output);
+    assert_eq!(lines.len(), 33);
+    let by_id: HashMap<&str, &Value> = lines
+        .iter()
+        .map(|l| (l["id"].as_str().unwrap(), l))
+        .collect();
+    assert_eq!(by_id["p0"]["outcome"], "ok");
+    assert_eq!(by_id["p0"]["response"]["object"], "chat.completion");
+    assert_eq!(by_id["7"]["status"], 200, "a chat body with a numeric id");
+    assert_eq!(by_id["line-31"]["outcome"], "invalid_input");
+    assert!(by_id["line-33"]["error"]["message"]
+        .as_str()
+        .unwrap()
+        .contains("line 33: expected a JSON object"));
+    let summary: Value = serde_json::from_str(&std::fs::read_to_string(&summary).unwrap()).unwrap();
+    assert_eq!(
+        (summary["requests"].as_u64(), summary["successes"].as_u64()),
+        (Some(33), Some(31))
+    );
+    assert_eq!(summary["errors_by_kind"]["invalid_input"], 2);
+    assert_eq!(summary["rate_limited_429"], 0);
+
+    let again = tollgate()
+        .args(["batch", "--input"])
+        .arg(&input)
+        .arg("--output")
+        .arg(&output)
+        .output()
+        .unwrap();
+    assert!(again.status.success());
+    assert_eq!(
+        results(&output).len(),
+        33,
+        "a finished batch run again adds nothing"
+    );
+}
+
+#[test]
+fn bad_input_exits_non_zero_with_one_clear_message() {
+    let dir = scratch("bad");
+    let input = prompts(&dir, 1, "");
+    let output = dir.join("out.jsonl");
+    let bad_config = dir.join("bad.toml");
+    std::fs::write(&bad_config, "[providers.x.limits]\nrpm = 0\n").unwrap();
+    let cases: Vec<(Vec<String>, &str)> = vec![
+        (
+            vec![
+                "--input".into(),
+                dir.join("missing.jsonl").display().to_string(),
+                "--output".into(),
+                output.display().to_string(),
+            ],
+            "cannot read input",
+        ),
+        (
+            vec![
+                "--input".into(),
+                input.display().to_string(),
+                "--output".into(),
+                dir.join("no/such/dir.jsonl").display().to_string(),
+            ],
+            "cannot use output",
+        ),
+        (
+            vec![
+                "--input".into(),
+                input.display().to_string(),
+                "--output".into(),
+                output.display().to_string(),
+                "--provider".into(),
+                "chatgpt".into(),
+            ],
+            "unknown provider `chatgpt`",
+        ),
+        (
+            vec![
+                "--input".into(),
+                input.display().to_string(),
+                "--output".into(),
+                output.display().to_string(),
+                "--config".into(),
+                bad_config.display().to_string(),
+            ],
+            "line 2",
+        ),
+        (
+            vec![
+                "--input".into(),
+                input.display().to_string(),
+                "--output".into(),
+                output.display().to_string(),
+                "--max-attempts".into(),
+                "0".into(),
+            ],
+            "max_attempts",
+        ),
+    ];
+    for (args, message) in cases {
+        let run = tollgate().arg("batch").args(&args).output().unwrap();
+        assert_eq!(run.status.code(), Some(2), "{args:?}");
+        let text = stderr(&run);
+        assert!(text.contains(message), "{args:?}: {text}");
+        assert!(!text.contains("panicked"), "{text}");
+    }
+}
+
+#[test]
+fn a_batch_killed_at_any_moment_resumes_without_duplicates_or_gaps() {
+    let dir = scratch("resume");
+    let input = prompts(&dir, 2_000, "");
+    let output = dir.join("results.jsonl");
+    let args = |command: &mut Command| {
+        command
+            .args(["batch", "--input"])
+            .arg(&input)
+            .arg("--output")
+            .arg(&output)
+            .args(["--rpm", "30000", "--burst", "50"]);
+    };
+    let mut first = tollgate();
+    args(&mut first);
+    let mut child = first
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    // Kill it mid-run (500 per second for 2,000 takes about 4 s), as hard as possible.
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while std::fs::metadata(&output).map_or(0, |m| m.len()) < 100_000
+        && std::time::Instant::now() < deadline
+    {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let partial = std::fs::read_to_string(&output).unwrap().lines().count();
+    assert!(
+        partial > 0 && partial < 2_000,
+        "the first run was cut short: {partial}"
+    );
+
+    let mut second = tollgate();
+    args(&mut second);
+    let run = second.output().unwrap();
+    assert!(run.status.success(), "{}", stderr(&run));
+    assert!(stderr(&run).contains("resuming"), "{}", stderr(&run));
+    let lines = results(&output);
+    let mut ids: Vec<&str> = lines.iter().map(|l| l["id"].as_str().unwrap()).collect();
+    assert_eq!(ids.len(), 2_000, "no duplicates: {} lines", ids.len());
+    ids.sort_unstable();
+    ids.dedup();
+    assert_eq!(ids.len(), 2_000, "every id exactly once");
+    assert!(lines
+        .iter()
+        .all(|l| l["outcome"] == "ok" && l["response"]["object"] == "chat.completion"));
+}
+
+#[test]
+fn the_demo_and_the_mock_run() {
+    let demo = tollgate()
+        .args(["demo", "--requests", "30", "--rpm", "3000"])
+        .output()
+        .unwrap();
+    assert!(demo.status.success(), "{}", stderr(&demo));
+    let table = String::from_utf8_lossy(&demo.stdout);
+    assert!(
+        table.contains("| naive: fixed 1 s sleep |")
+            && table.contains("| tollgate: standard stack | 30 | 0 | 0 |"),
+        "{table}"
+    );
+
+    let mut mock = tollgate()
+        .args(["mock", "--rpm", "600"])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut first_line = String::new();
+    std::io::BufRead::read_line(
+        &mut std::io::BufReader::new(mock.stdout.take().unwrap()),
+        &mut first_line,
+    )
+    .unwrap();
+    assert!(first_line.starts_with("http://127.0.0.1:"), "{first_line}");
+    mock.kill().unwrap();
+    mock.wait().unwrap();
+}
