@@ -252,3 +252,52 @@ fn the_demo_and_the_mock_run() {
     mock.kill().unwrap();
     mock.wait().unwrap();
 }
+
+#[test]
+fn the_report_renders_as_svg_and_html() {
+    let dir = scratch("report");
+    let input = prompts(&dir, 60, "");
+    for (name, check) in [("report.svg", "svg"), ("report.html", "html")] {
+        let output = dir.join(format!("{check}.jsonl"));
+        let report = dir.join(name);
+        let run = tollgate()
+            .args(["batch", "--input"])
+            .arg(&input)
+            .arg("--output")
+            .arg(&output)
+            .args(["--rpm", "6000", "--burst", "10", "--report"])
+            .arg(&report)
+            .output()
+            .unwrap();
+        assert!(run.status.success(), "{}", stderr(&run));
+        assert!(
+            stderr(&run).contains("latency ms: p50"),
+            "the text report is printed"
+        );
+        let text = std::fs::read_to_string(&report).unwrap();
+        if check == "svg" {
+            let document = roxmltree::Document::parse(&text).expect("the SVG parses as XML");
+            assert_eq!(document.root_element().tag_name().name(), "svg");
+            assert!(
+                text.contains("configured limit") && text.contains("429s"),
+                "legend present"
+            );
+        } else {
+            assert!(
+                text.starts_with("<!DOCTYPE html>")
+                    && text.contains("<svg")
+                    && text.contains("outcomes: ok 60")
+            );
+        }
+    }
+    let wrong = tollgate()
+        .args(["batch", "--input"])
+        .arg(&input)
+        .arg("--output")
+        .arg(dir.join("x.jsonl"))
+        .args(["--report", "plot.png"])
+        .output()
+        .unwrap();
+    assert_eq!(wrong.status.code(), Some(2));
+    assert!(stderr(&wrong).contains("*.svg or *.html"));
+}

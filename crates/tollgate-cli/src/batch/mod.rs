@@ -3,6 +3,7 @@
 
 mod input;
 mod output;
+mod report;
 mod target;
 
 use std::collections::BTreeMap;
@@ -74,6 +75,9 @@ pub(crate) struct BatchArgs {
     /// Write the run's totals as JSON to this file.
     #[arg(long)]
     summary_json: Option<PathBuf>,
+    /// Write a report with a plot over time to this file (`.svg` or `.html`).
+    #[arg(long)]
+    report: Option<PathBuf>,
 }
 
 #[derive(Default)]
@@ -85,12 +89,25 @@ struct Counters {
 }
 
 pub(crate) async fn run(args: BatchArgs) -> Result<ExitCode, String> {
+    if let Some(path) = &args.report {
+        if !matches!(
+            path.extension().and_then(|e| e.to_str()),
+            Some("svg" | "html" | "htm")
+        ) {
+            return Err(format!(
+                "cannot tell the report format of {}: name it *.svg or *.html",
+                path.display()
+            ));
+        }
+    }
     let (jobs, invalid) = input::read(&args.input, &args.model, args.max_tokens)?;
     let done = output::done_ids(&args.output)?;
     let mut results = output::Results::open(&args.output)?;
     let target = Target::resolve(&args).await?;
     let total_lines = jobs.len() + invalid.len();
     let mut errors_by_kind: BTreeMap<String, u64> = BTreeMap::new();
+    let mut totals = report::Totals::default();
+    let timeline = Arc::new(report::Timeline::new());
     for bad in invalid.iter().filter(|b| !done.contains(&b.id)) {
         eprintln!("tollgate: skipping {}", bad.message);
         let line = json!({"id": bad.id, "status": null, "outcome": "invalid_input",
@@ -188,7 +205,10 @@ pub(crate) async fn run(args: BatchArgs) -> Result<ExitCode, String> {
         tokio::select! {
             line = receiver.recv() => {
                 let Some(line) = line else { break };
-                if line["outcome"] != "ok" {
+                totals.add(&line);
+                if line["outcome"] == "ok" {
+                    timeline.record(report::Event::Succeeded);
+                } else {
                     let kind = line["error"]["kind"].as_str().unwrap_or("http_error").to_owned();
                     *errors_by_kind.entry(kind).or_default() += 1;
                 }
@@ -225,6 +245,16 @@ pub(crate) async fn run(args: BatchArgs) -> Result<ExitCode, String> {
         "wall_time_s": started.elapsed().as_secs_f64(),
         "interrupted": interrupted,
     });
+    eprintln!("{}", totals.text());
+    if let Some(path) = &args.report {
+        let limit = target
+            .policy
+            .limits
+            .limits
+            .requests
+            .map(|rate| rate.per_sec());
+        report::write(path, &timeline, &totals, limit)?;
+    }
     if let Some(path) = &args.summary_json {
         std::fs::write(path, format!("{summary:#}\n"))
             .map_err(|e| format!("cannot write summary {}: {e}", path.display()))?;
