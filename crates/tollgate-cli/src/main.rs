@@ -22,7 +22,7 @@ struct Cli {
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Send one request per JSONL line through the standard stack, writing one result per line.
-    Batch(batch::BatchArgs),
+    Batch(Box<batch::BatchArgs>),
     /// Serve the mock AI provider on 127.0.0.1 for your own tests.
     Mock(tollgate_mock::MockArgs),
     /// The same batch against a faulty, rate-limited mock: naively, then through tollgate.
@@ -33,7 +33,7 @@ enum Command {
 async fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
-        Command::Batch(args) => batch::run(args).await,
+        Command::Batch(args) => batch::run(*args).await,
         Command::Mock(args) => serve_mock(args).await,
         Command::Demo(args) => demo::run(args).await,
     };
