@@ -301,3 +301,61 @@ fn the_report_renders_as_svg_and_html() {
     assert_eq!(wrong.status.code(), Some(2));
     assert!(stderr(&wrong).contains("*.svg or *.html"));
 }
+
+#[test]
+fn ctrl_c_stops_admitting_lets_in_flight_finish_and_says_how_to_resume() {
+    let dir = scratch("interrupt");
+    let input = prompts(&dir, 2_000, "");
+    let output = dir.join("results.jsonl");
+    let child = tollgate()
+        .args(["batch", "--input"])
+        .arg(&input)
+        .arg("--output")
+        .arg(&output)
+        .args(["--rpm", "30000", "--burst", "50", "--grace", "5"])
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while std::fs::metadata(&output).map_or(0, |m| m.len()) < 50_000
+        && std::time::Instant::now() < deadline
+    {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let interrupted = Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(interrupted.success());
+    let run = child.wait_with_output().unwrap();
+    assert_eq!(run.status.code(), Some(130), "{}", stderr(&run));
+    assert!(
+        stderr(&run).contains("run the same command again to resume"),
+        "{}",
+        stderr(&run)
+    );
+    let partial = results(&output);
+    assert!(partial.len() < 2_000);
+    assert!(
+        partial.iter().all(|l| l["outcome"] == "ok"),
+        "in-flight requests finished, none cut off"
+    );
+
+    let resumed = tollgate()
+        .args(["batch", "--input"])
+        .arg(&input)
+        .arg("--output")
+        .arg(&output)
+        .args(["--rpm", "30000", "--burst", "50"])
+        .output()
+        .unwrap();
+    assert!(resumed.status.success());
+    let mut ids: Vec<String> = results(&output)
+        .iter()
+        .map(|l| l["id"].as_str().unwrap().to_owned())
+        .collect();
+    ids.sort_unstable();
+    ids.dedup();
+    assert_eq!(ids.len(), 2_000);
+    assert_eq!(results(&output).len(), 2_000);
+}
