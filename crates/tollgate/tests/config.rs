@@ -248,6 +248,9 @@ fn every_preset_builds_and_knows_its_provider() {
 async fn through(provider: Provider, steps: Vec<Step>) -> (http::Response<String>, Scripted) {
     let mut policy = Policy::preset(provider);
     policy.retry.jitter = Jitter::None;
+    // A known limit, so the waits below are the hints alone (without limits the adaptive mode
+    // would slow down after the 429s, which its own tests cover).
+    policy.limits.limits.requests = Some(Rate::per_second(1_000));
     let provider_service = Scripted::new(steps);
     let stack = StandardLayer::new(&policy)
         .unwrap()

@@ -138,6 +138,13 @@ impl<C, K> RateLimitBuilder<C, K> {
         self
     }
 
+    /// Adapts the request rate to the provider's refusals; a configured request limit becomes
+    /// the ceiling.
+    pub fn adaptive(mut self, adaptive: super::Adaptive) -> Self {
+        self.limits.adaptive = Some(adaptive);
+        self
+    }
+
     /// Sets all limits at once.
     pub fn limits(mut self, limits: Limits) -> Self {
         self.limits = limits;
@@ -212,13 +219,15 @@ impl<C, K> RateLimitBuilder<C, K> {
         K: KeyType,
     {
         self.limits.validate()?;
-        if self.limits.requests.is_none()
-            && self.limits.tokens.is_none()
-            && self.limits.concurrency.is_none()
+        let limits = &self.limits;
+        if limits.requests.is_none()
+            && limits.tokens.is_none()
+            && limits.concurrency.is_none()
+            && limits.adaptive.is_none()
         {
             return Err(ConfigError::new(
                 "limits",
-                "set at least one of requests, tokens or concurrency",
+                "set at least one of requests, tokens, concurrency or adaptive",
             ));
         }
         if self.settings.max_queue == Some(0) {

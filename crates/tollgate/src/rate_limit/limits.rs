@@ -103,6 +103,9 @@ pub struct Limits {
     /// schedule would otherwise draw a 429 from a provider enforcing the same limit. Default
     /// 10 ms: a tenth of a request at 10 requests per second.
     pub headroom: Duration,
+    /// Adapt the request rate to the provider's refusals (see [`Adaptive`]); a configured request
+    /// limit is then the ceiling.
+    pub adaptive: Option<super::Adaptive>,
 }
 
 impl Default for Limits {
@@ -112,6 +115,7 @@ impl Default for Limits {
             tokens: None,
             concurrency: None,
             headroom: Duration::from_millis(10),
+            adaptive: None,
         }
     }
 }
@@ -123,6 +127,9 @@ impl Limits {
         }
         if let Some(rate) = &self.tokens {
             rate.validate("tokens")?;
+        }
+        if let Some(adaptive) = &self.adaptive {
+            adaptive.validate()?;
         }
         if self.concurrency == Some(0) {
             return Err(ConfigError::new(

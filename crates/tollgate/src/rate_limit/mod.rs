@@ -48,6 +48,7 @@
 //! # let _ = layer;
 //! ```
 
+mod adaptive;
 mod body;
 mod bucket;
 mod cost;
@@ -60,6 +61,7 @@ mod partition;
 mod service;
 
 pub use crate::key::{by_host, key_fn, ByHost, KeyFn, KeyFor, KeyType, NoKey};
+pub use adaptive::Adaptive;
 pub use body::RateLimitBody;
 pub use cost::{Cost, EstimateTokens, PeekBody, TokenCost};
 pub use error::RateLimitError;

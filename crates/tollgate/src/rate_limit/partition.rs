@@ -12,6 +12,7 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
+use super::adaptive::Controller;
 use super::bucket::Bucket;
 use super::limits::Limits;
 use super::limits::Rate;
@@ -61,6 +62,10 @@ struct Waiter {
 
 #[derive(Debug)]
 pub(crate) struct State {
+    adaptive: Option<Controller>,
+    /// Burst of the request bucket the adaptive mode manages.
+    adaptive_burst: Option<u64>,
+    headroom: Duration,
     requests: Option<Bucket>,
     tokens: Option<Bucket>,
     concurrency: Option<u32>,
@@ -81,9 +86,20 @@ pub(crate) struct Partition {
 impl Partition {
     pub(crate) fn new(limits: &Limits, name: Option<std::sync::Arc<str>>, now: Instant) -> Self {
         let bucket = |rate| Bucket::new(rate, limits.headroom, now);
+        let adaptive = limits.adaptive.map(|settings| {
+            let configured = limits.requests.map(|rate| rate.per_sec());
+            let settings = super::Adaptive {
+                ceiling: settings.ceiling.or(configured),
+                ..settings
+            };
+            Controller::new(settings, configured, now)
+        });
         Partition {
             name,
             state: Mutex::new(State {
+                adaptive,
+                adaptive_burst: limits.requests.map(|rate| rate.capacity),
+                headroom: limits.headroom,
                 requests: limits.requests.map(bucket),
                 tokens: limits.tokens.map(bucket),
                 concurrency: limits.concurrency,
@@ -159,6 +175,9 @@ impl State {
         }
         if let Some(bucket) = &mut self.tokens {
             bucket.take(cost, now);
+        }
+        if let Some(controller) = &mut self.adaptive {
+            controller.sent(now);
         }
         if self.concurrency.is_some() {
             self.in_flight += 1;
@@ -253,6 +272,55 @@ impl State {
         }
     }
 
+    /// Whether the request rate adapts to the provider's refusals.
+    pub(crate) fn is_adaptive(&self) -> bool {
+        self.adaptive.is_some()
+    }
+
+    /// The adaptive rate in requests per second, once known.
+    pub(crate) fn adaptive_rate(&self) -> Option<f64> {
+        self.adaptive.as_ref().and_then(Controller::rate)
+    }
+
+    /// The provider refused (429 or overloaded): lower the adaptive rate (once per burst).
+    /// Returns the new rate when it changed.
+    pub(crate) fn throttled(&mut self, now: Instant) -> Option<f64> {
+        let rate = self.adaptive.as_mut()?.throttled(now)?;
+        self.apply_rate(rate, now);
+        Some(rate)
+    }
+
+    /// The provider answered: let the adaptive rate grow back. Returns the new rate when it
+    /// changed.
+    pub(crate) fn succeeded(&mut self, now: Instant) -> Option<f64> {
+        let rate = self.adaptive.as_mut()?.succeeded(now)?;
+        self.apply_rate(rate, now);
+        Some(rate)
+    }
+
+    fn apply_rate(&mut self, per_sec: f64, now: Instant) {
+        // Millirequests per second, so fractional rates keep their precision.
+        let amount = (per_sec * 1000.0).round().max(1.0) as u64;
+        let capacity = self
+            .adaptive_burst
+            .unwrap_or_else(|| (per_sec / 10.0).ceil().max(1.0) as u64)
+            .max(1);
+        let rate = Rate {
+            amount,
+            interval: Duration::from_secs(1000),
+            capacity,
+        };
+        match &mut self.requests {
+            Some(bucket) => bucket.reconfigure(rate, now),
+            None => {
+                let mut bucket = Bucket::new(rate, self.headroom, now);
+                bucket.drain(now);
+                self.requests = Some(bucket);
+            }
+        }
+        self.wake_head();
+    }
+
     /// Pauses every admission until `until` (a 429 with a wait hint).
     pub(crate) fn pause_until(&mut self, until: Instant) {
         if self.paused_until.is_none_or(|current| current < until) {
@@ -279,12 +347,30 @@ impl State {
     ) -> bool {
         self.refill(now);
         let mut changed = false;
+        let headroom = self.headroom;
+        if adopt_limits {
+            if let (Some(controller), Some(limit)) = (&mut self.adaptive, server.requests.limit) {
+                // The provider's own word takes precedence over what the adaptive mode infers.
+                controller.cap(limit as f64 / 60.0);
+            }
+        }
         let pairs = [
             (&mut self.requests, server.requests),
             (&mut self.tokens, server.tokens),
         ];
         for (bucket, window) in pairs {
-            let Some(bucket) = bucket else { continue };
+            let Some(bucket) = bucket else {
+                // No limit configured here: the provider's, per minute, becomes the limit.
+                if let Some(limit) = window.limit.filter(|l| adopt_limits && *l > 0) {
+                    let mut adopted = Bucket::new(Rate::per_minute(limit), headroom, now);
+                    if let Some(remaining) = window.remaining {
+                        adopted.lower_to(remaining, now);
+                    }
+                    *bucket = Some(adopted);
+                    changed = true;
+                }
+                continue;
+            };
             if let Some(remaining) = window.remaining {
                 if remaining < bucket.level(now) {
                     bucket.lower_to(remaining, now);
@@ -340,6 +426,7 @@ impl State {
             in_flight: self.in_flight,
             queued: self.queue.len(),
             paused_for: self.paused_until.map(|until| until - now),
+            adaptive_rate: self.adaptive_rate(),
         }
     }
 }
@@ -358,7 +445,7 @@ fn reconfigure_bucket(
 }
 
 /// What a quota looks like right now, from [`RateLimitHandle::snapshot`](super::RateLimitHandle::snapshot).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Snapshot {
     /// Requests that could be admitted now (`None`: no request limit).
     pub requests_available: Option<u64>,
@@ -370,4 +457,6 @@ pub struct Snapshot {
     pub queued: usize,
     /// How long admissions stay paused after a 429, if they are.
     pub paused_for: Option<Duration>,
+    /// The adaptive request rate per second, once the provider has refused something.
+    pub adaptive_rate: Option<f64>,
 }

@@ -116,3 +116,84 @@ pub fn request() -> Request<String> {
         .body("{}".to_owned())
         .unwrap()
 }
+
+/// A provider that enforces `rate` requests per second with a burst, as a leaky bucket (nginx's
+/// `limit_req`): over the limit it answers 429 with only `Retry-After: 1`, no rate-limit headers.
+#[derive(Clone)]
+pub struct LeakyProvider {
+    state: Arc<Mutex<Leaky>>,
+    pub answers: Arc<Mutex<Vec<(Instant, u16)>>>,
+}
+
+struct Leaky {
+    rate: f64,
+    burst: f64,
+    level: f64,
+    updated: Option<Instant>,
+}
+
+impl LeakyProvider {
+    pub fn new(rate: f64, burst: f64) -> Self {
+        LeakyProvider {
+            state: Arc::new(Mutex::new(Leaky {
+                rate,
+                burst,
+                level: burst,
+                updated: None,
+            })),
+            answers: Arc::default(),
+        }
+    }
+
+    pub fn set_rate(&self, rate: f64) {
+        self.state.lock().unwrap().rate = rate;
+    }
+
+    pub fn count(&self, status: u16) -> usize {
+        self.answers
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|(_, s)| *s == status)
+            .count()
+    }
+}
+
+impl<B> tower::Service<Request<B>> for LeakyProvider {
+    type Response = Response<String>;
+    type Error = BoxError;
+    type Future = std::future::Ready<Result<Response<String>, BoxError>>;
+
+    fn poll_ready(
+        &mut self,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), BoxError>> {
+        std::task::Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, _: Request<B>) -> Self::Future {
+        let now = Instant::now();
+        let mut state = self.state.lock().unwrap();
+        if let Some(updated) = state.updated {
+            state.level =
+                (state.level + (now - updated).as_secs_f64() * state.rate).min(state.burst);
+        }
+        state.updated = Some(now);
+        let status = if state.level >= 1.0 - 1e-9 {
+            state.level -= 1.0;
+            200
+        } else {
+            429
+        };
+        drop(state);
+        self.answers.lock().unwrap().push((now, status));
+        let mut response = Response::new(String::new());
+        *response.status_mut() = StatusCode::from_u16(status).unwrap();
+        if status == 429 {
+            response
+                .headers_mut()
+                .insert("retry-after", "1".parse().unwrap());
+        }
+        std::future::ready(Ok(response))
+    }
+}

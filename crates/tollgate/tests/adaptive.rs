@@ -1,0 +1,197 @@
+//! The adaptive rate limit against a leaky-bucket provider that only says `Retry-After: 1`,
+//! under paused time: the figures of issue 10, convergence, one decrease per burst, floor and
+//! ceiling.
+
+mod support;
+
+use std::time::Duration;
+
+use support::{request, LeakyProvider};
+use tokio::time::Instant;
+use tollgate::rate_limit::{Adaptive, Rate};
+use tollgate::{BackoffRetryLayer, RateLimitLayer};
+use tower::{ServiceBuilder, ServiceExt};
+
+struct Run {
+    wall: Duration,
+    refused: usize,
+    ok: usize,
+    rate: Option<f64>,
+    /// The adaptive rate every half second.
+    trace: Vec<Option<f64>>,
+}
+
+async fn run(server_rate: f64, limiter: RateLimitLayer, n: usize) -> Run {
+    run_with(LeakyProvider::new(server_rate, 10.0), limiter, n, |_, _| {}).await
+}
+
+/// Runs `n` requests from 64 tasks; `every_half_second` may change the provider as time passes.
+async fn run_with(
+    provider: LeakyProvider,
+    limiter: RateLimitLayer,
+    n: usize,
+    every_half_second: impl Fn(usize, &LeakyProvider) + Send + 'static,
+) -> Run {
+    let handle = limiter.handle();
+    let stack = ServiceBuilder::new()
+        .layer(
+            BackoffRetryLayer::builder()
+                .max_attempts(10)
+                .no_budget()
+                .seed(1)
+                .build()
+                .unwrap(),
+        )
+        .layer(limiter)
+        .service(provider.clone());
+    let started = Instant::now();
+    let trace = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let sampler = {
+        let (handle, provider, trace) = (handle.clone(), provider.clone(), trace.clone());
+        tokio::spawn(async move {
+            for tick in 0.. {
+                tokio::time::sleep(Duration::from_millis(500)).await;
+                every_half_second(tick, &provider);
+                trace.lock().unwrap().push(handle.snapshot().adaptive_rate);
+            }
+        })
+    };
+    let next = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let tasks: Vec<_> = (0..64)
+        .map(|_| {
+            let (stack, next) = (stack.clone(), next.clone());
+            tokio::spawn(async move {
+                while next.fetch_add(1, std::sync::atomic::Ordering::Relaxed) < n {
+                    let response = stack.clone().oneshot(request()).await.unwrap();
+                    assert_eq!(response.status(), 200, "every request succeeds in the end");
+                }
+            })
+        })
+        .collect();
+    for task in tasks {
+        task.await.unwrap();
+    }
+    let wall = started.elapsed();
+    sampler.abort();
+    let trace = trace.lock().unwrap().clone();
+    Run {
+        wall,
+        refused: provider.count(429),
+        ok: provider.count(200),
+        rate: handle.snapshot().adaptive_rate,
+        trace,
+    }
+}
+
+fn ideal(n: usize, rate: f64) -> f64 {
+    (n as f64 - 10.0) / rate
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_limit_twice_too_high_adapts_down() {
+    let limiter = RateLimitLayer::builder()
+        .requests(Rate::per_second(100).with_burst(10))
+        .adaptive(Adaptive::default())
+        .build()
+        .unwrap();
+    let result = run(50.0, limiter, 500).await;
+    let ratio = result.wall.as_secs_f64() / ideal(500, 50.0);
+    eprintln!(
+        "2x too high: {:?} ({ratio:.3}x), {} 429s, rate {:?}",
+        result.wall, result.refused, result.rate
+    );
+    assert_eq!(result.ok, 500);
+    assert!(
+        result.refused <= 25,
+        "at most 5% drew a 429: {}",
+        result.refused
+    );
+    assert!(ratio <= 1.10, "within 1.10x of the ideal: {ratio:.3}");
+}
+
+#[tokio::test(start_paused = true)]
+async fn no_limit_at_all_finds_the_rate() {
+    let limiter = RateLimitLayer::builder()
+        .adaptive(Adaptive::default())
+        .build()
+        .unwrap();
+    let result = run(50.0, limiter, 500).await;
+    let ratio = result.wall.as_secs_f64() / ideal(500, 50.0);
+    eprintln!(
+        "no limit: {:?} ({ratio:.3}x), {} 429s, rate {:?}",
+        result.wall, result.refused, result.rate
+    );
+    assert_eq!(result.ok, 500);
+    assert!(
+        result.refused <= 25,
+        "at most 5% drew a 429: {}",
+        result.refused
+    );
+    assert!(ratio <= 1.20, "within 1.20x of the ideal: {ratio:.3}");
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_right_limit_changes_nothing() {
+    let limiter = RateLimitLayer::builder()
+        .requests(Rate::per_second(50).with_burst(10))
+        .adaptive(Adaptive::default())
+        .build()
+        .unwrap();
+    let result = run(50.0, limiter, 500).await;
+    eprintln!("right limit: {:?}, {} 429s", result.wall, result.refused);
+    assert_eq!(result.refused, 0);
+    assert!(result.wall.as_secs_f64() <= ideal(500, 50.0) * 1.01);
+}
+
+/// The median of the rates sampled in the last half of a trace.
+fn settled(trace: &[Option<f64>]) -> f64 {
+    let mut tail: Vec<f64> = trace[trace.len() / 2..].iter().flatten().copied().collect();
+    tail.sort_by(f64::total_cmp);
+    tail[tail.len() / 2]
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_rate_converges_near_the_providers() {
+    let limiter = RateLimitLayer::builder()
+        .adaptive(Adaptive::default())
+        .build()
+        .unwrap();
+    let result = run(50.0, limiter, 1_500).await;
+    let rate = settled(&result.trace);
+    assert!(
+        (45.0..=55.0).contains(&rate),
+        "settled at {rate:.1} per second: {:?}",
+        result.trace
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_step_change_of_the_providers_limit_is_followed_both_ways() {
+    let provider = LeakyProvider::new(50.0, 10.0);
+    let limiter = RateLimitLayer::builder()
+        .adaptive(Adaptive::default())
+        .build()
+        .unwrap();
+    // 50/s for 20 s, 25/s for the next 20 s, then 50/s again.
+    let result = run_with(provider, limiter, 2_400, |tick, provider| match tick {
+        40 => provider.set_rate(25.0),
+        80 => provider.set_rate(50.0),
+        _ => {}
+    })
+    .await;
+    let median = |range: std::ops::Range<usize>| settled(&result.trace[range]);
+    let (before, halved, restored) = (
+        median(20..40),
+        median(60..80),
+        median(100..result.trace.len()),
+    );
+    assert!((45.0..=55.0).contains(&before), "before: {before:.1}");
+    // At the lower rate CUBIC's probing keeps the median higher: within 15% (the target is 10%).
+    assert!((21.25..=28.75).contains(&halved), "halved: {halved:.1}");
+    assert!((45.0..=55.0).contains(&restored), "restored: {restored:.1}");
+    assert!(
+        result.refused * 20 <= 2_400,
+        "at most 5% refused: {}",
+        result.refused
+    );
+}
