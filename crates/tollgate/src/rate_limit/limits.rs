@@ -103,7 +103,7 @@ pub struct Limits {
     /// schedule would otherwise draw a 429 from a provider enforcing the same limit. Default
     /// 10 ms: a tenth of a request at 10 requests per second.
     pub headroom: Duration,
-    /// Adapt the request rate to the provider's refusals (see [`Adaptive`]); a configured request
+    /// Adapt the request rate to the provider's refusals (see [`Adaptive`](super::Adaptive)); a configured request
     /// limit is then the ceiling.
     pub adaptive: Option<super::Adaptive>,
 }
