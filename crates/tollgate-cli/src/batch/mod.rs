@@ -145,6 +145,7 @@ pub(crate) async fn run(args: BatchArgs) -> Result<ExitCode, String> {
     .layer(tollgate_e2e::https_client());
     let layer = target.policy.layer().map_err(|e| e.to_string())?;
     let breaker = layer.breaker_handle();
+    let limiter = layer.limit_handle();
     let stack = layer.layer(client);
 
     let stop = Arc::new(AtomicBool::new(false));
@@ -215,7 +216,11 @@ pub(crate) async fn run(args: BatchArgs) -> Result<ExitCode, String> {
                 results.append(&line).map_err(|e| format!("cannot write output {}: {e}", args.output.display()))?;
             }
             _ = ticker.tick() => {
-                progress.show(&counters, breaker.state().as_str(), started.elapsed());
+                let rate = limiter.snapshot().adaptive_rate;
+                if let Some(rate) = rate {
+                    timeline.record_rate(rate);
+                }
+                progress.show(&counters, breaker.state().as_str(), rate, started.elapsed());
                 if stop.load(Ordering::SeqCst) && grace_deadline.is_none() {
                     grace_deadline = Some(tokio::time::Instant::now() + Duration::from_secs_f64(args.grace.max(0.0)));
                 }
@@ -339,14 +344,16 @@ impl Progress {
         }
     }
 
-    fn show(&self, counters: &Counters, breaker: &str, elapsed: Duration) {
+    fn show(&self, counters: &Counters, breaker: &str, rate: Option<f64>, elapsed: Duration) {
         let done = counters.done.load(Ordering::Relaxed);
         let retries = counters
             .attempts
             .load(Ordering::Relaxed)
             .saturating_sub(done);
         let limited = counters.rate_limited.load(Ordering::Relaxed);
-        let message = format!("retries {retries} 429s {limited} breaker {breaker}");
+        let rate = rate.map_or_else(|| "none yet".to_owned(), |r| format!("{r:.1}/s"));
+        let message =
+            format!("retries {retries} 429s {limited} breaker {breaker} adaptive limit {rate}");
         match &self.bar {
             Some(bar) => {
                 bar.set_position(done);

@@ -13,6 +13,8 @@ use serde_json::Value;
 pub(crate) struct Timeline {
     started: Instant,
     seconds: Mutex<Vec<[u64; 3]>>,
+    /// The adaptive rate limit at each second, when known.
+    rates: Mutex<Vec<(f64, f64)>>,
 }
 
 /// Which count a moment adds to.
@@ -28,6 +30,17 @@ impl Timeline {
         Timeline {
             started: Instant::now(),
             seconds: Mutex::new(Vec::new()),
+            rates: Mutex::new(Vec::new()),
+        }
+    }
+
+    /// Records the adaptive rate limit now.
+    pub(crate) fn record_rate(&self, per_sec: f64) {
+        let at = self.started.elapsed().as_secs_f64();
+        let mut rates = self.rates.lock().unwrap_or_else(|p| p.into_inner());
+        // A day of samples at most.
+        if rates.len() < 200_000 {
+            rates.push((at, per_sec));
         }
     }
 
@@ -136,7 +149,14 @@ fn plot(
         .copied()
         .max()
         .unwrap_or(1) as f64;
-    let top = top.max(limit_per_sec.unwrap_or(0.0)) * 1.1 + 1.0;
+    let top_rate = timeline
+        .rates
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .iter()
+        .map(|(_, r)| *r)
+        .fold(0.0, f64::max);
+    let top = top.max(limit_per_sec.unwrap_or(0.0)).max(top_rate) * 1.1 + 1.0;
     let mut svg = String::new();
     {
         let root = SVGBackend::with_string(&mut svg, (900, 420)).into_drawing_area();
@@ -166,6 +186,20 @@ fn plot(
                 .draw_series(LineSeries::new(points, color.stroke_width(2)))?
                 .label(name)
                 .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 16, y)], color));
+        }
+        let rates = timeline
+            .rates
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        if !rates.is_empty() {
+            let points = rates
+                .iter()
+                .map(|(at, rate)| ((*at as u64).min(seconds), *rate));
+            chart
+                .draw_series(LineSeries::new(points, MAGENTA.stroke_width(2)))?
+                .label("adaptive limit")
+                .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 16, y)], MAGENTA));
         }
         if let Some(limit) = limit_per_sec {
             chart

@@ -6,7 +6,7 @@ use super::policy::Policy;
 use crate::circuit_breaker::{CircuitBreaker, CircuitBreakerHandle};
 use crate::classify::{ClassifyService, DefaultClassifier};
 use crate::key::NoKey;
-use crate::rate_limit::{Adaptive, EstimateTokens, RateLimit, RateLimitHandle};
+use crate::rate_limit::{EstimateTokens, Rate, RateLimit, RateLimitHandle};
 use crate::retry::{BackoffRetry, RetryBudget};
 use crate::{BackoffRetryLayer, CircuitBreakerLayer, ClassifyLayer, ConfigError, RateLimitLayer};
 
@@ -25,8 +25,9 @@ pub type StandardService<S> = BackoffRetry<
 /// Retry is outermost, so every attempt takes its own rate-limit permit and passes the breaker
 /// (a retry storm cannot bypass either); the breaker sits outside the limiter, so a call it
 /// refuses never waits for a permit; classification is innermost, so its verdict describes one
-/// attempt and every layer reads it. A policy without limits gets an adaptive rate limiter that
-/// finds the provider's rate from its refusals and adopts the limit its headers report.
+/// attempt and every layer reads it. A policy without limits gets a rate limiter that never waits
+/// but learns: it pauses everyone on a 429's hint and adopts the limit the headers report. Set
+/// `policy.limits.limits.adaptive` to find the rate from the provider's refusals instead.
 ///
 /// ```
 /// use tollgate::rate_limit::Rate;
@@ -50,6 +51,9 @@ pub struct StandardLayer {
     limit: RateLimitLayer,
     classify: ClassifyLayer,
 }
+
+/// A rate no client reaches: the limiter of a policy without limits only learns.
+const UNLIMITED: u64 = u64::MAX / 4;
 
 impl StandardLayer {
     /// Builds the four layers from `policy`, checking every setting.
@@ -92,10 +96,15 @@ impl StandardLayer {
 
         let l = &policy.limits;
         let mut limits = l.limits;
-        if limits.requests.is_none() && limits.tokens.is_none() && limits.concurrency.is_none() {
-            // No limit known: find it from the provider's refusals, and adopt the one its
-            // headers report.
-            limits.adaptive.get_or_insert_with(Adaptive::default);
+        if limits.requests.is_none()
+            && limits.tokens.is_none()
+            && limits.concurrency.is_none()
+            && limits.adaptive.is_none()
+        {
+            // No limit known: a limiter that never waits but learns from the provider (it pauses
+            // everyone on a 429's hint and adopts the limit the headers report). Per minute, as
+            // providers report limits, so a learned limit keeps its meaning.
+            limits.requests = Some(Rate::per_minute(UNLIMITED));
         }
         let cost = if l.sum_token_estimate {
             EstimateTokens::new().sum()
