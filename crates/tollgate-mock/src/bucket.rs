@@ -28,8 +28,9 @@ impl Bucket {
         self.updated = now;
     }
 
-    pub(crate) fn capacity(&self) -> u64 {
-        self.capacity as u64
+    /// The limit per minute, as providers report it in `x-ratelimit-limit-*`.
+    pub(crate) fn per_minute(&self) -> u64 {
+        (self.per_sec * 60.0).round() as u64
     }
 
     pub(crate) fn remaining(&self) -> u64 {

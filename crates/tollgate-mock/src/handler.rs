@@ -315,7 +315,7 @@ fn admit(shared: &Shared, key: &str, cost: u64, now: Instant) -> Admission {
         }
     }
     let view = |b: &Bucket| BucketView {
-        limit: b.capacity(),
+        limit: b.per_minute(),
         remaining: b.remaining(),
         reset: b.time_to_full(),
     };

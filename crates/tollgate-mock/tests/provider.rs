@@ -100,7 +100,10 @@ async fn token_limit_charges_max_tokens_and_reports_headers() {
             .unwrap();
         if answer.status == StatusCode::OK {
             ok += 1;
-            assert_eq!(answer.headers["x-ratelimit-limit-tokens"], "1000");
+            assert_eq!(
+                answer.headers["x-ratelimit-limit-tokens"], "6000",
+                "the limit per minute, as OpenAI reports it"
+            );
         } else {
             assert_eq!(answer.status, StatusCode::TOO_MANY_REQUESTS);
             assert_eq!(answer.body["error"]["type"], "tokens");

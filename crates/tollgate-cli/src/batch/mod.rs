@@ -69,6 +69,9 @@ pub(crate) struct BatchArgs {
     /// Timeout of each attempt, in seconds.
     #[arg(long)]
     timeout: Option<f64>,
+    /// Find the provider's real request rate from its refusals (below `--rpm` when given).
+    #[arg(long)]
+    adaptive: bool,
     /// After Ctrl-C, how long in-flight requests may finish, in seconds.
     #[arg(long, default_value_t = 30.0)]
     grace: f64,

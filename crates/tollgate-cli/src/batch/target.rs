@@ -78,6 +78,13 @@ impl Target {
             (None, None) => Policy::preset(Provider::OpenAi),
         };
         apply_flags(&mut policy, args)?;
+        if args.adaptive {
+            policy
+                .limits
+                .limits
+                .adaptive
+                .get_or_insert_with(tollgate::rate_limit::Adaptive::default);
+        }
         // The batch finds the provider's real rate from its refusals; a configured request limit
         // is the ceiling it adapts below.
         policy

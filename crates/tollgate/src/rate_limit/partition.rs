@@ -378,18 +378,10 @@ impl State {
                 }
             }
             if let Some(limit) = window.limit.filter(|_| adopt_limits) {
+                // Providers report their limit per minute: adopt it when it is below ours.
                 let rate = bucket.rate();
-                if limit > 0 && limit < rate.capacity {
-                    // Providers report limits per minute with the whole minute as the burst:
-                    // keep the refill in the same proportion to the capacity.
-                    let amount = (u128::from(rate.amount) * u128::from(limit)
-                        / u128::from(rate.capacity))
-                    .max(1);
-                    let adopted = Rate {
-                        amount: amount as u64,
-                        interval: rate.interval,
-                        capacity: limit,
-                    };
+                if limit > 0 && (limit as f64) < rate.per_sec() * 60.0 - 0.5 {
+                    let adopted = Rate::per_minute(limit).with_burst(rate.capacity.min(limit));
                     bucket.reconfigure(adopted, now);
                     changed = true;
                 }
