@@ -244,29 +244,25 @@ fn learn<B>(settings: &Settings, partition: &Partition, response: &Response<B>) 
     if verdict.kind() == Kind::RateLimited {
         crate::telemetry::rate_limited_response(&partition.name);
     }
-    let mut state = partition.lock();
-    if state.is_adaptive() {
+    if partition.adaptive {
         // The rate adapts instead of everyone pausing: the refused request's own retry waits
         // for the hint, the others go on at the lowered rate.
         let now = Instant::now();
         let changed = if refused {
-            state.throttled(now)
+            partition.lock().throttled(now)
         } else {
-            state.succeeded(now)
+            partition.lock().succeeded(now)
         };
-        drop(state);
         if let Some(rate) = changed {
             tracing::info!(rate_per_sec = rate, refused, "adaptive rate limit changed");
         }
     } else if verdict.kind() == Kind::RateLimited {
         let now = Instant::now();
+        let mut state = partition.lock();
         match verdict.retry_after() {
             Some(wait) => state.pause_until(now + wait.min(MAX_PAUSE)),
             None => state.drain_requests(now),
         }
-        drop(state);
-    } else {
-        drop(state);
     }
     let server = match response.extensions().get::<RateLimitState>() {
         Some(state) => Some(*state),

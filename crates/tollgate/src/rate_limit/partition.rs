@@ -81,6 +81,9 @@ pub(crate) struct Partition {
     state: Mutex<State>,
     /// The limiter's name, for metrics labels.
     pub(crate) name: Option<std::sync::Arc<str>>,
+    /// Whether the request rate adapts (fixed when the quota is created), readable without
+    /// the lock so that a success on a non-adaptive quota takes no lock at all.
+    pub(crate) adaptive: bool,
 }
 
 impl Partition {
@@ -96,6 +99,7 @@ impl Partition {
         });
         Partition {
             name,
+            adaptive: adaptive.is_some(),
             state: Mutex::new(State {
                 adaptive,
                 adaptive_burst: limits.requests.map(|rate| rate.capacity),
@@ -270,11 +274,6 @@ impl State {
         if let Some(waker) = self.queue.front_mut().and_then(|w| w.waker.take()) {
             waker.wake();
         }
-    }
-
-    /// Whether the request rate adapts to the provider's refusals.
-    pub(crate) fn is_adaptive(&self) -> bool {
-        self.adaptive.is_some()
     }
 
     /// The adaptive rate in requests per second, once known.
