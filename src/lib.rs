@@ -3,6 +3,7 @@
 //! gateway.
 
 pub mod gateway;
+pub mod redis_server;
 
 use std::future::Future;
 use std::sync::atomic::{AtomicU64, Ordering};

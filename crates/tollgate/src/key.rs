@@ -132,7 +132,7 @@ impl<K: Hash + Eq, V> Registry<K, V> {
     pub(crate) fn get_or_insert(
         &mut self,
         key: K,
-        make: impl FnOnce() -> V,
+        make: impl FnOnce(&K) -> V,
         idle: impl Fn(&V) -> bool,
     ) -> std::sync::Arc<V> {
         if let Some(value) = self.map.get(&key) {
@@ -143,7 +143,7 @@ impl<K: Hash + Eq, V> Registry<K, V> {
                 .retain(|_, value| std::sync::Arc::strong_count(value) > 1 || !idle(value));
             self.sweep_at = (self.map.len() * 2).max(FIRST_SWEEP);
         }
-        let value = std::sync::Arc::new(make());
+        let value = std::sync::Arc::new(make(&key));
         self.map.insert(key, std::sync::Arc::clone(&value));
         value
     }

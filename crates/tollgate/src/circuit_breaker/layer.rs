@@ -40,7 +40,7 @@ impl<Key: Hash + Eq> Breakers<Key> {
         let settings = Arc::clone(&self.settings);
         self.keyed().get_or_insert(
             key,
-            || Circuit::new(settings, Instant::now()),
+            |_| Circuit::new(settings, Instant::now()),
             Circuit::is_idle,
         )
     }

@@ -42,6 +42,10 @@ pub enum RateLimitError {
         /// The configured maximum.
         max_wait: Duration,
     },
+    /// The shared [`Store`](super::Store) cannot be reached and the limiter fails closed
+    /// ([`OnStoreError::FailClosed`](super::OnStoreError::FailClosed)); the cause is logged
+    /// when the store goes down.
+    StoreUnavailable,
 }
 
 impl RateLimitError {
@@ -51,6 +55,7 @@ impl RateLimitError {
             RateLimitError::TooLarge { .. } => None,
             RateLimitError::QueueFull { wait, .. } => Some(wait.unwrap_or(Duration::from_secs(1))),
             RateLimitError::WouldWait { wait, .. } => Some(*wait),
+            RateLimitError::StoreUnavailable => Some(super::shared::PROBE_EVERY),
         }
     }
 }
@@ -78,6 +83,10 @@ impl fmt::Display for RateLimitError {
                 limit.as_str(),
                 wait.as_secs_f64(),
                 max_wait.as_secs_f64()
+            ),
+            RateLimitError::StoreUnavailable => f.write_str(
+                "the shared rate-limit store is unreachable and the limiter fails closed; \
+                 check the store (Redis) or choose OnStoreError::FailOpen",
             ),
         }
     }

@@ -15,7 +15,9 @@ use tower_service::Service;
 use super::body::{Permit, RateLimitBody};
 use super::error::RateLimitError;
 use super::limiter::Settings;
-use super::partition::{Blocked, Partition};
+use super::partition::{Admit, Blocked, Partition, Which};
+use super::shared::{Route, SharedQuota};
+use super::store::{Grant, OnStoreError, StoreFuture};
 use crate::classify::{response_verdict, Kind, RateLimitState};
 use crate::BoxError;
 
@@ -62,55 +64,126 @@ pin_project! {
 pub(crate) struct Wait {
     partition: Arc<Partition>,
     id: Option<u64>,
+    cost: u64,
     timer: Option<Pin<Box<Sleep>>>,
+    /// The store's answer on its way, when the quota is shared.
+    asking: Option<StoreFuture<Grant>>,
     since: Instant,
 }
 
 impl Wait {
-    pub(crate) fn new(partition: Arc<Partition>, id: u64, since: Instant) -> Self {
+    pub(crate) fn new(partition: Arc<Partition>, id: u64, cost: u64, since: Instant) -> Self {
         Wait {
             partition,
             id: Some(id),
+            cost,
             timer: None,
+            asking: None,
             since,
         }
     }
 
-    /// Polls for admission; `Ready(permit taken)` when admitted.
-    fn poll_admit(&mut self, cx: &mut Context<'_>) -> Poll<bool> {
+    /// Polls for admission; `Ready(Ok(permit taken))` when admitted.
+    fn poll_admit(
+        &mut self,
+        cx: &mut Context<'_>,
+        max_wait: Option<Duration>,
+    ) -> Poll<Result<bool, RateLimitError>> {
         loop {
             let Some(id) = self.id else {
-                return Poll::Ready(false);
+                return Poll::Ready(Ok(false));
             };
+            if let Some(asking) = &mut self.asking {
+                let answer = ready!(asking.as_mut().poll(cx));
+                self.asking = None;
+                let now = Instant::now();
+                let Some(shared) = self.partition.shared.clone() else {
+                    continue;
+                };
+                match answer {
+                    Ok(Grant::Admitted) => {
+                        shared.store.answered(now);
+                        let permit = self.partition.lock().admit_head(id);
+                        self.id = None;
+                        return Poll::Ready(Ok(permit));
+                    }
+                    Ok(Grant::Wait { wait, which }) => {
+                        shared.store.answered(now);
+                        if let Some(max_wait) = max_wait.filter(|max| wait > *max) {
+                            self.leave();
+                            let limit = which;
+                            return Poll::Ready(Err(RateLimitError::WouldWait {
+                                limit,
+                                wait,
+                                max_wait,
+                            }));
+                        }
+                        ready!(self.sleep_until(now + wait, cx));
+                    }
+                    Err(error) => {
+                        shared.store.failed(&error, now);
+                        if shared.store.on_error == OnStoreError::FailClosed {
+                            self.leave();
+                            return Poll::Ready(Err(RateLimitError::StoreUnavailable));
+                        }
+                        // Failing open: the next turn of the loop goes through the local buckets.
+                    }
+                }
+                continue;
+            }
             let now = Instant::now();
-            let result = self.partition.lock().poll_queued(id, cx.waker(), now);
+            let mut state = self.partition.lock();
+            // Only the head of the queue asks the store (and takes a probe while it is down).
+            let route = match &self.partition.shared {
+                Some(shared) if state.is_head(id) => Some(shared.store.route(now)),
+                Some(_) => Some(Route::Store),
+                None => None,
+            };
+            if route == Some(Route::Refuse) {
+                drop(state);
+                self.leave();
+                return Poll::Ready(Err(RateLimitError::StoreUnavailable));
+            }
+            let result = state.poll_queued(id, cx.waker(), route == Some(Route::Store), now);
             match result {
-                Ok(permit) => {
+                Ok(Admit::Taken(permit)) => {
                     self.id = None;
-                    return Poll::Ready(permit);
+                    return Poll::Ready(Ok(permit));
+                }
+                Ok(Admit::AskStore) => {
+                    if let Some(SharedQuota { store, quota }) = &self.partition.shared {
+                        let charge = state.charge(quota, self.cost);
+                        self.asking = Some(store.store.acquire(charge));
+                    }
                 }
                 // Behind others, or waiting for a permit: a wake-up will come.
                 Err(None) | Err(Some(Blocked::Concurrency)) => return Poll::Pending,
                 Err(Some(Blocked::For(wait, _))) => {
-                    let at = now + wait;
-                    match &mut self.timer {
-                        Some(timer) => timer.as_mut().reset(at),
-                        None => self.timer = Some(Box::pin(sleep_until(at))),
-                    }
-                    if let Some(timer) = &mut self.timer {
-                        ready!(timer.as_mut().poll(cx));
-                    }
+                    drop(state);
+                    ready!(self.sleep_until(now + wait, cx));
                 }
             }
+        }
+    }
+
+    /// Sleeps until `at` on the one timer this waiter keeps.
+    fn sleep_until(&mut self, at: Instant, cx: &mut Context<'_>) -> Poll<()> {
+        let timer = self.timer.get_or_insert_with(|| Box::pin(sleep_until(at)));
+        timer.as_mut().reset(at);
+        timer.as_mut().poll(cx)
+    }
+
+    /// Leaves the queue, handing the place to the next waiter.
+    fn leave(&mut self) {
+        if let Some(id) = self.id.take() {
+            self.partition.lock().cancel(id);
         }
     }
 }
 
 impl Drop for Wait {
     fn drop(&mut self) {
-        if let Some(id) = self.id.take() {
-            self.partition.lock().cancel(id);
-        }
+        self.leave();
     }
 }
 
@@ -191,7 +264,19 @@ where
                     request,
                 } => {
                     if !*admitted {
-                        let took_permit = ready!(wait.poll_admit(cx));
+                        let took_permit = match ready!(wait.poll_admit(cx, this.settings.max_wait))
+                        {
+                            Ok(took_permit) => took_permit,
+                            Err(error) => {
+                                this.state.set(State::Done);
+                                let reason = match error {
+                                    RateLimitError::StoreUnavailable => "store_unavailable",
+                                    _ => "would_wait",
+                                };
+                                crate::telemetry::limiter_rejection(&this.partition.name, reason);
+                                return Poll::Ready(Err(Box::new(error)));
+                            }
+                        };
                         *admitted = true;
                         *permit = took_permit.then(|| Permit(Arc::clone(this.partition)));
                         let waited = wait.since.elapsed();
@@ -236,6 +321,21 @@ where
     }
 }
 
+/// A provider's `remaining` at or below 1/this of the burst is told to a shared store.
+const LOW_REMAINING: u64 = 4;
+
+/// Sends `call` to the store without waiting for it (a failure is logged, not fatal: the
+/// store's own buckets still hold).
+fn tell_store(call: StoreFuture<()>) {
+    if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+        runtime.spawn(async move {
+            if let Err(error) = call.await {
+                tracing::debug!(%error, "could not tell the rate-limit store");
+            }
+        });
+    }
+}
+
 /// Reacts to the provider's answer: a 429 pauses (or drains) the shared quota, and rate-limit
 /// headers correct it.
 fn learn<B>(settings: &Settings, partition: &Partition, response: &Response<B>) {
@@ -260,15 +360,44 @@ fn learn<B>(settings: &Settings, partition: &Partition, response: &Response<B>) 
         let now = Instant::now();
         let mut state = partition.lock();
         match verdict.retry_after() {
-            Some(wait) => state.pause_until(now + wait.min(MAX_PAUSE)),
-            None => state.drain_requests(now),
+            Some(wait) => {
+                let wait = wait.min(MAX_PAUSE);
+                state.pause_until(now + wait);
+                // One process's 429 pauses every process that shares the quota.
+                if let Some(shared) = &partition.shared {
+                    tell_store(shared.store.store.pause(&shared.quota, wait));
+                }
+            }
+            None => {
+                state.drain_requests(now);
+                if let (Some(shared), Some(rate)) = (&partition.shared, state.charged().requests)
+                {
+                    let lower = shared.store.store.lower(&shared.quota, Which::Requests, rate, 0);
+                    tell_store(lower);
+                }
+            }
         }
     }
     let server = match response.extensions().get::<RateLimitState>() {
         Some(state) => Some(*state),
         None => RateLimitState::from_headers_with(response.headers(), SystemTime::now),
     };
-    if let Some(server) = server {
+    if let (Some(server), Some(shared)) = (server, &partition.shared) {
+        let charged = partition.lock().charged();
+        let windows = [
+            (Which::Requests, charged.requests, server.requests.remaining),
+            (Which::Tokens, charged.tokens, server.tokens.remaining),
+        ];
+        for (which, rate, remaining) in windows {
+            // Only a quota running low is worth a round trip: the store is already right unless
+            // someone outside it spends from the same key.
+            if let (Some(rate), Some(remaining)) = (rate, remaining) {
+                if remaining.saturating_mul(LOW_REMAINING) <= rate.capacity {
+                    tell_store(shared.store.store.lower(&shared.quota, which, rate, remaining));
+                }
+            }
+        }
+    } else if let Some(server) = server {
         let changed = partition
             .lock()
             .adapt(&server, settings.adopt_limits, Instant::now());

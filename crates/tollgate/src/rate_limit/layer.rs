@@ -8,7 +8,9 @@ use std::time::Duration;
 use tower_layer::Layer;
 
 use super::cost::EstimateTokens;
-use super::limiter::{Limiter, RateLimitHandle, Settings};
+use super::limiter::{Limiter, RateLimitHandle, Settings, StoreSettings};
+use super::shared::SharedStore;
+use super::store::{name_of, OnStoreError, QuotaName, Store};
 use super::limits::{Limits, Rate};
 use super::service::RateLimit;
 use crate::key::{KeyType, NoKey};
@@ -74,11 +76,12 @@ impl RateLimitLayer {
             cost: EstimateTokens::new(),
             key: NoKey,
             name: None,
+            store: None,
         }
     }
 }
 
-impl<C, K, Key: Hash + Eq + Clone> RateLimitLayer<C, K, Key> {
+impl<C, K, Key: Hash + Eq + Clone + 'static> RateLimitLayer<C, K, Key> {
     /// A handle to read and change the limits at runtime.
     pub fn handle(&self) -> RateLimitHandle<Key> {
         RateLimitHandle::new(Arc::clone(&self.limiter))
@@ -110,6 +113,7 @@ pub struct RateLimitBuilder<C = EstimateTokens, K = NoKey> {
     cost: C,
     key: K,
     name: Option<std::sync::Arc<str>>,
+    store: Option<StoreSettings>,
 }
 
 impl<C, K> RateLimitBuilder<C, K> {
@@ -199,6 +203,7 @@ impl<C, K> RateLimitBuilder<C, K> {
             cost,
             key: self.key,
             name: self.name,
+            store: self.store,
         }
     }
 
@@ -210,7 +215,29 @@ impl<C, K> RateLimitBuilder<C, K> {
             cost: self.cost,
             key,
             name: self.name,
+            // A store names quotas by key type: set the store after the key.
+            store: self.store.map(|store| StoreSettings {
+                name_of: None,
+                ..store
+            }),
         }
+    }
+
+    /// Keeps the buckets in `store`, shared with every process that uses the same store and
+    /// quota names (one API key's quota across replicas); `on_error` says what happens while
+    /// the store is down. Set it after [`key`](Self::key): keyed quotas are named from their key.
+    ///
+    /// The queue and the concurrency bound stay in this process; see [`Store`].
+    pub fn store(mut self, store: impl Store, on_error: OnStoreError) -> Self
+    where
+        K: KeyType,
+        K::Key: QuotaName,
+    {
+        self.store = Some(StoreSettings {
+            store: Arc::new(SharedStore::new(Box::new(store), on_error)),
+            name_of: Some(name_of::<K::Key>),
+        });
+        self
     }
 
     /// Checks the settings and builds the layer.
@@ -230,13 +257,44 @@ impl<C, K> RateLimitBuilder<C, K> {
                 "set at least one of requests, tokens, concurrency or adaptive",
             ));
         }
+        if let Some(store) = &self.store {
+            if limits.adaptive.is_some() {
+                return Err(ConfigError::new(
+                    "adaptive",
+                    "adaptive limits are per process; with a shared store, set the limit itself",
+                ));
+            }
+            if limits.requests.is_none() && limits.tokens.is_none() {
+                return Err(ConfigError::new(
+                    "store",
+                    "a shared store holds request or token limits: set requests or tokens",
+                ));
+            }
+            if store.store.on_error == (OnStoreError::FailOpen { processes: 0 }) {
+                return Err(ConfigError::new(
+                    "store",
+                    "FailOpen needs the number of processes sharing the quota (at least 1)",
+                ));
+            }
+            if store.name_of.is_none() {
+                return Err(ConfigError::new(
+                    "store",
+                    "the key was set after the store: call .key() before .store()",
+                ));
+            }
+        }
         if self.settings.max_queue == Some(0) {
             return Err(ConfigError::new("max_queue", "must be at least 1 when set"));
         }
         Ok(RateLimitLayer {
             cost: self.cost,
             key: self.key,
-            limiter: Arc::new(Limiter::new(self.limits, self.settings, self.name)),
+            limiter: Arc::new(Limiter::new(
+                self.limits,
+                self.settings,
+                self.name,
+                self.store,
+            )),
         })
     }
 }

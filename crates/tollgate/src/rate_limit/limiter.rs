@@ -11,6 +11,7 @@ use tokio::time::Instant;
 
 use super::limits::Limits;
 use super::partition::{Partition, Snapshot};
+use super::shared::{SharedQuota, SharedStore};
 use crate::key::Registry;
 use crate::ConfigError;
 
@@ -24,6 +25,21 @@ pub(crate) struct Settings {
     pub(crate) slow_wait: Duration,
 }
 
+/// A store shared with other processes, and how this limiter's keys are named in it.
+pub(crate) struct StoreSettings {
+    pub(crate) store: Arc<SharedStore>,
+    /// `None` when the key changed after the store was set (a build error).
+    pub(crate) name_of: Option<fn(&dyn std::any::Any) -> Option<String>>,
+}
+
+impl fmt::Debug for StoreSettings {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("StoreSettings")
+            .field("store", &self.store)
+            .finish_non_exhaustive()
+    }
+}
+
 pub(crate) struct Limiter<K> {
     pub(crate) settings: Settings,
     name: Option<Arc<str>>,
@@ -31,6 +47,7 @@ pub(crate) struct Limiter<K> {
     limits: Mutex<Limits>,
     default: Arc<Partition>,
     keyed: Mutex<Registry<K, Partition>>,
+    store: Option<StoreSettings>,
 }
 
 impl<K> fmt::Debug for Limiter<K> {
@@ -46,15 +63,25 @@ fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(|p| p.into_inner())
 }
 
-impl<K: Hash + Eq + Clone> Limiter<K> {
-    pub(crate) fn new(limits: Limits, settings: Settings, name: Option<Arc<str>>) -> Self {
+impl<K: Hash + Eq + Clone + 'static> Limiter<K> {
+    pub(crate) fn new(
+        limits: Limits,
+        settings: Settings,
+        name: Option<Arc<str>>,
+        store: Option<StoreSettings>,
+    ) -> Self {
+        let shared = store.as_ref().map(|s| SharedQuota {
+            store: Arc::clone(&s.store),
+            quota: Arc::from("default"),
+        });
         Limiter {
             settings,
             name: name.clone(),
             charges_tokens: AtomicBool::new(limits.tokens.is_some()),
-            default: Arc::new(Partition::new(&limits, name, Instant::now())),
+            default: Arc::new(Partition::new(&limits, name, shared, Instant::now())),
             limits: Mutex::new(limits),
             keyed: Mutex::new(Registry::new()),
+            store,
         }
     }
 
@@ -73,7 +100,13 @@ impl<K: Hash + Eq + Clone> Limiter<K> {
         // A quota that is idle and full again is the same as a new one: dropping it loses nothing.
         lock(&self.keyed).get_or_insert(
             key,
-            || Partition::new(&limits, self.name.clone(), now),
+            |key| {
+                let shared = self.store.as_ref().map(|s| SharedQuota {
+                    store: Arc::clone(&s.store),
+                    quota: Arc::from(s.name_of.and_then(|name_of| name_of(key)).unwrap_or_default()),
+                });
+                Partition::new(&limits, self.name.clone(), shared, now)
+            },
             |partition| partition.lock().is_idle(now),
         )
     }
@@ -122,7 +155,7 @@ impl<K> fmt::Debug for RateLimitHandle<K> {
     }
 }
 
-impl<K: Hash + Eq + Clone> RateLimitHandle<K> {
+impl<K: Hash + Eq + Clone + 'static> RateLimitHandle<K> {
     pub(crate) fn new(limiter: Arc<Limiter<K>>) -> Self {
         RateLimitHandle { limiter }
     }
@@ -141,8 +174,13 @@ impl<K: Hash + Eq + Clone> RateLimitHandle<K> {
             .charges_tokens
             .store(limits.tokens.is_some(), Ordering::Relaxed);
         let now = Instant::now();
-        self.limiter
-            .each_partition(|p| p.lock().reconfigure(&limits, now));
+        self.limiter.each_partition(|p| {
+            let local = match &p.shared {
+                Some(shared) => shared.store.fair_share(&limits),
+                None => limits,
+            };
+            p.lock().reconfigure(&limits, &local, now)
+        });
         Ok(())
     }
 
@@ -161,6 +199,15 @@ impl<K: Hash + Eq + Clone> RateLimitHandle<K> {
     /// How many keyed quotas are held (idle ones are dropped as new keys arrive).
     pub fn keys(&self) -> usize {
         lock(&self.limiter.keyed).len()
+    }
+
+    /// Whether the shared [`Store`](super::Store) is down right now, so the limiter fails open
+    /// or closed (`false` without a store).
+    pub fn store_down(&self) -> bool {
+        self.limiter
+            .store
+            .as_ref()
+            .is_some_and(|s| s.store.is_down())
     }
 
     /// Pauses every admission of every quota for `duration` (as a 429 with a hint does).

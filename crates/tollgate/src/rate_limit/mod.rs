@@ -59,6 +59,8 @@ mod limiter;
 mod limits;
 mod partition;
 mod service;
+mod shared;
+mod store;
 
 pub use crate::key::{by_host, key_fn, ByHost, KeyFn, KeyFor, KeyType, NoKey};
 pub use adaptive::Adaptive;
@@ -71,3 +73,4 @@ pub use limiter::RateLimitHandle;
 pub use limits::{Limits, Rate};
 pub use partition::{Snapshot, Which};
 pub use service::RateLimit;
+pub use store::{Charge, Grant, OnStoreError, QuotaName, Store, StoreError, StoreFuture};

@@ -16,6 +16,8 @@ use super::adaptive::Controller;
 use super::bucket::Bucket;
 use super::limits::Limits;
 use super::limits::Rate;
+use super::shared::SharedQuota;
+use super::store::Charge;
 use crate::classify::RateLimitState;
 
 /// Why a request cannot be admitted right now.
@@ -60,8 +62,19 @@ struct Waiter {
     waker: Option<Waker>,
 }
 
+/// How a queued waiter at the head of the queue proceeds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Admit {
+    /// Admitted by the local buckets; whether a concurrency permit was taken.
+    Taken(bool),
+    /// The local bounds allow: ask the store, then [`State::admit_head`].
+    AskStore,
+}
+
 #[derive(Debug)]
 pub(crate) struct State {
+    /// The full limits, charged in the store (the local buckets may hold a fair share).
+    charged: Limits,
     adaptive: Option<Controller>,
     /// Burst of the request bucket the adaptive mode manages.
     adaptive_burst: Option<u64>,
@@ -84,10 +97,21 @@ pub(crate) struct Partition {
     /// Whether the request rate adapts (fixed when the quota is created), readable without
     /// the lock so that a success on a non-adaptive quota takes no lock at all.
     pub(crate) adaptive: bool,
+    /// The quota's place in a shared store, if the limiter has one.
+    pub(crate) shared: Option<SharedQuota>,
 }
 
 impl Partition {
-    pub(crate) fn new(limits: &Limits, name: Option<std::sync::Arc<str>>, now: Instant) -> Self {
+    pub(crate) fn new(
+        limits: &Limits,
+        name: Option<std::sync::Arc<str>>,
+        shared: Option<SharedQuota>,
+        now: Instant,
+    ) -> Self {
+        let charged = *limits;
+        // With a store, the local buckets only stand in for it while it is down.
+        let local = shared.as_ref().map(|s| s.store.fair_share(limits));
+        let limits = local.as_ref().unwrap_or(limits);
         let bucket = |rate| Bucket::new(rate, limits.headroom, now);
         let adaptive = limits.adaptive.map(|settings| {
             let configured = limits.requests.map(|rate| rate.per_sec());
@@ -100,7 +124,9 @@ impl Partition {
         Partition {
             name,
             adaptive: adaptive.is_some(),
+            shared,
             state: Mutex::new(State {
+                charged,
                 adaptive,
                 adaptive_burst: limits.requests.map(|rate| rate.capacity),
                 headroom: limits.headroom,
@@ -132,9 +158,24 @@ impl Partition {
 
 impl State {
     /// Whether a request of `cost` could ever be admitted: its cost fits the token bucket.
-    pub(crate) fn too_large(&self, cost: u64) -> Option<u64> {
+    /// With a store, the full limit decides, not the local fair share.
+    pub(crate) fn too_large(&self, cost: u64, shared: bool) -> Option<u64> {
+        if shared {
+            let tokens = self.charged.tokens?;
+            return (cost > tokens.capacity).then_some(tokens.capacity);
+        }
         let tokens = self.tokens.as_ref()?;
         (!tokens.fits(cost)).then_some(tokens.capacity())
+    }
+
+    /// What to ask the store for a request of `cost`.
+    pub(crate) fn charge(&self, quota: &std::sync::Arc<str>, cost: u64) -> Charge {
+        Charge {
+            quota: std::sync::Arc::clone(quota),
+            requests: self.charged.requests,
+            tokens: self.charged.tokens.map(|rate| (rate, cost)),
+            headroom: self.charged.headroom,
+        }
     }
 
     fn refill(&mut self, now: Instant) {
@@ -144,20 +185,27 @@ impl State {
     }
 
     /// Checks every limit for a request of `cost` with `ahead` (requests, tokens) queued before
-    /// it. Takes nothing.
-    fn check(&mut self, cost: u64, ahead: (u64, u64), now: Instant) -> Result<(), Blocked> {
+    /// it; with `buckets` false, only the pause and the concurrency bound (the store holds the
+    /// buckets). Takes nothing.
+    fn check(
+        &mut self,
+        cost: u64,
+        ahead: (u64, u64),
+        buckets: bool,
+        now: Instant,
+    ) -> Result<(), Blocked> {
         self.refill(now);
         let mut wait = (Duration::ZERO, Which::Requests);
         if let Some(until) = self.paused_until {
             wait = (until - now, Which::Paused);
         }
-        if let Some(bucket) = &self.requests {
+        if let Some(bucket) = self.requests.as_ref().filter(|_| buckets) {
             let w = bucket.wait_for(ahead.0, 1, now);
             if w > wait.0 {
                 wait = (w, Which::Requests);
             }
         }
-        if let Some(bucket) = &self.tokens {
+        if let Some(bucket) = self.tokens.as_ref().filter(|_| buckets) {
             let w = bucket.wait_for(ahead.1, cost, now);
             if w > wait.0 {
                 wait = (w, Which::Tokens);
@@ -193,7 +241,7 @@ impl State {
     /// `None` when the request must queue, else whether a concurrency permit was taken.
     pub(crate) fn try_admit_now(&mut self, cost: u64, now: Instant) -> Option<bool> {
         // With others queued, FIFO order says join the queue behind them.
-        if !self.queue.is_empty() || self.check(cost, (0, 0), now).is_err() {
+        if !self.queue.is_empty() || self.check(cost, (0, 0), true, now).is_err() {
             return None;
         }
         Some(self.take(cost, now))
@@ -202,10 +250,20 @@ impl State {
     /// How long a new request of `cost` would wait behind the queue (for the max-wait bound).
     pub(crate) fn estimated_wait(&mut self, cost: u64, now: Instant) -> Option<(Duration, Which)> {
         let ahead = (self.queue.len() as u64, self.queued_tokens);
-        match self.check(cost, ahead, now) {
+        match self.check(cost, ahead, true, now) {
             Ok(()) | Err(Blocked::Concurrency) => None,
             Err(Blocked::For(wait, which)) => Some((wait, which)),
         }
+    }
+
+    /// Whether waiter `id` is at the head of the queue.
+    pub(crate) fn is_head(&self, id: u64) -> bool {
+        self.queue.front().is_some_and(|w| w.id == id)
+    }
+
+    /// The full limits (what a store charges).
+    pub(crate) fn charged(&self) -> Limits {
+        self.charged
     }
 
     pub(crate) fn queue_len(&self) -> usize {
@@ -224,14 +282,15 @@ impl State {
         id
     }
 
-    /// For a queued waiter: admits it if it is at the head and every limit allows, else says
-    /// what it waits for (and keeps its waker).
+    /// For a queued waiter: admits it if it is at the head and every limit allows (or, with
+    /// `ask_store`, says to ask the store), else says what it waits for (and keeps its waker).
     pub(crate) fn poll_queued(
         &mut self,
         id: u64,
         waker: &Waker,
+        ask_store: bool,
         now: Instant,
-    ) -> Result<bool, Option<Blocked>> {
+    ) -> Result<Admit, Option<Blocked>> {
         let Some(position) = self.queue.iter().position(|w| w.id == id) else {
             return Err(None);
         };
@@ -243,19 +302,36 @@ impl State {
             return Err(None);
         }
         let cost = self.queue[0].cost;
-        match self.check(cost, (0, 0), now) {
+        match self.check(cost, (0, 0), !ask_store, now) {
+            Ok(()) if ask_store => Ok(Admit::AskStore),
             Ok(()) => {
                 self.queue.pop_front();
                 self.queued_tokens -= cost;
                 let permit = self.take(cost, now);
                 self.wake_head();
-                Ok(permit)
+                Ok(Admit::Taken(permit))
             }
             Err(blocked) => {
                 self.queue[0].waker = Some(waker.clone());
                 Err(Some(blocked))
             }
         }
+    }
+
+    /// The store admitted the head of the queue: it leaves the queue with a concurrency permit
+    /// if one is needed, and the next waiter's turn begins.
+    pub(crate) fn admit_head(&mut self, id: u64) -> bool {
+        if let Some(position) = self.queue.iter().position(|w| w.id == id) {
+            if let Some(waiter) = self.queue.remove(position) {
+                self.queued_tokens -= waiter.cost;
+            }
+        }
+        let permit = self.concurrency.is_some();
+        if permit {
+            self.in_flight += 1;
+        }
+        self.wake_head();
+        permit
     }
 
     /// Removes a cancelled waiter; its place (and its claim on the tokens) goes to the next.
@@ -389,7 +465,10 @@ impl State {
         changed
     }
 
-    pub(crate) fn reconfigure(&mut self, limits: &Limits, now: Instant) {
+    /// `local` is `limits` as the local buckets hold them (a fair share of them with a store).
+    pub(crate) fn reconfigure(&mut self, limits: &Limits, local: &Limits, now: Instant) {
+        self.charged = *limits;
+        let limits = local;
         reconfigure_bucket(&mut self.requests, limits.requests, limits.headroom, now);
         reconfigure_bucket(&mut self.tokens, limits.tokens, limits.headroom, now);
         self.concurrency = limits.concurrency;

@@ -86,7 +86,8 @@ where
         let partition = self.limiter.partition(self.key.key(&request));
         let now = Instant::now();
         let mut state = partition.lock();
-        if let Some(capacity) = state.too_large(cost) {
+        let shared = partition.shared.is_some();
+        if let Some(capacity) = state.too_large(cost, shared) {
             drop(state);
             crate::telemetry::limiter_rejection(&partition.name, "too_large");
             return ResponseFuture::rejected(
@@ -95,13 +96,24 @@ where
                 RateLimitError::TooLarge { cost, capacity },
             );
         }
-        if let Some(took_permit) = state.try_admit_now(cost, now) {
+        // With a store, every admission is the store's: the request queues and its future asks.
+        let admitted = if shared {
+            None
+        } else {
+            state.try_admit_now(cost, now)
+        };
+        if let Some(took_permit) = admitted {
             drop(state);
             let permit = took_permit.then(|| Permit(Arc::clone(&partition)));
             let future = self.inner.call(request);
             return ResponseFuture::calling(settings, partition, future, permit);
         }
-        let estimate = state.estimated_wait(cost, now);
+        // The store's wait is known only when it answers; the future applies max_wait then.
+        let estimate = if shared {
+            None
+        } else {
+            state.estimated_wait(cost, now)
+        };
         if let Some(max_queue) = settings.max_queue {
             if state.queue_len() >= max_queue {
                 drop(state);
@@ -130,7 +142,7 @@ where
         let id = state.enqueue(cost, Waker::noop().clone());
         crate::telemetry::limiter_queue(&partition.name, state.queue_len());
         drop(state);
-        let wait = Wait::new(Arc::clone(&partition), id, now);
+        let wait = Wait::new(Arc::clone(&partition), id, cost, now);
         // The service that was polled ready goes with the request; its clone stays for the next.
         let clone = self.inner.clone();
         let service = std::mem::replace(&mut self.inner, clone);

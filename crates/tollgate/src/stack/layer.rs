@@ -6,7 +6,9 @@ use super::policy::Policy;
 use crate::circuit_breaker::{CircuitBreaker, CircuitBreakerHandle};
 use crate::classify::{ClassifyService, DefaultClassifier};
 use crate::key::NoKey;
-use crate::rate_limit::{EstimateTokens, Rate, RateLimit, RateLimitHandle};
+use crate::rate_limit::{
+    EstimateTokens, OnStoreError, Rate, RateLimit, RateLimitBuilder, RateLimitHandle, Store,
+};
 use crate::retry::{BackoffRetry, RetryBudget};
 use crate::{BackoffRetryLayer, CircuitBreakerLayer, ClassifyLayer, ConfigError, RateLimitLayer};
 
@@ -58,6 +60,81 @@ const UNLIMITED: u64 = u64::MAX / 4;
 impl StandardLayer {
     /// Builds the four layers from `policy`, checking every setting.
     pub fn new(policy: &Policy) -> Result<Self, ConfigError> {
+        let (limit, _) = Self::limit(policy);
+        Self::assemble(policy, limit.build()?)
+    }
+
+    /// Like [`new`](Self::new), with the rate limiter's buckets in `store`, shared with every
+    /// process that uses it (see [`Store`]). The policy must set a request or token limit.
+    ///
+    /// ```
+    /// # #[derive(Debug)] struct MyStore;
+    /// # impl tollgate::rate_limit::Store for MyStore {
+    /// #     fn acquire(&self, _: tollgate::rate_limit::Charge) -> tollgate::rate_limit::StoreFuture<tollgate::rate_limit::Grant> { Box::pin(async { Ok(tollgate::rate_limit::Grant::Admitted) }) }
+    /// #     fn pause(&self, _: &str, _: std::time::Duration) -> tollgate::rate_limit::StoreFuture<()> { Box::pin(async { Ok(()) }) }
+    /// #     fn lower(&self, _: &str, _: tollgate::rate_limit::Which, _: Rate, _: u64) -> tollgate::rate_limit::StoreFuture<()> { Box::pin(async { Ok(()) }) }
+    /// # }
+    /// use tollgate::rate_limit::{OnStoreError, Rate};
+    /// use tollgate::stack::{Policy, StandardLayer};
+    /// use tollgate::Provider;
+    ///
+    /// let mut policy = Policy::preset(Provider::OpenAi);
+    /// policy.limits.limits.requests = Some(Rate::per_minute(500));
+    /// let layer = StandardLayer::with_store(&policy, MyStore, OnStoreError::FailOpen { processes: 4 })?;
+    /// # let _ = layer;
+    /// # Ok::<(), tollgate::ConfigError>(())
+    /// ```
+    pub fn with_store(
+        policy: &Policy,
+        store: impl Store,
+        on_error: OnStoreError,
+    ) -> Result<Self, ConfigError> {
+        let (limit, unlimited) = Self::limit(policy);
+        if unlimited {
+            return Err(ConfigError::new(
+                "limits",
+                "a shared store holds request or token limits: set requests or tokens",
+            ));
+        }
+        Self::assemble(policy, limit.store(store, on_error).build()?)
+    }
+
+    /// The rate limiter's builder, and whether the policy set no limit at all.
+    fn limit(policy: &Policy) -> (RateLimitBuilder<EstimateTokens>, bool) {
+        let l = &policy.limits;
+        let mut limits = l.limits;
+        let mut unlimited = false;
+        if limits.requests.is_none()
+            && limits.tokens.is_none()
+            && limits.concurrency.is_none()
+            && limits.adaptive.is_none()
+        {
+            // No limit known: a limiter that never waits but learns from the provider (it pauses
+            // everyone on a 429's hint and adopts the limit the headers report). Per minute, as
+            // providers report limits, so a learned limit keeps its meaning.
+            limits.requests = Some(Rate::per_minute(UNLIMITED));
+            unlimited = true;
+        }
+        let cost = if l.sum_token_estimate {
+            EstimateTokens::new().sum()
+        } else {
+            EstimateTokens::new()
+        };
+        let mut limit = RateLimitLayer::builder()
+            .limits(limits)
+            .adopt_provider_limits(l.adopt_provider_limits)
+            .name(policy.provider.name())
+            .cost(cost);
+        if let Some(max_wait) = l.max_wait {
+            limit = limit.max_wait(max_wait);
+        }
+        if let Some(max_queue) = l.max_queue {
+            limit = limit.max_queue(max_queue);
+        }
+        (limit, unlimited)
+    }
+
+    fn assemble(policy: &Policy, limit: RateLimitLayer) -> Result<Self, ConfigError> {
         let r = &policy.retry;
         let mut retry = BackoffRetryLayer::builder()
             .max_attempts(r.max_attempts)
@@ -93,40 +170,10 @@ impl StandardLayer {
         if let Some((factor, cap)) = b.growth {
             breaker = breaker.grow_break(factor, cap);
         }
-
-        let l = &policy.limits;
-        let mut limits = l.limits;
-        if limits.requests.is_none()
-            && limits.tokens.is_none()
-            && limits.concurrency.is_none()
-            && limits.adaptive.is_none()
-        {
-            // No limit known: a limiter that never waits but learns from the provider (it pauses
-            // everyone on a 429's hint and adopts the limit the headers report). Per minute, as
-            // providers report limits, so a learned limit keeps its meaning.
-            limits.requests = Some(Rate::per_minute(UNLIMITED));
-        }
-        let cost = if l.sum_token_estimate {
-            EstimateTokens::new().sum()
-        } else {
-            EstimateTokens::new()
-        };
-        let mut limit = RateLimitLayer::builder()
-            .limits(limits)
-            .adopt_provider_limits(l.adopt_provider_limits)
-            .name(policy.provider.name())
-            .cost(cost);
-        if let Some(max_wait) = l.max_wait {
-            limit = limit.max_wait(max_wait);
-        }
-        if let Some(max_queue) = l.max_queue {
-            limit = limit.max_queue(max_queue);
-        }
-
         Ok(StandardLayer {
             retry: retry.build()?,
             breaker: breaker.build()?,
-            limit: limit.build()?,
+            limit,
             classify: ClassifyLayer::new(),
         })
     }

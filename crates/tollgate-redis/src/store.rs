@@ -1,0 +1,243 @@
+//! [`RedisStore`] and its builder.
+
+use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
+
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use redis::Script;
+use tollgate::rate_limit::{Charge, Grant, Rate, Store, StoreError, StoreFuture, Which};
+use tollgate::ConfigError;
+
+/// A rate-limit [`Store`] on Redis: see the [crate documentation](crate).
+///
+/// Cloning it is cheap and shares the connection.
+///
+/// ```no_run
+/// use std::time::Duration;
+/// use tollgate_redis::RedisStore;
+///
+/// let store = RedisStore::builder("redis://127.0.0.1:6379/")
+///     .prefix("batch-jobs")
+///     .timeout(Duration::from_millis(200))
+///     .build()?;
+/// # let _ = store;
+/// # Ok::<(), tollgate::ConfigError>(())
+/// ```
+#[derive(Clone)]
+pub struct RedisStore {
+    connection: ConnectionManager,
+    prefix: Arc<str>,
+    scripts: Arc<Scripts>,
+}
+
+struct Scripts {
+    acquire: Script,
+    pause: Script,
+    lower: Script,
+}
+
+impl fmt::Debug for RedisStore {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // The URL is left out: it may hold a password.
+        f.debug_struct("RedisStore")
+            .field("prefix", &self.prefix)
+            .finish_non_exhaustive()
+    }
+}
+
+impl RedisStore {
+    /// A builder for the Redis server at `url` (`redis://[user:password@]host:port/[db]`).
+    pub fn builder(url: impl Into<String>) -> RedisStoreBuilder {
+        RedisStoreBuilder {
+            url: url.into(),
+            prefix: "tollgate".into(),
+            timeout: Duration::from_millis(250),
+        }
+    }
+
+    fn key(&self, quota: &str, part: &str) -> String {
+        format!("{}:{{{}}}:{}", self.prefix, quota, part)
+    }
+}
+
+/// Builds a [`RedisStore`].
+///
+/// Defaults: prefix `tollgate`, 250 ms timeout for connecting and for each answer (an
+/// admission that takes longer counts as Redis being down).
+#[derive(Clone)]
+pub struct RedisStoreBuilder {
+    url: String,
+    prefix: String,
+    timeout: Duration,
+}
+
+impl fmt::Debug for RedisStoreBuilder {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RedisStoreBuilder")
+            .field("prefix", &self.prefix)
+            .field("timeout", &self.timeout)
+            .finish_non_exhaustive()
+    }
+}
+
+impl RedisStoreBuilder {
+    /// The namespace of every key (default `tollgate`): processes share a quota when they use
+    /// the same prefix and quota name.
+    pub fn prefix(mut self, prefix: impl Into<String>) -> Self {
+        self.prefix = prefix.into();
+        self
+    }
+
+    /// How long connecting, and each answer, may take before Redis counts as down.
+    pub fn timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = timeout;
+        self
+    }
+
+    /// Checks the settings and builds the store. It connects on first use and reconnects by
+    /// itself, so Redis need not be up yet. Must be called within a Tokio runtime.
+    pub fn build(self) -> Result<RedisStore, ConfigError> {
+        if self.prefix.is_empty() || self.prefix.contains(['{', '}']) {
+            return Err(ConfigError::new(
+                "prefix",
+                "must be non-empty and free of braces, e.g. \"tollgate\"",
+            ));
+        }
+        if self.timeout.is_zero() {
+            return Err(ConfigError::new(
+                "timeout",
+                "must be longer than zero, e.g. 250 ms",
+            ));
+        }
+        let client = redis::Client::open(self.url.as_str()).map_err(|error| {
+            ConfigError::new(
+                "url",
+                format!(
+                    "not a Redis URL ({}); expected redis://host:port/",
+                    error
+                ),
+            )
+        })?;
+        // Few reconnection retries: while Redis is down, an admission should fail within the
+        // timeout so the limiter's fallback takes over, not wait through a long backoff.
+        let config = ConnectionManagerConfig::new()
+            .set_connection_timeout(Some(self.timeout))
+            .set_response_timeout(Some(self.timeout))
+            .set_number_of_retries(1)
+            .set_max_delay(self.timeout);
+        let connection = ConnectionManager::new_lazy_with_config(client, config).map_err(|e| {
+            ConfigError::new(
+                "url",
+                format!("cannot set up the Redis connection: {}", e),
+            )
+        })?;
+        Ok(RedisStore {
+            connection,
+            prefix: self.prefix.into(),
+            scripts: Arc::new(Scripts {
+                acquire: Script::new(include_str!("lua/acquire.lua")),
+                pause: Script::new(include_str!("lua/pause.lua")),
+                lower: Script::new(include_str!("lua/lower.lua")),
+            }),
+        })
+    }
+}
+
+/// A limit's emission interval: microseconds per unit (fractional when the rate does not divide).
+fn interval_micros(rate: &Rate) -> f64 {
+    rate.interval.as_secs_f64() * 1e6 / rate.amount.max(1) as f64
+}
+
+fn part(which: Which) -> &'static str {
+    match which {
+        Which::Tokens => "tokens",
+        _ => "requests",
+    }
+}
+
+/// Runs `script` by its SHA (loading it again if Redis answers `NOSCRIPT`).
+async fn invoke<T: redis::FromRedisValue>(
+    mut connection: ConnectionManager,
+    scripts: Arc<Scripts>,
+    script: fn(&Scripts) -> &Script,
+    keys: Vec<String>,
+    args: Vec<String>,
+) -> Result<T, StoreError> {
+    let mut invocation = script(&scripts).prepare_invoke();
+    for key in keys {
+        invocation.key(key);
+    }
+    for arg in args {
+        invocation.arg(arg);
+    }
+    invocation
+        .invoke_async(&mut connection)
+        .await
+        .map_err(StoreError::new)
+}
+
+impl Store for RedisStore {
+    fn acquire(&self, charge: Charge) -> StoreFuture<Grant> {
+        let mut keys = vec![self.key(&charge.quota, "pause")];
+        let mut args = Vec::with_capacity(6);
+        let limits = [
+            charge.requests.map(|rate| (Which::Requests, rate, 1)),
+            charge.tokens.map(|(rate, cost)| (Which::Tokens, rate, cost)),
+        ];
+        let mut order = [Which::Paused; 3];
+        for (index, (which, rate, cost)) in limits.into_iter().flatten().enumerate() {
+            let interval = interval_micros(&rate);
+            // As in process: the burst less the headroom, but a request as large as the burst
+            // still goes once the bucket is full.
+            let tolerance = (rate.capacity as f64 * interval - charge.headroom.as_micros() as f64)
+                .max(cost as f64 * interval);
+            keys.push(self.key(&charge.quota, part(which)));
+            args.extend([interval.to_string(), tolerance.to_string(), cost.to_string()]);
+            order[index + 1] = which;
+        }
+        let call = invoke(
+            self.connection.clone(),
+            Arc::clone(&self.scripts),
+            |s| &s.acquire,
+            keys,
+            args,
+        );
+        Box::pin(async move {
+            let (admitted, wait, which): (i64, i64, usize) = call.await?;
+            if admitted == 1 {
+                return Ok(Grant::Admitted);
+            }
+            Ok(Grant::Wait {
+                wait: Duration::from_micros(wait.max(1) as u64),
+                which: order.get(which).copied().unwrap_or(Which::Requests),
+            })
+        })
+    }
+
+    fn pause(&self, quota: &str, duration: Duration) -> StoreFuture<()> {
+        let call = invoke::<i64>(
+            self.connection.clone(),
+            Arc::clone(&self.scripts),
+            |s| &s.pause,
+            vec![self.key(quota, "pause")],
+            vec![duration.as_millis().max(1).to_string()],
+        );
+        Box::pin(async move { call.await.map(drop) })
+    }
+
+    fn lower(&self, quota: &str, which: Which, rate: Rate, remaining: u64) -> StoreFuture<()> {
+        let call = invoke::<i64>(
+            self.connection.clone(),
+            Arc::clone(&self.scripts),
+            |s| &s.lower,
+            vec![self.key(quota, part(which))],
+            vec![
+                interval_micros(&rate).to_string(),
+                rate.capacity.to_string(),
+                remaining.to_string(),
+            ],
+        );
+        Box::pin(async move { call.await.map(drop) })
+    }
+}

@@ -1,0 +1,183 @@
+//! [`Store`]: a quota kept outside the process, shared by every process that uses the same API
+//! key (`tollgate-redis` implements it on Redis).
+//!
+//! With a store, the buckets live in the store: the head of each process's queue asks it to
+//! check every limit and take from all of them in one atomic step ([`Store::acquire`]). The
+//! queue, its order and the concurrency bound stay in the process. What the provider says
+//! travels through the store too: a 429 with a hint pauses the quota for every process
+//! ([`Store::pause`]), and a low `remaining` header lowers the shared bucket
+//! ([`Store::lower`]).
+//!
+//! When the store cannot be reached, [`OnStoreError`] decides: fail open onto local buckets
+//! sized to this process's fair share, or fail closed with
+//! [`RateLimitError::StoreUnavailable`](super::RateLimitError::StoreUnavailable). While open,
+//! one request per probe interval tries the store again, and the first answer switches back.
+
+use std::borrow::Cow;
+use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::limits::Rate;
+use super::partition::Which;
+use crate::BoxError;
+
+/// The future a [`Store`] returns: a network round trip, boxed once per call (noise next to
+/// the round trip itself).
+pub type StoreFuture<T> = Pin<Box<dyn Future<Output = Result<T, StoreError>> + Send + 'static>>;
+
+/// A quota kept outside the process. Implementations must make [`acquire`](Store::acquire)
+/// atomic across every process that shares the store.
+///
+/// ```
+/// use std::time::Duration;
+/// use tollgate::rate_limit::{Charge, Grant, Rate, Store, StoreFuture, Which};
+///
+/// /// A store that refuses everything for a second (a test double).
+/// #[derive(Debug)]
+/// struct AlwaysWait;
+///
+/// impl Store for AlwaysWait {
+///     fn acquire(&self, _: Charge) -> StoreFuture<Grant> {
+///         Box::pin(async { Ok(Grant::Wait { wait: Duration::from_secs(1), which: Which::Requests }) })
+///     }
+///     fn pause(&self, _: &str, _: Duration) -> StoreFuture<()> {
+///         Box::pin(async { Ok(()) })
+///     }
+///     fn lower(&self, _: &str, _: Which, _: Rate, _: u64) -> StoreFuture<()> {
+///         Box::pin(async { Ok(()) })
+///     }
+/// }
+/// # let _ = AlwaysWait;
+/// ```
+pub trait Store: fmt::Debug + Send + Sync + 'static {
+    /// Checks every limit of `charge` and, only when all of them allow, takes from all of them;
+    /// otherwise takes nothing and says how long until they would.
+    fn acquire(&self, charge: Charge) -> StoreFuture<Grant>;
+
+    /// Pauses every admission of `quota` for at least `duration` (never shortens a pause).
+    fn pause(&self, quota: &str, duration: Duration) -> StoreFuture<()>;
+
+    /// Lowers what `quota`'s bucket for `which` holds to `remaining` (never raises it).
+    fn lower(&self, quota: &str, which: Which, rate: Rate, remaining: u64) -> StoreFuture<()>;
+}
+
+/// One admission asked of a [`Store`]: the quota, and each limit with the request's cost.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Charge {
+    /// The quota's name (`"default"`, or the name of its key).
+    pub quota: Arc<str>,
+    /// The request limit and the cost (1), if one is set.
+    pub requests: Option<Rate>,
+    /// The token limit and the request's cost in tokens, if one is set.
+    pub tokens: Option<(Rate, u64)>,
+    /// Burst held back for timing noise, as in process ([`Limits::headroom`](super::Limits::headroom)).
+    pub headroom: Duration,
+}
+
+/// A store's answer to [`Store::acquire`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Grant {
+    /// Every limit allowed: the request was charged.
+    Admitted,
+    /// Nothing was charged; every limit allows in `wait` at the earliest.
+    Wait {
+        /// How long until the request could be admitted.
+        wait: Duration,
+        /// The limit that holds it back.
+        which: Which,
+    },
+}
+
+/// The store could not be asked (unreachable, timed out, refused the command).
+#[derive(Debug, Clone)]
+pub struct StoreError(Arc<BoxError>);
+
+impl StoreError {
+    /// Wraps the store client's error.
+    pub fn new(error: impl Into<BoxError>) -> Self {
+        StoreError(Arc::new(error.into()))
+    }
+}
+
+impl fmt::Display for StoreError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "rate-limit store unavailable: {}", self.0)
+    }
+}
+
+impl std::error::Error for StoreError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        Some(&**self.0)
+    }
+}
+
+/// What the limiter does while its [`Store`] cannot be reached.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OnStoreError {
+    /// Keep sending, through local buckets holding this process's fair share of each limit
+    /// (the limit divided by `processes`).
+    FailOpen {
+        /// How many processes share the quota.
+        processes: u32,
+    },
+    /// Refuse every request with
+    /// [`RateLimitError::StoreUnavailable`](super::RateLimitError::StoreUnavailable).
+    FailClosed,
+}
+
+/// How a key names its quota in a [`Store`] (implemented for strings and integers).
+///
+/// ```
+/// use tollgate::rate_limit::QuotaName;
+/// assert_eq!("api.openai.com".to_string().quota_name(), "api.openai.com");
+/// assert_eq!(42u64.quota_name(), "42");
+/// ```
+pub trait QuotaName {
+    /// The name, unique among the keys of one limiter.
+    fn quota_name(&self) -> Cow<'_, str>;
+}
+
+impl QuotaName for () {
+    fn quota_name(&self) -> Cow<'_, str> {
+        Cow::Borrowed("default")
+    }
+}
+
+impl QuotaName for String {
+    fn quota_name(&self) -> Cow<'_, str> {
+        Cow::Borrowed(self)
+    }
+}
+
+impl QuotaName for &'static str {
+    fn quota_name(&self) -> Cow<'_, str> {
+        Cow::Borrowed(self)
+    }
+}
+
+impl QuotaName for Arc<str> {
+    fn quota_name(&self) -> Cow<'_, str> {
+        Cow::Borrowed(self)
+    }
+}
+
+macro_rules! quota_name_by_display {
+    ($($t:ty),*) => {$(
+        impl QuotaName for $t {
+            fn quota_name(&self) -> Cow<'_, str> {
+                Cow::Owned(self.to_string())
+            }
+        }
+    )*};
+}
+
+quota_name_by_display!(u8, u16, u32, u64, usize, i32, i64);
+
+/// The name of a key whose type is known only where the store was set.
+pub(crate) fn name_of<T: QuotaName + 'static>(key: &dyn std::any::Any) -> Option<String> {
+    key.downcast_ref::<T>()
+        .map(|key| key.quota_name().into_owned())
+}
