@@ -113,10 +113,7 @@ impl RedisStoreBuilder {
         let client = redis::Client::open(self.url.as_str()).map_err(|error| {
             ConfigError::new(
                 "url",
-                format!(
-                    "not a Redis URL ({}); expected redis://host:port/",
-                    error
-                ),
+                format!("not a Redis URL ({}); expected redis://host:port/", error),
             )
         })?;
         // Few reconnection retries: while Redis is down, an admission should fail within the
@@ -127,10 +124,7 @@ impl RedisStoreBuilder {
             .set_number_of_retries(1)
             .set_max_delay(self.timeout);
         let connection = ConnectionManager::new_lazy_with_config(client, config).map_err(|e| {
-            ConfigError::new(
-                "url",
-                format!("cannot set up the Redis connection: {}", e),
-            )
+            ConfigError::new("url", format!("cannot set up the Redis connection: {}", e))
         })?;
         Ok(RedisStore {
             connection,
@@ -183,7 +177,9 @@ impl Store for RedisStore {
         let mut args = Vec::with_capacity(6);
         let limits = [
             charge.requests.map(|rate| (Which::Requests, rate, 1)),
-            charge.tokens.map(|(rate, cost)| (Which::Tokens, rate, cost)),
+            charge
+                .tokens
+                .map(|(rate, cost)| (Which::Tokens, rate, cost)),
         ];
         let mut order = [Which::Paused; 3];
         for (index, (which, rate, cost)) in limits.into_iter().flatten().enumerate() {
@@ -193,7 +189,11 @@ impl Store for RedisStore {
             let tolerance = (rate.capacity as f64 * interval - charge.headroom.as_micros() as f64)
                 .max(cost as f64 * interval);
             keys.push(self.key(&charge.quota, part(which)));
-            args.extend([interval.to_string(), tolerance.to_string(), cost.to_string()]);
+            args.extend([
+                interval.to_string(),
+                tolerance.to_string(),
+                cost.to_string(),
+            ]);
             order[index + 1] = which;
         }
         let call = invoke(

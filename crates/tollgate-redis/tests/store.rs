@@ -41,17 +41,26 @@ async fn a_request_refused_by_its_request_limit_is_charged_no_tokens() {
         match store.acquire(both()).await.unwrap() {
             Grant::Wait { wait, which } => {
                 assert_eq!(which, Which::Requests);
-                assert!(wait > Duration::from_secs(600), "one request per 12 minutes: {wait:?}");
+                assert!(
+                    wait > Duration::from_secs(600),
+                    "one request per 12 minutes: {wait:?}"
+                );
             }
             Grant::Admitted => panic!("a sixth request was admitted by a limit of five"),
         }
     }
     // 5 x 100 tokens were charged, none for the 20 refusals: exactly 500 remain.
     let tokens_only = |cost| charge("atomic", None, Some((THOUSAND_TOKENS, cost)));
-    assert_eq!(store.acquire(tokens_only(500)).await.unwrap(), Grant::Admitted);
+    assert_eq!(
+        store.acquire(tokens_only(500)).await.unwrap(),
+        Grant::Admitted
+    );
     assert!(matches!(
         store.acquire(tokens_only(1)).await.unwrap(),
-        Grant::Wait { which: Which::Tokens, .. }
+        Grant::Wait {
+            which: Which::Tokens,
+            ..
+        }
     ));
 }
 
@@ -65,7 +74,10 @@ async fn a_request_refused_by_its_token_limit_takes_no_request_slot() {
     for _ in 0..10 {
         assert!(matches!(
             store.acquire(both(200)).await.unwrap(),
-            Grant::Wait { which: Which::Tokens, .. }
+            Grant::Wait {
+                which: Which::Tokens,
+                ..
+            }
         ));
     }
     // One request slot was taken, not eleven: 99 remain.
@@ -79,7 +91,10 @@ async fn a_request_refused_by_its_token_limit_takes_no_request_slot() {
     }
     assert!(matches!(
         store.acquire(requests_only()).await.unwrap(),
-        Grant::Wait { which: Which::Requests, .. }
+        Grant::Wait {
+            which: Which::Requests,
+            ..
+        }
     ));
 }
 
@@ -141,7 +156,10 @@ async fn a_pause_holds_every_admission_and_is_never_shortened() {
     match store.acquire(charge("q", rate, None)).await.unwrap() {
         Grant::Wait { wait, which } => {
             assert_eq!(which, Which::Paused);
-            assert!(wait > Duration::from_secs(25), "the longer pause holds: {wait:?}");
+            assert!(
+                wait > Duration::from_secs(25),
+                "the longer pause holds: {wait:?}"
+            );
         }
         Grant::Admitted => panic!("admitted during a pause"),
     }
@@ -167,7 +185,10 @@ async fn lowering_to_the_providers_remaining_never_raises() {
     }
     assert!(matches!(
         store.acquire(requests()).await.unwrap(),
-        Grant::Wait { which: Which::Requests, .. }
+        Grant::Wait {
+            which: Which::Requests,
+            ..
+        }
     ));
 }
 

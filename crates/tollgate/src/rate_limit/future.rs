@@ -370,9 +370,11 @@ fn learn<B>(settings: &Settings, partition: &Partition, response: &Response<B>) 
             }
             None => {
                 state.drain_requests(now);
-                if let (Some(shared), Some(rate)) = (&partition.shared, state.charged().requests)
-                {
-                    let lower = shared.store.store.lower(&shared.quota, Which::Requests, rate, 0);
+                if let (Some(shared), Some(rate)) = (&partition.shared, state.charged().requests) {
+                    let lower = shared
+                        .store
+                        .store
+                        .lower(&shared.quota, Which::Requests, rate, 0);
                     tell_store(lower);
                 }
             }
@@ -393,7 +395,12 @@ fn learn<B>(settings: &Settings, partition: &Partition, response: &Response<B>) 
             // someone outside it spends from the same key.
             if let (Some(rate), Some(remaining)) = (rate, remaining) {
                 if remaining.saturating_mul(LOW_REMAINING) <= rate.capacity {
-                    tell_store(shared.store.store.lower(&shared.quota, which, rate, remaining));
+                    tell_store(
+                        shared
+                            .store
+                            .store
+                            .lower(&shared.quota, which, rate, remaining),
+                    );
                 }
             }
         }

@@ -9,10 +9,10 @@ use tower_layer::Layer;
 
 use super::cost::EstimateTokens;
 use super::limiter::{Limiter, RateLimitHandle, Settings, StoreSettings};
-use super::shared::SharedStore;
-use super::store::{name_of, OnStoreError, QuotaName, Store};
 use super::limits::{Limits, Rate};
 use super::service::RateLimit;
+use super::shared::SharedStore;
+use super::store::{name_of, OnStoreError, QuotaName, Store};
 use crate::key::{KeyType, NoKey};
 use crate::ConfigError;
 

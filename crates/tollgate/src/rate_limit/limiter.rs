@@ -103,7 +103,11 @@ impl<K: Hash + Eq + Clone + 'static> Limiter<K> {
             |key| {
                 let shared = self.store.as_ref().map(|s| SharedQuota {
                     store: Arc::clone(&s.store),
-                    quota: Arc::from(s.name_of.and_then(|name_of| name_of(key)).unwrap_or_default()),
+                    quota: Arc::from(
+                        s.name_of
+                            .and_then(|name_of| name_of(key))
+                            .unwrap_or_default(),
+                    ),
                 });
                 Partition::new(&limits, self.name.clone(), shared, now)
             },

@@ -1,0 +1,305 @@
+//! The rate limiter with its buckets in Redis, as processes use it: several independent
+//! clients (each with its own runtime and connection) sharing one quota, 429 pauses that reach
+//! every client, and Redis dying and coming back under both failure policies.
+
+use std::convert::Infallible;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use http::{Request, Response, StatusCode};
+use tollgate::rate_limit::{OnStoreError, Rate, RateLimitError, Which};
+use tollgate::RateLimitLayer;
+use tollgate_e2e::redis_server::RedisServer;
+use tollgate_redis::RedisStore;
+use tower::{service_fn, Layer, Service, ServiceExt};
+
+type Log = Arc<Mutex<Vec<Instant>>>;
+
+/// An upstream that answers 200 at once and logs the instant of each admission.
+fn logging_upstream(
+    log: Log,
+) -> impl Service<Request<String>, Response = Response<String>, Error = Infallible, Future: Send>
+       + Clone
+       + Send {
+    service_fn(move |_: Request<String>| {
+        log.lock().unwrap().push(Instant::now());
+        std::future::ready(Ok::<_, Infallible>(Response::new(String::new())))
+    })
+}
+
+const RATE: u64 = 200;
+const BURST: u64 = 20;
+const RUN: Duration = Duration::from_secs(5);
+const CLIENTS: usize = 4;
+
+#[test]
+fn four_independent_clients_never_admit_more_than_burst_plus_rate_times_elapsed() {
+    let server = RedisServer::start();
+    let log: Log = Arc::default();
+    let deadline = Instant::now() + RUN;
+    let clients: Vec<_> = (0..CLIENTS)
+        .map(|_| {
+            let (url, log) = (server.url(), Arc::clone(&log));
+            // Each client has its own runtime, connection and limiter: nothing is shared but Redis.
+            std::thread::spawn(move || {
+                let runtime = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .unwrap();
+                runtime.block_on(async move {
+                    let store = RedisStore::builder(url).build().unwrap();
+                    let layer = RateLimitLayer::builder()
+                        .requests(Rate::per_second(RATE).with_burst(BURST))
+                        .headroom(Duration::ZERO)
+                        .store(store, OnStoreError::FailClosed)
+                        .build()
+                        .unwrap();
+                    let service = layer.layer(logging_upstream(log));
+                    let tasks: Vec<_> = (0..8)
+                        .map(|_| {
+                            let service = service.clone();
+                            tokio::spawn(async move {
+                                let mut admitted = 0u64;
+                                while Instant::now() < deadline {
+                                    let request = Request::new(String::new());
+                                    service.clone().oneshot(request).await.expect("admitted");
+                                    admitted += 1;
+                                }
+                                admitted
+                            })
+                        })
+                        .collect();
+                    let mut admitted = 0;
+                    for task in tasks {
+                        admitted += task.await.unwrap();
+                    }
+                    admitted
+                })
+            })
+        })
+        .collect();
+    let per_client: Vec<u64> = clients.into_iter().map(|c| c.join().unwrap()).collect();
+    let mut log = log.lock().unwrap().clone();
+    log.sort();
+    let total = log.len() as u64;
+    assert_eq!(total, per_client.iter().sum::<u64>());
+    assert!(
+        per_client.iter().all(|&n| n > 0),
+        "every client is served: {per_client:?}"
+    );
+    let elapsed = log[log.len() - 1] - log[0];
+    let allowance = BURST as f64 + RATE as f64 * elapsed.as_secs_f64();
+    // Admission instants are read here, a round trip after Redis's clock decided: allow one.
+    assert!(
+        total as f64 <= allowance + 1.0,
+        "{total} admitted in {elapsed:?}, allowance {allowance:.1}"
+    );
+    // And in every window, give or take 10 ms of scheduling between admission and logging.
+    let slack = RATE as f64 * 0.010 + 1.0;
+    for (i, start) in log.iter().enumerate() {
+        for (j, end) in log.iter().enumerate().skip(i) {
+            let window = (*end - *start).as_secs_f64();
+            let admitted = (j - i + 1) as f64;
+            assert!(
+                admitted <= BURST as f64 + RATE as f64 * window + slack,
+                "{admitted} admitted within {window:.4}s"
+            );
+        }
+    }
+    println!(
+        "4 clients: {total} admitted in {:.3}s, {:.3}x of the allowance",
+        elapsed.as_secs_f64(),
+        total as f64 / allowance
+    );
+}
+
+/// An upstream that answers 429 with `Retry-After` when the request says so.
+fn provider(
+) -> impl Service<Request<String>, Response = Response<String>, Error = Infallible, Future: Send>
+       + Clone
+       + Send {
+    service_fn(|request: Request<String>| {
+        let mut response = Response::new(String::new());
+        if request.body() == "refuse" {
+            *response.status_mut() = StatusCode::TOO_MANY_REQUESTS;
+            response
+                .headers_mut()
+                .insert("retry-after", http::HeaderValue::from_static("20"));
+        }
+        std::future::ready(Ok::<_, Infallible>(response))
+    })
+}
+
+fn shared_layer(url: &str, on_error: OnStoreError) -> RateLimitLayer {
+    let store = RedisStore::builder(url)
+        .timeout(Duration::from_millis(200))
+        .build()
+        .unwrap();
+    RateLimitLayer::builder()
+        .requests(Rate::per_second(50).with_burst(5))
+        .max_wait(Duration::from_secs(2))
+        .store(store, on_error)
+        .build()
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_clients_429_pauses_every_client() {
+    let server = RedisServer::start();
+    let first = shared_layer(&server.url(), OnStoreError::FailClosed).layer(provider());
+    let second = shared_layer(&server.url(), OnStoreError::FailClosed).layer(provider());
+    let refused = first
+        .clone()
+        .oneshot(Request::new("refuse".to_string()))
+        .await
+        .unwrap();
+    assert_eq!(refused.status(), StatusCode::TOO_MANY_REQUESTS);
+    // The pause travels to Redis in the background; the other client sees it within a moment.
+    let started = Instant::now();
+    loop {
+        let answer = second.clone().oneshot(Request::new(String::new())).await;
+        match answer {
+            Err(error) => {
+                let error = error.downcast::<RateLimitError>().unwrap();
+                assert!(
+                    matches!(*error, RateLimitError::WouldWait { limit: Which::Paused, wait, .. } if wait > Duration::from_secs(15)),
+                    "{error}"
+                );
+                break;
+            }
+            Ok(_) => assert!(
+                started.elapsed() < Duration::from_secs(2),
+                "the other client was never paused"
+            ),
+        }
+    }
+}
+
+/// Sends requests until `done` says stop, recording each outcome; bounded by `limit`.
+async fn send_until<S>(
+    service: &S,
+    limit: Duration,
+    mut done: impl FnMut(
+        &Result<Response<tollgate::rate_limit::RateLimitBody<String>>, tollgate::BoxError>,
+    ) -> bool,
+) where
+    S: Service<
+            Request<String>,
+            Response = Response<tollgate::rate_limit::RateLimitBody<String>>,
+            Error = tollgate::BoxError,
+        > + Clone,
+{
+    let started = Instant::now();
+    loop {
+        let answer = service.clone().oneshot(Request::new(String::new())).await;
+        if done(&answer) {
+            return;
+        }
+        assert!(
+            started.elapsed() < limit,
+            "condition not reached within {limit:?}"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failing_open_keeps_sending_on_a_fair_share_and_returns_to_redis() {
+    let mut server = RedisServer::start();
+    let port = server.port();
+    let log: Log = Arc::default();
+    let layer = shared_layer(&server.url(), OnStoreError::FailOpen { processes: 2 });
+    let handle = layer.handle();
+    let service = layer.layer(logging_upstream(Arc::clone(&log)));
+    for _ in 0..10 {
+        service
+            .clone()
+            .oneshot(Request::new(String::new()))
+            .await
+            .unwrap();
+    }
+    assert!(!handle.store_down());
+
+    server.kill();
+    // Every request still ends in a response: the local bucket (25/s, burst 2) takes over.
+    let outage_start = Instant::now();
+    for _ in 0..30 {
+        let answer = tokio::time::timeout(
+            Duration::from_secs(5),
+            service.clone().oneshot(Request::new(String::new())),
+        )
+        .await
+        .expect("no hang while Redis is down");
+        answer.expect("failing open admits locally");
+    }
+    assert!(handle.store_down());
+    let outage = outage_start.elapsed().as_secs_f64();
+    let during = log
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|t| **t >= outage_start)
+        .count();
+    assert_eq!(during, 30);
+    // 30 admissions at the fair share of 25 per second (burst 2) take at least 1.1 s.
+    assert!(
+        outage >= (30.0 - 2.0) / 25.0 - 0.01,
+        "30 sent in {outage:.3}s"
+    );
+
+    let _server = RedisServer::start_on(port);
+    // Back through Redis once a probe answers (one per second).
+    send_until(&service, Duration::from_secs(10), |answer| {
+        assert!(answer.is_ok());
+        !handle.store_down()
+    })
+    .await;
+    let mut redis = redis::Client::open(format!("redis://127.0.0.1:{port}/"))
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+    service
+        .clone()
+        .oneshot(Request::new(String::new()))
+        .await
+        .unwrap();
+    let exists: i64 = redis::cmd("EXISTS")
+        .arg("tollgate:{default}:requests")
+        .query_async(&mut redis)
+        .await
+        .unwrap();
+    assert_eq!(exists, 1, "admissions go through Redis again");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failing_closed_refuses_with_a_typed_error_and_recovers() {
+    let mut server = RedisServer::start();
+    let port = server.port();
+    let layer = shared_layer(&server.url(), OnStoreError::FailClosed);
+    let handle = layer.handle();
+    let service = layer.layer(provider());
+    service
+        .clone()
+        .oneshot(Request::new(String::new()))
+        .await
+        .unwrap();
+
+    server.kill();
+    for _ in 0..20 {
+        let answer = tokio::time::timeout(
+            Duration::from_secs(5),
+            service.clone().oneshot(Request::new(String::new())),
+        )
+        .await
+        .expect("no hang while Redis is down");
+        let error = answer.expect_err("failing closed sends nothing");
+        let error = error.downcast::<RateLimitError>().unwrap();
+        assert_eq!(*error, RateLimitError::StoreUnavailable);
+        assert!(error.to_string().contains("unreachable"));
+    }
+    assert!(handle.store_down());
+
+    let _server = RedisServer::start_on(port);
+    send_until(&service, Duration::from_secs(10), |answer| answer.is_ok()).await;
+    assert!(!handle.store_down());
+}
