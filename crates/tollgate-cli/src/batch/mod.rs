@@ -69,9 +69,18 @@ pub(crate) struct BatchArgs {
     /// Timeout of each attempt, in seconds.
     #[arg(long)]
     timeout: Option<f64>,
-    /// Find the provider's real request rate from its refusals (below `--rpm` when given).
+    /// Keep the request rate fixed at `--rpm` (or the preset's) instead of adapting it to the
+    /// provider's refusals.
     #[arg(long)]
-    adaptive: bool,
+    no_adaptive: bool,
+    /// Share the quota with every process using this Redis (`redis://host:port/`): several
+    /// batches on one API key then never exceed its limits together. Needs `--rpm` or `--tpm`.
+    #[arg(long, env = "TOLLGATE_REDIS_URL", hide_env_values = true)]
+    redis: Option<String>,
+    /// How many processes share the quota with `--redis`: while Redis is down, each sends its
+    /// share (the limit divided by this) until Redis answers again.
+    #[arg(long, default_value_t = 1, requires = "redis", value_parser = clap::value_parser!(u32).range(1..))]
+    processes: u32,
     /// After Ctrl-C, how long in-flight requests may finish, in seconds.
     #[arg(long, default_value_t = 30.0)]
     grace: f64,
@@ -146,7 +155,7 @@ pub(crate) async fn run(args: BatchArgs) -> Result<ExitCode, String> {
         },
     )
     .layer(tollgate_e2e::https_client());
-    let layer = target.policy.layer().map_err(|e| e.to_string())?;
+    let layer = target.layer.clone();
     let breaker = layer.breaker_handle();
     let limiter = layer.limit_handle();
     let stack = layer.layer(client);

@@ -6,8 +6,9 @@ use bytes::Bytes;
 use http::{HeaderValue, Request};
 use http_body_util::Full;
 use tollgate::config::Config;
+use tollgate::rate_limit::OnStoreError;
 use tollgate::rate_limit::Rate;
-use tollgate::stack::Policy;
+use tollgate::stack::{Policy, StandardLayer};
 use tollgate::Provider;
 use tollgate_mock::{MockConfig, MockServer};
 
@@ -17,6 +18,8 @@ use super::BatchArgs;
 #[derive(Clone)]
 pub(crate) struct Target {
     pub(crate) policy: Policy,
+    /// The stack built from the policy (its limiter in Redis with `--redis`).
+    pub(crate) layer: StandardLayer,
     pub(crate) concurrency: usize,
     url: Arc<str>,
     key: Arc<Secret>,
@@ -78,23 +81,33 @@ impl Target {
             (None, None) => Policy::preset(Provider::OpenAi),
         };
         apply_flags(&mut policy, args)?;
-        if args.adaptive {
-            policy
-                .limits
-                .limits
-                .adaptive
-                .get_or_insert_with(tollgate::rate_limit::Adaptive::default);
+        let layer = match &args.redis {
+            // The quota is shared through Redis: its limits are the ones configured, the same in
+            // every process (an adaptive rate would be each process's own guess).
+            Some(url) => {
+                policy.limits.limits.adaptive = None;
+                let store = tollgate_redis::RedisStore::builder(url.as_str())
+                    .build()
+                    .map_err(|e| format!("invalid --redis: {e}"))?;
+                let on_error = OnStoreError::FailOpen {
+                    processes: args.processes,
+                };
+                StandardLayer::with_store(&policy, store, on_error)
+            }
+            None => {
+                if !args.no_adaptive {
+                    // The batch finds the provider's real rate from its refusals; a configured
+                    // request limit is the ceiling it adapts below.
+                    policy
+                        .limits
+                        .limits
+                        .adaptive
+                        .get_or_insert_with(tollgate::rate_limit::Adaptive::default);
+                }
+                policy.layer()
+            }
         }
-        // The batch finds the provider's real rate from its refusals; a configured request limit
-        // is the ceiling it adapts below.
-        policy
-            .limits
-            .limits
-            .adaptive
-            .get_or_insert_with(tollgate::rate_limit::Adaptive::default);
-        policy
-            .layer()
-            .map_err(|e| format!("invalid settings: {e}"))?;
+        .map_err(|e| format!("invalid settings: {e}"))?;
         let provider = policy.provider;
         let key = key_variables(provider)
             .iter()
@@ -154,6 +167,7 @@ impl Target {
             url: format!("{url}{}", provider.chat_path()).into(),
             key: Arc::new(Secret(key)),
             policy,
+            layer,
             concurrency,
             _mock: mock,
         })
