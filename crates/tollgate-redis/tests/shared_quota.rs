@@ -303,3 +303,146 @@ async fn failing_closed_refuses_with_a_typed_error_and_recovers() {
     send_until(&service, Duration::from_secs(10), |answer| answer.is_ok()).await;
     assert!(!handle.store_down());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_low_remaining_header_seen_by_one_client_holds_back_the_others() {
+    let server = RedisServer::start();
+    let slow = |url: &str| {
+        RateLimitLayer::builder()
+            .requests(Rate::per_minute(600).with_burst(50))
+            .max_wait(Duration::from_millis(50))
+            .store(
+                RedisStore::builder(url).build().unwrap(),
+                OnStoreError::FailClosed,
+            )
+            .build()
+            .unwrap()
+    };
+    let exhausted = service_fn(|_: Request<String>| {
+        let mut response = Response::new(String::new());
+        let headers = response.headers_mut();
+        headers.insert(
+            "x-ratelimit-limit-requests",
+            http::HeaderValue::from_static("600"),
+        );
+        headers.insert(
+            "x-ratelimit-remaining-requests",
+            http::HeaderValue::from_static("0"),
+        );
+        std::future::ready(Ok::<_, Infallible>(response))
+    });
+    let first = slow(&server.url()).layer(exhausted);
+    let second = slow(&server.url()).layer(provider());
+    first.oneshot(Request::new(String::new())).await.unwrap();
+    // The provider says the key is spent; the other client (49 requests left in Redis until
+    // then) is held back by the shared bucket once the lowering lands.
+    let mut sent = 0;
+    loop {
+        match second.clone().oneshot(Request::new(String::new())).await {
+            Err(error) => {
+                let error = error.downcast::<RateLimitError>().unwrap();
+                assert!(
+                    matches!(
+                        *error,
+                        RateLimitError::WouldWait {
+                            limit: Which::Requests,
+                            ..
+                        }
+                    ),
+                    "{error}"
+                );
+                break;
+            }
+            Ok(_) => {
+                sent += 1;
+                assert!(
+                    sent < 10,
+                    "the other client spends its 49 requests: the lowering never reached Redis"
+                );
+            }
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn keyed_quotas_are_named_by_key_in_redis() {
+    let server = RedisServer::start();
+    let layer = RateLimitLayer::builder()
+        .requests(Rate::per_minute(2))
+        .max_wait(Duration::from_millis(100))
+        .key(tollgate::key::by_host())
+        .store(
+            RedisStore::builder(server.url()).build().unwrap(),
+            OnStoreError::FailClosed,
+        )
+        .build()
+        .unwrap();
+    let service = layer.layer(provider());
+    let to = |host: &str| {
+        Request::get(format!("https://{host}/v1/chat/completions"))
+            .body(String::new())
+            .unwrap()
+    };
+    for _ in 0..2 {
+        service.clone().oneshot(to("api.openai.com")).await.unwrap();
+    }
+    let third = service.clone().oneshot(to("api.openai.com")).await;
+    assert!(
+        third.is_err(),
+        "the third request to one host waits past max_wait"
+    );
+    service
+        .clone()
+        .oneshot(to("api.groq.com"))
+        .await
+        .expect("another host has its own quota");
+    let mut redis = redis::Client::open(server.url())
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+    for key in [
+        "tollgate:{api.openai.com}:requests",
+        "tollgate:{api.groq.com}:requests",
+    ] {
+        let exists: i64 = redis::cmd("EXISTS")
+            .arg(key)
+            .query_async(&mut redis)
+            .await
+            .unwrap();
+        assert_eq!(exists, 1, "{key}");
+    }
+}
+
+#[test]
+fn a_store_with_an_adaptive_limit_or_a_late_key_is_a_config_error() {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let _guard = runtime.enter();
+    let store = || RedisStore::builder("redis://127.0.0.1:1/").build().unwrap();
+    let adaptive = RateLimitLayer::builder()
+        .requests(Rate::per_minute(60))
+        .adaptive(tollgate::rate_limit::Adaptive::default())
+        .store(store(), OnStoreError::FailClosed)
+        .build()
+        .unwrap_err();
+    assert_eq!(adaptive.field(), "adaptive");
+    let late_key = RateLimitLayer::builder()
+        .requests(Rate::per_minute(60))
+        .store(store(), OnStoreError::FailClosed)
+        .key(tollgate::key::by_host())
+        .build()
+        .unwrap_err();
+    assert!(
+        late_key.to_string().contains(".key() before .store()"),
+        "{late_key}"
+    );
+    let no_share = RateLimitLayer::builder()
+        .requests(Rate::per_minute(60))
+        .store(store(), OnStoreError::FailOpen { processes: 0 })
+        .build()
+        .unwrap_err();
+    assert_eq!(no_share.field(), "store");
+}
