@@ -114,6 +114,32 @@ fn a_full_toml_file_overrides_the_preset_field_by_field() {
 }
 
 #[test]
+fn adaptive_is_the_default_without_limits_and_a_switch_with_them() {
+    let config = Config::from_toml(
+        "[providers.open]\npreset = \"openai-compatible\"\n\
+         [providers.tier]\npreset = \"openai\"\nlimits = { rpm = 500, adaptive = true }\n\
+         [providers.fixed]\npreset = \"openai\"\nlimits = { adaptive = false }\n",
+    )
+    .unwrap();
+    let open = config.provider("open").unwrap();
+    assert!(open.limits.adapt_when_unlimited && open.limits.limits.adaptive.is_none());
+    let tier = config.provider("tier").unwrap();
+    assert!(
+        tier.limits.limits.adaptive.is_some(),
+        "adapts below its 500 RPM"
+    );
+    let fixed = config.provider("fixed").unwrap();
+    assert!(!fixed.limits.adapt_when_unlimited);
+    // Built without limits: the default adapts, `adaptive = false` only learns.
+    let snapshot = |name| {
+        let layer = config.provider(name).unwrap().layer().unwrap();
+        layer.limit_handle().limits().adaptive.is_some()
+    };
+    assert!(snapshot("open"));
+    assert!(!snapshot("fixed"));
+}
+
+#[test]
 fn json_says_the_same_as_toml() {
     let json = r#"{"providers": {"claude": {"preset": "anthropic", "limits": {"rpm": 50},
         "breaker": {"consecutive_failures": 5}}}}"#;

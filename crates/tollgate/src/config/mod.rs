@@ -13,6 +13,7 @@
 //! rpm = 500
 //! tpm = 200000
 //! concurrency = 16
+//! adaptive = true     # adapt below 500 RPM on refusals (default: only when no limit is set)
 //!
 //! [providers.openai.retry]
 //! max_attempts = 4
@@ -301,6 +302,16 @@ impl LimitsSection {
         }
         if let Some(adopt) = self.adopt_provider_limits {
             settings.adopt_provider_limits = adopt;
+        }
+        match self.adaptive {
+            Some(true) => {
+                settings.limits.adaptive = Some(crate::rate_limit::Adaptive::default());
+            }
+            Some(false) => {
+                settings.limits.adaptive = None;
+                settings.adapt_when_unlimited = false;
+            }
+            None => {}
         }
         if let Some(sum) = self.sum_token_estimate {
             settings.sum_token_estimate = sum;

@@ -61,6 +61,9 @@ pub struct LimitsSection {
     pub headroom: Option<Duration>,
     /// Adopt lower limits from the provider's headers.
     pub adopt_provider_limits: Option<bool>,
+    /// Adapt the request rate to the provider's refusals: `true` adapts below `rpm` too,
+    /// `false` never adapts (default: adapt only when no limit is set).
+    pub adaptive: Option<bool>,
     /// Charge max_tokens plus the prompt rather than the greater of the two.
     pub sum_token_estimate: Option<bool>,
 }

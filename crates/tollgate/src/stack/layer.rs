@@ -7,7 +7,8 @@ use crate::circuit_breaker::{CircuitBreaker, CircuitBreakerHandle};
 use crate::classify::{ClassifyService, DefaultClassifier};
 use crate::key::NoKey;
 use crate::rate_limit::{
-    EstimateTokens, OnStoreError, Rate, RateLimit, RateLimitBuilder, RateLimitHandle, Store,
+    Adaptive, EstimateTokens, OnStoreError, Rate, RateLimit, RateLimitBuilder, RateLimitHandle,
+    Store,
 };
 use crate::retry::{BackoffRetry, RetryBudget};
 use crate::{BackoffRetryLayer, CircuitBreakerLayer, ClassifyLayer, ConfigError, RateLimitLayer};
@@ -27,9 +28,10 @@ pub type StandardService<S> = BackoffRetry<
 /// Retry is outermost, so every attempt takes its own rate-limit permit and passes the breaker
 /// (a retry storm cannot bypass either); the breaker sits outside the limiter, so a call it
 /// refuses never waits for a permit; classification is innermost, so its verdict describes one
-/// attempt and every layer reads it. A policy without limits gets a rate limiter that never waits
-/// but learns: it pauses everyone on a 429's hint and adopts the limit the headers report. Set
-/// `policy.limits.limits.adaptive` to find the rate from the provider's refusals instead.
+/// attempt and every layer reads it. A policy without limits gets an adaptive rate limiter that
+/// finds the provider's rate from its refusals (and adopts the limit its headers report); set
+/// `policy.limits.adapt_when_unlimited` to false for one that only pauses on a 429's hint. Set
+/// `policy.limits.limits.adaptive` to adapt below a configured limit too.
 ///
 /// ```
 /// use tollgate::rate_limit::Rate;
@@ -109,11 +111,16 @@ impl StandardLayer {
             && limits.concurrency.is_none()
             && limits.adaptive.is_none()
         {
-            // No limit known: a limiter that never waits but learns from the provider (it pauses
-            // everyone on a 429's hint and adopts the limit the headers report). Per minute, as
-            // providers report limits, so a learned limit keeps its meaning.
-            limits.requests = Some(Rate::per_minute(UNLIMITED));
             unlimited = true;
+            if l.adapt_when_unlimited {
+                // No limit known: find it from the provider's refusals.
+                limits.adaptive = Some(Adaptive::default());
+            } else {
+                // A limiter that never waits but learns from the provider (it pauses everyone
+                // on a 429's hint and adopts the limit the headers report). Per minute, as
+                // providers report limits, so a learned limit keeps its meaning.
+                limits.requests = Some(Rate::per_minute(UNLIMITED));
+            }
         }
         let cost = if l.sum_token_estimate {
             EstimateTokens::new().sum()

@@ -59,6 +59,11 @@ pub struct LimitSettings {
     pub max_queue: Option<usize>,
     /// Adopt a lower limit the provider reports in its headers.
     pub adopt_provider_limits: bool,
+    /// With no limit set at all, find the request rate from the provider's refusals (the
+    /// [`Adaptive`](crate::rate_limit::Adaptive) mode with its defaults; default true). When
+    /// false, such a limiter only learns: it pauses everyone on a 429's hint and adopts the
+    /// limit the headers report.
+    pub adapt_when_unlimited: bool,
     /// Charge `max_tokens` plus the prompt (Anthropic's separate input and output limits) rather
     /// than the greater of the two (OpenAI's rule).
     pub sum_token_estimate: bool,
@@ -114,6 +119,7 @@ impl Policy {
                 max_wait: None,
                 max_queue: None,
                 adopt_provider_limits: true,
+                adapt_when_unlimited: true,
                 sum_token_estimate: false,
             },
             retry: RetrySettings {
