@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use crate::config::{Faults, MockConfig};
+use crate::config::{Faults, HintStyle, MockConfig};
 
 /// Options of the mock provider's command line.
 ///
@@ -44,6 +44,11 @@ pub struct MockArgs {
     /// Seed for the fault and latency draws.
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
+    /// What a 429 says: `full` (Retry-After, retry-after-ms and rate-limit headers on every
+    /// answer), `retry-after-only` (whole seconds, no rate-limit headers, as nginx's
+    /// `limit_req`), or `none`.
+    #[arg(long, value_enum, default_value = "full")]
+    pub hints: HintStyle,
     /// Accept only this API key (any non-empty key when absent).
     #[arg(long, env = "TOLLGATE_MOCK_API_KEY", hide_env_values = true)]
     pub api_key: Option<String>,
@@ -81,6 +86,7 @@ impl MockArgs {
                 ..Faults::default()
             },
             seed: self.seed,
+            hints: self.hints,
             ..MockConfig::default()
         })
     }

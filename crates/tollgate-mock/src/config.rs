@@ -73,7 +73,7 @@ impl MockConfig {
 }
 
 /// What the mock says when its limiter refuses a request.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
 pub enum HintStyle {
     /// `retry-after`, `retry-after-ms` and the provider's rate-limit headers on every answer (as
     /// OpenAI and Anthropic do).

@@ -30,6 +30,10 @@ pub struct Adaptive {
     pub beta: f64,
     /// CUBIC's scaling constant (default 0.4).
     pub scale: f64,
+    /// Where the rate starts when no request limit is configured (default 10 per second): it
+    /// doubles every half second until the provider first refuses, as TCP's slow start, so a
+    /// batch of many tasks does not open with a wall of 429s.
+    pub initial: f64,
 }
 
 impl Default for Adaptive {
@@ -39,6 +43,7 @@ impl Default for Adaptive {
             ceiling: None,
             beta: 0.7,
             scale: 0.4,
+            initial: 10.0,
         }
     }
 }
@@ -68,6 +73,12 @@ impl Adaptive {
         }
         if !(self.scale.is_finite() && self.scale > 0.0) {
             return Err(ConfigError::new("adaptive.scale", "must be above zero"));
+        }
+        if !(self.initial.is_finite() && self.initial >= self.floor) {
+            return Err(ConfigError::new(
+                "adaptive.initial",
+                "must be a rate at least the floor",
+            ));
         }
         Ok(())
     }
@@ -127,13 +138,17 @@ pub(crate) struct Controller {
 
 impl Controller {
     pub(crate) fn new(settings: Adaptive, configured: Option<f64>, now: Instant) -> Self {
+        // Without a configured limit, start low and slow-start up to the first refusal.
+        let initial = settings
+            .ceiling
+            .map_or(settings.initial, |c| settings.initial.min(c));
         Controller {
             settings,
-            rate: configured,
+            rate: Some(configured.unwrap_or(initial)),
             w_max: configured.unwrap_or(0.0),
-            last_decrease: None,
-            lowered_to: 0.0,
-            probing: false,
+            last_decrease: configured.is_none().then_some(now),
+            lowered_to: initial,
+            probing: configured.is_none(),
             sent: SendRate {
                 bucket_start: now,
                 count: 0,
@@ -157,7 +172,7 @@ impl Controller {
         }
     }
 
-    /// The current admission rate, if known.
+    /// The current admission rate.
     pub(crate) fn rate(&self) -> Option<f64> {
         self.rate
     }

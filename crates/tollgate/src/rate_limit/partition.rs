@@ -121,6 +121,12 @@ impl Partition {
             };
             Controller::new(settings, configured, now)
         });
+        // An adaptive limit with no configured rate starts at the controller's initial rate.
+        let adaptive_start = adaptive
+            .as_ref()
+            .and_then(Controller::rate)
+            .filter(|_| limits.requests.is_none())
+            .map(|per_sec| bucket(adaptive_bucket_rate(per_sec, None)));
         Partition {
             name,
             adaptive: adaptive.is_some(),
@@ -130,7 +136,7 @@ impl Partition {
                 adaptive,
                 adaptive_burst: limits.requests.map(|rate| rate.capacity),
                 headroom: limits.headroom,
-                requests: limits.requests.map(bucket),
+                requests: limits.requests.map(bucket).or(adaptive_start),
                 tokens: limits.tokens.map(bucket),
                 concurrency: limits.concurrency,
                 in_flight: 0,
@@ -374,17 +380,7 @@ impl State {
     }
 
     fn apply_rate(&mut self, per_sec: f64, now: Instant) {
-        // Millirequests per second, so fractional rates keep their precision.
-        let amount = (per_sec * 1000.0).round().max(1.0) as u64;
-        let capacity = self
-            .adaptive_burst
-            .unwrap_or_else(|| (per_sec / 10.0).ceil().max(1.0) as u64)
-            .max(1);
-        let rate = Rate {
-            amount,
-            interval: Duration::from_secs(1000),
-            capacity,
-        };
+        let rate = adaptive_bucket_rate(per_sec, self.adaptive_burst);
         match &mut self.requests {
             Some(bucket) => bucket.reconfigure(rate, now),
             None => {
@@ -501,6 +497,20 @@ impl State {
     }
 }
 
+/// The request bucket of an adaptive rate: the configured burst, else a tenth of a second's worth.
+fn adaptive_bucket_rate(per_sec: f64, burst: Option<u64>) -> Rate {
+    // Millirequests per second, so fractional rates keep their precision.
+    let amount = (per_sec * 1000.0).round().max(1.0) as u64;
+    let capacity = burst
+        .unwrap_or_else(|| (per_sec / 10.0).ceil().max(1.0) as u64)
+        .max(1);
+    Rate {
+        amount,
+        interval: Duration::from_secs(1000),
+        capacity,
+    }
+}
+
 fn reconfigure_bucket(
     bucket: &mut Option<Bucket>,
     rate: Option<Rate>,
@@ -527,6 +537,6 @@ pub struct Snapshot {
     pub queued: usize,
     /// How long admissions stay paused after a 429, if they are.
     pub paused_for: Option<Duration>,
-    /// The adaptive request rate per second, once the provider has refused something.
+    /// The adaptive request rate per second (`None` when the limit does not adapt).
     pub adaptive_rate: Option<f64>,
 }
