@@ -65,3 +65,30 @@ async fn attempts_retries_429s_waits_and_breaker_state_are_exported() {
     );
     assert!(scrape.contains("tollgate_limiter_queue_length{provider=\"anthropic\"}"));
 }
+
+#[tokio::test(start_paused = true)]
+async fn the_adaptive_rate_is_exported_as_it_changes() {
+    let recorder = PrometheusBuilder::new().build_recorder();
+    let handle = recorder.handle();
+    let _guard = metrics::set_default_local_recorder(&recorder);
+    let mock = MockServer::spawn(MockConfig::default()).await.unwrap();
+    // No limit configured: the limiter adapts, starting low and growing while answers succeed.
+    let policy = Policy::preset(Provider::OpenAiCompatible);
+    let layer = policy.layer().unwrap();
+    let limiter = layer.limit_handle();
+    let stack = layer.layer(http_client());
+    for i in 0..30 {
+        let request = chat_request(&mock.url(), "k", &format!("{i}"), 8);
+        let response = stack.clone().oneshot(request).await.unwrap();
+        assert_eq!(response.status(), 200);
+    }
+    let scrape = handle.render();
+    let exported = sample(
+        &scrape,
+        "tollgate_limiter_adaptive_rate{provider=\"openai-compatible\"}",
+    )
+    .unwrap_or_else(|| panic!("no adaptive rate in {scrape}"));
+    let current = limiter.snapshot().adaptive_rate.unwrap();
+    assert_eq!(exported, current);
+    assert!(current > 10.0, "grew from its initial 10/s: {current}");
+}

@@ -10,6 +10,7 @@
 //! | `tollgate_limiter_wait_seconds` | histogram | `provider` |
 //! | `tollgate_limiter_queue_length` | gauge | `provider` |
 //! | `tollgate_limiter_rejections_total` | counter | `provider`, `reason` |
+//! | `tollgate_limiter_adaptive_rate` | gauge | `provider` (requests per second, when it adapts) |
 //! | `tollgate_breaker_state` | gauge | `provider` (0 closed, 1 open, 2 half-open, 3 isolated) |
 //! | `tollgate_breaker_transitions_total` | counter | `provider`, `to` |
 
@@ -69,6 +70,12 @@ pub(crate) fn limiter_queue(name: &Option<Arc<str>>, length: usize) {
     #[cfg(feature = "metrics")]
     metrics::gauge!("tollgate_limiter_queue_length", "provider" => provider(name))
         .set(length as f64);
+}
+
+#[inline]
+pub(crate) fn limiter_adaptive_rate(name: &Option<Arc<str>>, per_sec: f64) {
+    #[cfg(feature = "metrics")]
+    metrics::gauge!("tollgate_limiter_adaptive_rate", "provider" => provider(name)).set(per_sec);
 }
 
 #[inline]

@@ -354,6 +354,7 @@ fn learn<B>(settings: &Settings, partition: &Partition, response: &Response<B>) 
             partition.lock().succeeded(now)
         };
         if let Some(rate) = changed {
+            crate::telemetry::limiter_adaptive_rate(&partition.name, rate);
             tracing::info!(rate_per_sec = rate, refused, "adaptive rate limit changed");
         }
     } else if verdict.kind() == Kind::RateLimited {
