@@ -3,7 +3,7 @@
 //! requests from 64 tasks through the standard stack over loopback, for a limit configured
 //! right, twice too high, and not at all, fixed and adaptive.
 //!
-//! `cargo run --release -p tollgate-bench --bin adaptive-bench` (about a minute). The ideal is
+//! `cargo run --release -p tollgate-bench --bin adaptive-bench` (about two minutes). The ideal is
 //! (N - burst) / rate; the fixed limit configured right is the baseline of the same run.
 
 use std::time::Duration;
