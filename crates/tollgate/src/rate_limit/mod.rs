@@ -26,6 +26,15 @@
 //! together instead of each discovering the 429 alone. Concurrency permits are held until the
 //! response body ends, so streamed completions count while they stream.
 //!
+//! # Beyond one process
+//!
+//! A provider's quota belongs to the API key. With [`RateLimitBuilder::store`] the buckets live
+//! in a [`Store`] shared by every process on the key (`tollgate-redis` provides one on Redis):
+//! the head of each process's queue asks the store, which checks and takes every limit in one
+//! atomic step; 429 pauses and low `remaining` headers go to the store too, so they reach every
+//! process. While the store is down, [`OnStoreError`] fails open on a fair share of each limit
+//! or fails closed with a typed error, and one request a second probes the store.
+//!
 //! # Trade-offs
 //!
 //! `poll_ready` reflects only the inner service: the cost of a request is known only in `call`,
