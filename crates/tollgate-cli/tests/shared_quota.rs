@@ -83,3 +83,20 @@ async fn four_batch_processes_sharing_one_quota_through_redis_draw_no_429() {
     assert_eq!(stats.limited, 0, "the provider refused nothing: {stats:?}");
     assert_eq!(stats.requests, (PROCESSES * PER_PROCESS) as u64);
 }
+
+#[test]
+fn redis_without_a_limit_to_share_is_refused_with_the_fix() {
+    let dir = std::env::temp_dir().join(format!("tollgate-shared-bad-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let run = Command::new(env!("CARGO_BIN_EXE_tollgate"))
+        .args(["batch", "--input"])
+        .arg(prompts(&dir, 0))
+        .arg("--output")
+        .arg(dir.join("results.jsonl"))
+        .args(["--redis", "redis://127.0.0.1:1/"])
+        .output()
+        .unwrap();
+    assert_eq!(run.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&run.stderr);
+    assert!(stderr.contains("--rpm or --tpm"), "{stderr}");
+}

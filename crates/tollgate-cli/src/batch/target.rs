@@ -85,6 +85,14 @@ impl Target {
             // The quota is shared through Redis: its limits are the ones configured, the same in
             // every process (an adaptive rate would be each process's own guess).
             Some(url) => {
+                let limits = &policy.limits.limits;
+                if limits.requests.is_none() && limits.tokens.is_none() {
+                    return Err(
+                        "--redis shares the key's quota: say what it is with --rpm or \
+                                --tpm (or rpm/tpm in the config file)"
+                            .into(),
+                    );
+                }
                 policy.limits.limits.adaptive = None;
                 let store = tollgate_redis::RedisStore::builder(url.as_str())
                     .build()
