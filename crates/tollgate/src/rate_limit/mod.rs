@@ -26,6 +26,18 @@
 //! together instead of each discovering the 429 alone. Concurrency permits are held until the
 //! response body ends, so streamed completions count while they stream.
 //!
+//! # Adaptive limits
+//!
+//! Users rarely know their exact limit, and many servers (Gemini, nginx's `limit_req`, most
+//! OpenAI-compatible servers) send no rate-limit headers. With [`Adaptive`] (the default of a
+//! [`Policy`](crate::stack::Policy) that sets no limit; opt-in on top of a configured limit,
+//! which becomes the ceiling) the request rate follows the provider's refusals, as the AWS SDK's
+//! adaptive mode: a 429 or overloaded answer lowers it to 0.7 times the rate actually delivered,
+//! once per burst of refusals whatever the number of tasks that saw them; successes grow it back
+//! along a CUBIC curve. Without a configured limit it starts at 10 per second and doubles every
+//! half second until the first refusal. Provider headers, when present, take precedence. The
+//! current rate is in [`RateLimitHandle::snapshot`], in `tracing` events and in a gauge.
+//!
 //! # Beyond one process
 //!
 //! A provider's quota belongs to the API key. With [`RateLimitBuilder::store`] the buckets live
