@@ -35,11 +35,14 @@
 //! fair share, or typed refusals; it probes Redis once a second and goes back when it answers.
 //! Concurrency bounds stay per process.
 //!
-//! ```no_run
+//! ```
 //! use tollgate::rate_limit::{OnStoreError, Rate};
 //! use tollgate::RateLimitLayer;
 //! use tollgate_redis::RedisStore;
 //!
+//! # let _runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+//! # let _guard = _runtime.enter();
+//! // Connects on first use, so this runs without a server.
 //! let store = RedisStore::builder("redis://127.0.0.1:6379/").prefix("myapp").build()?;
 //! let limit = RateLimitLayer::builder()
 //!     .requests(Rate::per_minute(500))

@@ -13,15 +13,17 @@ use tollgate::ConfigError;
 ///
 /// Cloning it is cheap and shares the connection.
 ///
-/// ```no_run
+/// ```
 /// use std::time::Duration;
 /// use tollgate_redis::RedisStore;
 ///
+/// # let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+/// # let _guard = runtime.enter();
 /// let store = RedisStore::builder("redis://127.0.0.1:6379/")
 ///     .prefix("batch-jobs")
 ///     .timeout(Duration::from_millis(200))
 ///     .build()?;
-/// # let _ = store;
+/// assert!(format!("{store:?}").contains("batch-jobs"));
 /// # Ok::<(), tollgate::ConfigError>(())
 /// ```
 #[derive(Clone)]

@@ -231,3 +231,18 @@ fn bad_settings_are_config_errors() {
         .unwrap_err();
     assert_eq!(error.field(), "timeout");
 }
+
+#[test]
+fn the_password_in_the_url_never_reaches_debug_output() {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let _guard = runtime.enter();
+    let builder = RedisStore::builder("redis://:s3cret-pass@127.0.0.1:1/");
+    assert!(!format!("{builder:?}").contains("s3cret"));
+    let store = builder.build().unwrap();
+    let shown = format!("{store:?}");
+    assert!(!shown.contains("s3cret"), "{shown}");
+    assert!(shown.contains("tollgate"), "the prefix is shown: {shown}");
+}
