@@ -2,30 +2,18 @@
 //! limiter (nothing shared but Redis), sharing one limit for five seconds. Its own test binary,
 //! so no other test competes for the two cores while the admission log is taken.
 
-use std::convert::Infallible;
-use std::sync::{Arc, Mutex};
+mod support;
+
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use http::{Request, Response};
+use http::Request;
+use support::{logging_upstream, Log};
 use tollgate::rate_limit::{OnStoreError, Rate};
 use tollgate::RateLimitLayer;
 use tollgate_e2e::redis_server::RedisServer;
 use tollgate_redis::RedisStore;
-use tower::{service_fn, Layer, Service, ServiceExt};
-
-type Log = Arc<Mutex<Vec<Instant>>>;
-
-/// An upstream that answers 200 at once and logs the instant of each admission.
-fn logging_upstream(
-    log: Log,
-) -> impl Service<Request<String>, Response = Response<String>, Error = Infallible, Future: Send>
-       + Clone
-       + Send {
-    service_fn(move |_: Request<String>| {
-        log.lock().unwrap().push(Instant::now());
-        std::future::ready(Ok::<_, Infallible>(Response::new(String::new())))
-    })
-}
+use tower::{Layer, ServiceExt};
 
 const RATE: u64 = 200;
 const BURST: u64 = 20;

@@ -2,30 +2,19 @@
 //! clients (each with its own runtime and connection) sharing one quota, 429 pauses that reach
 //! every client, and Redis dying and coming back under both failure policies.
 
+mod support;
+
 use std::convert::Infallible;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use http::{Request, Response, StatusCode};
+use support::{logging_upstream, Log};
 use tollgate::rate_limit::{OnStoreError, Rate, RateLimitError, Which};
 use tollgate::RateLimitLayer;
 use tollgate_e2e::redis_server::RedisServer;
 use tollgate_redis::RedisStore;
 use tower::{service_fn, Layer, Service, ServiceExt};
-
-type Log = Arc<Mutex<Vec<Instant>>>;
-
-/// An upstream that answers 200 at once and logs the instant of each admission.
-fn logging_upstream(
-    log: Log,
-) -> impl Service<Request<String>, Response = Response<String>, Error = Infallible, Future: Send>
-       + Clone
-       + Send {
-    service_fn(move |_: Request<String>| {
-        log.lock().unwrap().push(Instant::now());
-        std::future::ready(Ok::<_, Infallible>(Response::new(String::new())))
-    })
-}
 
 /// An upstream that answers 429 with `Retry-After` when the request says so.
 fn provider(

@@ -124,8 +124,8 @@ impl SendRate {
 #[derive(Debug)]
 pub(crate) struct Controller {
     settings: Adaptive,
-    /// The admission rate; `None` until the first throttle when no limit is configured.
-    rate: Option<f64>,
+    /// The admission rate.
+    rate: f64,
     w_max: f64,
     last_decrease: Option<Instant>,
     /// The rate set by the last decrease.
@@ -144,7 +144,7 @@ impl Controller {
             .map_or(settings.initial, |c| settings.initial.min(c));
         Controller {
             settings,
-            rate: Some(configured.unwrap_or(initial)),
+            rate: configured.unwrap_or(initial),
             w_max: configured.unwrap_or(0.0),
             last_decrease: configured.is_none().then_some(now),
             lowered_to: initial,
@@ -166,14 +166,14 @@ impl Controller {
     pub(crate) fn cap(&mut self, per_sec: f64) {
         if per_sec > 0.0 && self.settings.ceiling.is_none_or(|c| per_sec < c) {
             self.settings.ceiling = Some(per_sec.max(self.settings.floor));
-            if self.rate.is_some_and(|rate| rate > per_sec) {
-                self.rate = Some(per_sec.max(self.settings.floor));
+            if self.rate > per_sec {
+                self.rate = per_sec.max(self.settings.floor);
             }
         }
     }
 
     /// The current admission rate.
-    pub(crate) fn rate(&self) -> Option<f64> {
+    pub(crate) fn rate(&self) -> f64 {
         self.rate
     }
 
@@ -186,11 +186,11 @@ impl Controller {
         let floor = self.settings.floor;
         let (delivered, measured) = self.delivered.estimate(now);
         // The rate the provider has been accepting is the best estimate of its limit; before a
-        // whole bucket is measured, the configured rate (or the count so far) stands in.
-        let current = match self.rate {
-            Some(rate) if measured => rate.min(delivered.max(floor)),
-            Some(rate) => rate,
-            None => delivered.max(floor),
+        // whole bucket is measured, the current rate (configured or slow-started) stands in.
+        let current = if measured {
+            self.rate.min(delivered.max(floor))
+        } else {
+            self.rate
         };
         // Throttles that answer requests sent before the last decrease say nothing new.
         let interval = Duration::from_secs_f64((1.0 / current.max(floor)).clamp(0.2, 2.0));
@@ -205,16 +205,15 @@ impl Controller {
         let lowered = (current * self.settings.beta).max(floor);
         self.last_decrease = Some(now);
         self.lowered_to = lowered;
-        self.rate = Some(lowered);
+        self.rate = lowered;
         Some(lowered)
     }
 
     /// A success: returns the new rate when it grows enough to matter (1%).
     pub(crate) fn succeeded(&mut self, now: Instant) -> Option<f64> {
         self.delivered.record(now);
-        let (Some(rate), Some(since)) = (self.rate, self.last_decrease) else {
-            return None;
-        };
+        let rate = self.rate;
+        let since = self.last_decrease?;
         let t = now.saturating_duration_since(since).as_secs_f64();
         let mut target = if self.probing {
             // Slow start: the limit is not known yet, so double every half second.
@@ -235,7 +234,7 @@ impl Controller {
         if (target - rate).abs() <= rate * 0.01 {
             return None;
         }
-        self.rate = Some(target);
+        self.rate = target;
         Some(target)
     }
 }
@@ -272,13 +271,13 @@ mod tests {
             now += Duration::from_secs(3);
             controller.throttled(now);
         }
-        assert_eq!(controller.rate(), Some(2.0), "never below the floor");
+        assert_eq!(controller.rate(), 2.0, "never below the floor");
         for _ in 0..10_000 {
             now += Duration::from_millis(10);
             controller.sent(now);
             controller.succeeded(now);
         }
-        let rate = controller.rate().unwrap();
+        let rate = controller.rate();
         assert!(
             (39.5..=40.0).contains(&rate),
             "never above the ceiling: {rate}"

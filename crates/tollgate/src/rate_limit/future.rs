@@ -111,9 +111,8 @@ impl Wait {
                         shared.store.answered(now);
                         if let Some(max_wait) = max_wait.filter(|max| wait > *max) {
                             self.leave();
-                            let limit = which;
                             return Poll::Ready(Err(RateLimitError::WouldWait {
-                                limit,
+                                limit: which,
                                 wait,
                                 max_wait,
                             }));
@@ -324,18 +323,6 @@ where
 /// A provider's `remaining` at or below 1/this of the burst is told to a shared store.
 const LOW_REMAINING: u64 = 4;
 
-/// Sends `call` to the store without waiting for it (a failure is logged, not fatal: the
-/// store's own buckets still hold).
-fn tell_store(call: StoreFuture<()>) {
-    if let Ok(runtime) = tokio::runtime::Handle::try_current() {
-        runtime.spawn(async move {
-            if let Err(error) = call.await {
-                tracing::debug!(%error, "could not tell the rate-limit store");
-            }
-        });
-    }
-}
-
 /// Reacts to the provider's answer: a 429 pauses (or drains) the shared quota, and rate-limit
 /// headers correct it.
 fn learn<B>(settings: &Settings, partition: &Partition, response: &Response<B>) {
@@ -366,17 +353,13 @@ fn learn<B>(settings: &Settings, partition: &Partition, response: &Response<B>) 
                 state.pause_until(now + wait);
                 // One process's 429 pauses every process that shares the quota.
                 if let Some(shared) = &partition.shared {
-                    tell_store(shared.store.store.pause(&shared.quota, wait));
+                    shared.pause(wait);
                 }
             }
             None => {
                 state.drain_requests(now);
                 if let (Some(shared), Some(rate)) = (&partition.shared, state.charged().requests) {
-                    let lower = shared
-                        .store
-                        .store
-                        .lower(&shared.quota, Which::Requests, rate, 0);
-                    tell_store(lower);
+                    shared.lower(Which::Requests, rate, 0);
                 }
             }
         }
@@ -396,12 +379,7 @@ fn learn<B>(settings: &Settings, partition: &Partition, response: &Response<B>) 
             // someone outside it spends from the same key.
             if let (Some(rate), Some(remaining)) = (rate, remaining) {
                 if remaining.saturating_mul(LOW_REMAINING) <= rate.capacity {
-                    tell_store(
-                        shared
-                            .store
-                            .store
-                            .lower(&shared.quota, which, rate, remaining),
-                    );
+                    shared.lower(which, rate, remaining);
                 }
             }
         }

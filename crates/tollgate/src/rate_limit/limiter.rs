@@ -32,6 +32,16 @@ pub(crate) struct StoreSettings {
     pub(crate) name_of: Option<fn(&dyn std::any::Any) -> Option<String>>,
 }
 
+impl StoreSettings {
+    /// The place in the store of the quota named `quota`.
+    fn quota(&self, quota: &str) -> SharedQuota {
+        SharedQuota {
+            store: Arc::clone(&self.store),
+            quota: Arc::from(quota),
+        }
+    }
+}
+
 impl fmt::Debug for StoreSettings {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("StoreSettings")
@@ -70,10 +80,7 @@ impl<K: Hash + Eq + Clone + 'static> Limiter<K> {
         name: Option<Arc<str>>,
         store: Option<StoreSettings>,
     ) -> Self {
-        let shared = store.as_ref().map(|s| SharedQuota {
-            store: Arc::clone(&s.store),
-            quota: Arc::from("default"),
-        });
+        let shared = store.as_ref().map(|s| s.quota("default"));
         Limiter {
             settings,
             name: name.clone(),
@@ -101,13 +108,9 @@ impl<K: Hash + Eq + Clone + 'static> Limiter<K> {
         lock(&self.keyed).get_or_insert(
             key,
             |key| {
-                let shared = self.store.as_ref().map(|s| SharedQuota {
-                    store: Arc::clone(&s.store),
-                    quota: Arc::from(
-                        s.name_of
-                            .and_then(|name_of| name_of(key))
-                            .unwrap_or_default(),
-                    ),
+                let shared = self.store.as_ref().map(|s| {
+                    let name = s.name_of.and_then(|name_of| name_of(key));
+                    s.quota(name.as_deref().unwrap_or_default())
                 });
                 Partition::new(&limits, self.name.clone(), shared, now)
             },
@@ -178,13 +181,7 @@ impl<K: Hash + Eq + Clone + 'static> RateLimitHandle<K> {
             .charges_tokens
             .store(limits.tokens.is_some(), Ordering::Relaxed);
         let now = Instant::now();
-        self.limiter.each_partition(|p| {
-            let local = match &p.shared {
-                Some(shared) => shared.store.fair_share(&limits),
-                None => limits,
-            };
-            p.lock().reconfigure(&limits, &local, now)
-        });
+        self.limiter.each_partition(|p| p.reconfigure(&limits, now));
         Ok(())
     }
 

@@ -109,9 +109,8 @@ impl Partition {
         now: Instant,
     ) -> Self {
         let charged = *limits;
-        // With a store, the local buckets only stand in for it while it is down.
-        let local = shared.as_ref().map(|s| s.store.fair_share(limits));
-        let limits = local.as_ref().unwrap_or(limits);
+        let local = local_limits(shared.as_ref(), limits);
+        let limits = &local;
         let bucket = |rate| Bucket::new(rate, limits.headroom, now);
         let adaptive = limits.adaptive.map(|settings| {
             let configured = limits.requests.map(|rate| rate.per_sec());
@@ -124,7 +123,7 @@ impl Partition {
         // An adaptive limit with no configured rate starts at the controller's initial rate.
         let adaptive_start = adaptive
             .as_ref()
-            .and_then(Controller::rate)
+            .map(Controller::rate)
             .filter(|_| limits.requests.is_none())
             .map(|per_sec| bucket(adaptive_bucket_rate(per_sec, None)));
         Partition {
@@ -152,6 +151,12 @@ impl Partition {
         // Every critical section leaves the state consistent before anything can panic, so a
         // poisoned lock is still usable.
         self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Changes the limits (see [`RateLimitHandle::set_limits`](super::RateLimitHandle::set_limits)).
+    pub(crate) fn reconfigure(&self, limits: &Limits, now: Instant) {
+        let local = local_limits(self.shared.as_ref(), limits);
+        self.lock().reconfigure(limits, &local, now);
     }
 
     /// Returns a concurrency permit and wakes the head of the queue.
@@ -360,7 +365,7 @@ impl State {
 
     /// The adaptive rate in requests per second, once known.
     pub(crate) fn adaptive_rate(&self) -> Option<f64> {
-        self.adaptive.as_ref().and_then(Controller::rate)
+        self.adaptive.as_ref().map(Controller::rate)
     }
 
     /// The provider refused (429 or overloaded): lower the adaptive rate (once per burst).
@@ -495,6 +500,12 @@ impl State {
             adaptive_rate: self.adaptive_rate(),
         }
     }
+}
+
+/// The limits the local buckets hold: all of them, or with a store (where they only stand in
+/// while it is down) this process's fair share.
+fn local_limits(shared: Option<&SharedQuota>, limits: &Limits) -> Limits {
+    shared.map_or(*limits, |s| s.store.fair_share(limits))
 }
 
 /// The request bucket of an adaptive rate: the configured burst, else a tenth of a second's worth.

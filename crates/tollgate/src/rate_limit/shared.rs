@@ -7,7 +7,8 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 use super::limits::{Limits, Rate};
-use super::store::{OnStoreError, Store, StoreError};
+use super::partition::Which;
+use super::store::{OnStoreError, Store, StoreError, StoreFuture};
 
 /// While the store is down, one admission per this interval tries it again.
 pub(crate) const PROBE_EVERY: Duration = Duration::from_secs(1);
@@ -126,4 +127,28 @@ impl SharedStore {
 pub(crate) struct SharedQuota {
     pub(crate) store: Arc<SharedStore>,
     pub(crate) quota: Arc<str>,
+}
+
+impl SharedQuota {
+    /// Pauses the quota in the store for every process, without waiting for the answer.
+    pub(crate) fn pause(&self, duration: Duration) {
+        tell(self.store.store.pause(&self.quota, duration));
+    }
+
+    /// Lowers the store's bucket for `which` to `remaining`, without waiting for the answer.
+    pub(crate) fn lower(&self, which: Which, rate: Rate, remaining: u64) {
+        tell(self.store.store.lower(&self.quota, which, rate, remaining));
+    }
+}
+
+/// Sends `call` to the store without waiting for it (a failure is logged, not fatal: the
+/// store's own buckets still hold). Outside a runtime it is dropped, never a panic.
+fn tell(call: StoreFuture<()>) {
+    if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+        runtime.spawn(async move {
+            if let Err(error) = call.await {
+                tracing::debug!(%error, "could not tell the rate-limit store");
+            }
+        });
+    }
 }
