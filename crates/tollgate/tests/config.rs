@@ -114,7 +114,7 @@ fn a_full_toml_file_overrides_the_preset_field_by_field() {
 }
 
 #[test]
-fn adaptive_is_the_default_without_limits_and_a_switch_with_them() {
+fn adaptive_is_the_default_and_a_switch() {
     let config = Config::from_toml(
         "[providers.open]\npreset = \"openai-compatible\"\n\
          [providers.tier]\npreset = \"openai\"\nlimits = { rpm = 500, adaptive = true }\n\
@@ -122,14 +122,14 @@ fn adaptive_is_the_default_without_limits_and_a_switch_with_them() {
     )
     .unwrap();
     let open = config.provider("open").unwrap();
-    assert!(open.limits.adapt_when_unlimited && open.limits.limits.adaptive.is_none());
+    assert!(open.limits.limits.adaptive.is_some());
     let tier = config.provider("tier").unwrap();
     assert!(
         tier.limits.limits.adaptive.is_some(),
         "adapts below its 500 RPM"
     );
     let fixed = config.provider("fixed").unwrap();
-    assert!(!fixed.limits.adapt_when_unlimited);
+    assert!(fixed.limits.limits.adaptive.is_none());
     // Built without limits: the default adapts, `adaptive = false` only learns.
     let snapshot = |name| {
         let layer = config.provider(name).unwrap().layer().unwrap();

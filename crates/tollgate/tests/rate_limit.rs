@@ -79,7 +79,7 @@ async fn weighted_costs_draw_on_the_token_bucket() {
     let provider = Scripted::new([]);
     let layer = RateLimitLayer::builder()
         .headroom(Duration::ZERO)
-        .tokens(Rate::per_second(1_000))
+        .tokens(Rate::per_second(1_000).with_burst(1_000))
         .build()
         .unwrap();
     let service = layer.layer(provider.clone());
@@ -118,7 +118,7 @@ async fn a_large_request_queued_first_is_not_starved_by_small_ones() {
     let provider = Scripted::new([]);
     let layer = RateLimitLayer::builder()
         .headroom(Duration::ZERO)
-        .tokens(Rate::per_second(100))
+        .tokens(Rate::per_second(100).with_burst(100))
         .build()
         .unwrap();
     let service = layer.layer(provider.clone());
@@ -146,7 +146,7 @@ async fn a_cancelled_waiter_gives_its_place_to_the_next() {
     let provider = Scripted::new([]);
     let layer = RateLimitLayer::builder()
         .headroom(Duration::ZERO)
-        .tokens(Rate::per_second(100))
+        .tokens(Rate::per_second(100).with_burst(100))
         .build()
         .unwrap();
     let service = layer.layer(provider.clone());
@@ -283,7 +283,7 @@ async fn limits_change_at_runtime_without_over_admitting() {
     let provider = Scripted::new([]);
     let layer = RateLimitLayer::builder()
         .headroom(Duration::ZERO)
-        .requests(Rate::per_second(10))
+        .requests(Rate::per_second(10).with_burst(10))
         .build()
         .unwrap();
     let handle = layer.handle();
@@ -293,7 +293,7 @@ async fn limits_change_at_runtime_without_over_admitting() {
     }
     handle
         .set_limits(Limits {
-            requests: Some(Rate::per_second(100)),
+            requests: Some(Rate::per_second(100).with_burst(100)),
             ..Limits::default()
         })
         .unwrap();
@@ -304,7 +304,7 @@ async fn limits_change_at_runtime_without_over_admitting() {
     );
     handle
         .set_limits(Limits {
-            requests: Some(Rate::per_second(2)),
+            requests: Some(Rate::per_second(2).with_burst(2)),
             ..Limits::default()
         })
         .unwrap();
@@ -359,9 +359,11 @@ async fn concurrency_permits_are_held_until_the_body_ends() {
 #[tokio::test(start_paused = true)]
 async fn a_429_with_a_hint_pauses_every_task_together() {
     let provider = Scripted::new([with_header(429, "retry-after", "3")]);
+    // A strictly fixed limit: the 429's hint pauses the quota (an adaptive one lowers its rate).
     let layer = RateLimitLayer::builder()
         .headroom(Duration::ZERO)
-        .requests(Rate::per_second(100))
+        .requests(Rate::per_second(100).with_burst(100))
+        .fixed()
         .build()
         .unwrap();
     let service = layer.layer(provider.clone());
@@ -388,7 +390,7 @@ async fn provider_headers_lower_the_bucket_and_adopt_a_lower_limit() {
     )]);
     let layer = RateLimitLayer::builder()
         .headroom(Duration::ZERO)
-        .requests(Rate::per_minute(600))
+        .requests(Rate::per_minute(600).with_burst(600))
         .build()
         .unwrap();
     let handle = layer.handle();
@@ -410,7 +412,7 @@ async fn provider_headers_lower_the_bucket_and_adopt_a_lower_limit() {
     let provider = Scripted::new([status(200)]);
     let quiet = RateLimitLayer::builder()
         .headroom(Duration::ZERO)
-        .requests(Rate::per_minute(600))
+        .requests(Rate::per_minute(600).with_burst(600))
         .learn_from_provider(false)
         .build()
         .unwrap();
@@ -423,6 +425,7 @@ fn bad_limits_are_typed_errors() {
     assert_eq!(
         RateLimitLayer::builder()
             .headroom(Duration::ZERO)
+            .fixed()
             .build()
             .unwrap_err()
             .field(),

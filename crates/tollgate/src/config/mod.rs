@@ -272,7 +272,8 @@ impl LimitsSection {
     fn apply(&self, policy: &mut Policy) -> Result<(), ConfigError> {
         let settings = &mut policy.limits;
         let rate = |per_minute: u64, burst: Option<std::num::NonZeroU64>| {
-            Rate::per_minute(per_minute).with_burst(burst.map_or(per_minute, |b| b.get()))
+            let rate = Rate::per_minute(per_minute);
+            burst.map_or(rate, |b| rate.with_burst(b.get()))
         };
         if let Some(rpm) = self.rpm {
             settings.limits.requests = Some(rate(rpm.get(), self.burst));
@@ -307,10 +308,7 @@ impl LimitsSection {
             Some(true) => {
                 settings.limits.adaptive = Some(crate::rate_limit::Adaptive::default());
             }
-            Some(false) => {
-                settings.limits.adaptive = None;
-                settings.adapt_when_unlimited = false;
-            }
+            Some(false) => settings.limits.adaptive = None,
             None => {}
         }
         if let Some(sum) = self.sum_token_estimate {

@@ -45,9 +45,10 @@ pub struct LimitsSection {
     pub rpm: Option<NonZeroU64>,
     /// Tokens per minute.
     pub tpm: Option<NonZeroU64>,
-    /// Request bucket capacity (default: the whole minute's `rpm`).
+    /// Request bucket capacity (default: a tenth of a second's worth of `rpm`, at least 1).
     pub burst: Option<NonZeroU64>,
-    /// Token bucket capacity (default: the whole minute's `tpm`).
+    /// Token bucket capacity (default: a tenth of a second's worth of `tpm`, at least 1; a
+    /// larger request still goes alone once the bucket is full).
     pub token_burst: Option<NonZeroU64>,
     /// Requests in flight at once.
     pub concurrency: Option<NonZeroU32>,
@@ -61,8 +62,9 @@ pub struct LimitsSection {
     pub headroom: Option<Duration>,
     /// Adopt lower limits from the provider's headers.
     pub adopt_provider_limits: Option<bool>,
-    /// Adapt the request rate to the provider's refusals: `true` adapts below `rpm` too,
-    /// `false` never adapts (default: adapt only when no limit is set).
+    /// Adapt the request rate to the provider's refusals, below `rpm` when it is set (default
+    /// `true`); `false` keeps `rpm` strictly fixed (without `rpm`, the limiter then only
+    /// learns from the provider's headers and pauses on its 429s).
     pub adaptive: Option<bool>,
     /// Charge max_tokens plus the prompt rather than the greater of the two.
     pub sum_token_estimate: Option<bool>,

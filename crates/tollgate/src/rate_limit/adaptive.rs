@@ -1,10 +1,22 @@
 //! The adaptive mode: find the provider's real request rate from its refusals.
 //!
-//! AWS's adaptive retry mode is the model: on a throttle the rate drops to `beta` (0.7) times the
-//! lower of the current rate and the measured send rate; while answers succeed it grows back along
-//! a CUBIC curve, `C (t - K)^3 + W_max` with `C` = 0.4 and `K` = cbrt(W_max (1 - beta) / C), slowly
-//! near the rate that last failed and faster away from it. A burst of throttles from many tasks
-//! lowers the rate once: decreases are at least one probe interval apart.
+//! AWS's adaptive retry mode is the model, adjusted for a provider that refuses (429) rather than
+//! queues. On a refusal the rate drops to `beta` (0.9) times the best estimate of the provider's
+//! limit: the rate it has been accepting, once measured. While answers succeed the rate grows
+//! back along a CUBIC curve, `C (t - K)^3 + W_max` with `C` = 0.4, reaching the rate that last
+//! failed `K` seconds after the decrease and probing beyond it slowly at first.
+//!
+//! Three rules keep it from confusing noise with a limit:
+//! - Only answers to requests sent after a decrease count for the next one, so 64 tasks refused
+//!   at once lower the rate once.
+//! - A decrease is verified by the next 32 answers. Refusals that stop show it found the limit.
+//!   Eight refusals among them show the rate is still far above it: the share the provider
+//!   accepted then measures its limit, and the rate drops to that at once (a limit 4x too high is
+//!   corrected in two steps). Refusals that go on at a lower share are not about our rate (a
+//!   provider shedding load at random): the decrease is undone, and that share becomes the
+//!   background noise that later refusals must stand out from before they lower the rate again.
+//! - The caller only reports refusals about the request rate: not 503s or 529s (overload), not a
+//!   429 about tokens or one while the provider's headers say requests remain.
 
 use std::time::Duration;
 
@@ -18,7 +30,7 @@ use crate::ConfigError;
 /// use tollgate::rate_limit::Adaptive;
 ///
 /// let adaptive = Adaptive { floor: 1.0, ..Adaptive::default() };
-/// assert_eq!(adaptive.beta, 0.7);
+/// assert_eq!(adaptive.beta, 0.9);
 /// ```
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Adaptive {
@@ -26,7 +38,8 @@ pub struct Adaptive {
     pub floor: f64,
     /// The rate never rises above this (default: the configured request limit, else none).
     pub ceiling: Option<f64>,
-    /// Multiplicative decrease on a throttle (default 0.7).
+    /// Multiplicative decrease on a refusal, applied to the best estimate of the provider's
+    /// limit (default 0.9: the rate it accepted is measured, so just below it is safe).
     pub beta: f64,
     /// CUBIC's scaling constant (default 0.4).
     pub scale: f64,
@@ -41,7 +54,7 @@ impl Default for Adaptive {
         Adaptive {
             floor: 0.5,
             ceiling: None,
-            beta: 0.7,
+            beta: 0.9,
             scale: 0.4,
             initial: 10.0,
         }
@@ -120,6 +133,48 @@ impl SendRate {
     }
 }
 
+/// Refusals are counted over about this many answers (the weight of one answer is 1/this).
+const SHARE_WINDOW: f64 = 32.0;
+/// Answers to requests sent after a decrease that tell whether it helped.
+const VERIFY_ANSWERS: u32 = 32;
+/// Refusals among those that say the decrease was not enough (the rate is still far above the
+/// provider's): the decrease stands and the next refusal lowers again.
+const STILL_OVER_REFUSALS: u32 = 8;
+
+/// A decrease waiting for the answers that say whether it helped.
+#[derive(Debug, Clone, Copy)]
+struct Verification {
+    /// The controller as it was before the decrease, to restore if it did not help.
+    rate: f64,
+    w_max: f64,
+    probing: bool,
+    lowered_to: f64,
+    last_decrease: Option<Instant>,
+    /// Answers to requests sent after the decrease, and the refusals among them.
+    answers: u32,
+    refusals: u32,
+}
+
+/// What one answer changed.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub(crate) enum Change {
+    /// The rate was lowered on a refusal.
+    Lowered(f64),
+    /// A decrease did not reduce the refusals: they are not about our rate, and the rate went
+    /// back to what it was.
+    Restored(f64),
+    /// The rate grew.
+    Raised(f64),
+}
+
+impl Change {
+    pub(crate) fn rate(self) -> f64 {
+        match self {
+            Change::Lowered(r) | Change::Restored(r) | Change::Raised(r) => r,
+        }
+    }
+}
+
 /// The controller of one quota's request rate.
 #[derive(Debug)]
 pub(crate) struct Controller {
@@ -133,7 +188,14 @@ pub(crate) struct Controller {
     /// Growing exponentially (slow start) until a throttle with a measured delivery rate.
     probing: bool,
     sent: SendRate,
+    /// Answers the provider's rate limiter let through (everything but its refusals).
     delivered: SendRate,
+    /// Share of refusals among recent answers (an average over about `SHARE_WINDOW` answers).
+    share: f64,
+    /// Share of refusals that lowering the rate did not remove: background noise (a provider
+    /// shedding load at random), not a limit.
+    noise: f64,
+    verifying: Option<Verification>,
 }
 
 impl Controller {
@@ -142,6 +204,11 @@ impl Controller {
         let initial = settings
             .ceiling
             .map_or(settings.initial, |c| settings.initial.min(c));
+        let empty = || SendRate {
+            bucket_start: now,
+            count: 0,
+            rate: 0.0,
+        };
         Controller {
             settings,
             rate: configured.unwrap_or(initial),
@@ -149,16 +216,11 @@ impl Controller {
             last_decrease: configured.is_none().then_some(now),
             lowered_to: initial,
             probing: configured.is_none(),
-            sent: SendRate {
-                bucket_start: now,
-                count: 0,
-                rate: 0.0,
-            },
-            delivered: SendRate {
-                bucket_start: now,
-                count: 0,
-                rate: 0.0,
-            },
+            sent: empty(),
+            delivered: empty(),
+            share: 0.0,
+            noise: 0.0,
+            verifying: None,
         }
     }
 
@@ -181,37 +243,116 @@ impl Controller {
         self.sent.record(now);
     }
 
-    /// A throttle: returns the new rate when it changes (once per burst of throttles).
-    pub(crate) fn throttled(&mut self, now: Instant) -> Option<f64> {
+    /// The answer to a request sent at `sent_at`: a refusal by the provider's rate limiter, or
+    /// anything else. Returns what changed, if anything.
+    pub(crate) fn answered(&mut self, refused: bool, sent_at: Instant, now: Instant) -> Option<Change> {
+        let x = if refused { 1.0 } else { 0.0 };
+        self.share += (x - self.share) / SHARE_WINDOW;
+        if !refused {
+            self.delivered.record(now);
+        }
+        // Answers to requests sent before the last decrease (or at the same instant, which is
+        // ambiguous) say nothing about the new rate.
+        let after_decrease = self.last_decrease.is_none_or(|at| sent_at > at);
+        if after_decrease {
+            if let Some(change) = self.verify(refused, now) {
+                return Some(change);
+            }
+        }
+        if !refused {
+            return self.grow(now);
+        }
+        if !after_decrease || self.verifying.is_some() || !self.above_noise() {
+            return None;
+        }
+        Some(Change::Lowered(self.lower(None, now)))
+    }
+
+    /// Counts an answer towards the verification of the last decrease; undoes the decrease when
+    /// the refusals went on at the same share (they were not about our rate).
+    fn verify(&mut self, refused: bool, now: Instant) -> Option<Change> {
+        let v = self.verifying.as_mut()?;
+        v.answers += 1;
+        v.refusals += u32::from(refused);
+        if v.refusals >= STILL_OVER_REFUSALS {
+            // Far above the limit still: the share the provider accepted at this rate measures
+            // its limit. Lower to that at once.
+            let accepted = f64::from(v.answers - v.refusals) / f64::from(v.answers);
+            let limit = self.rate * accepted;
+            self.verifying = None;
+            return Some(Change::Lowered(self.lower(Some(limit), now)));
+        }
+        if v.answers < VERIFY_ANSWERS {
+            return None;
+        }
+        let v = *v;
+        self.verifying = None;
+        let after = f64::from(v.refusals) / f64::from(v.answers);
+        let expected = self.noise.max(1.0 / SHARE_WINDOW);
+        let margin = 2.0 * (expected * (1.0 - expected) / f64::from(v.answers)).sqrt();
+        if after <= self.noise + margin {
+            // The refusals stopped: the decrease found the limit. Noise, if any, fades.
+            self.noise *= 0.5;
+            return None;
+        }
+        // The refusals went on at a lower rate: background noise. Undo the decrease.
+        self.noise = if self.noise == 0.0 {
+            after
+        } else {
+            0.5 * (self.noise + after)
+        };
+        self.share = self.share.min(self.noise);
+        self.rate = v.rate;
+        self.w_max = v.w_max;
+        self.probing = v.probing;
+        self.lowered_to = v.lowered_to;
+        self.last_decrease = v.last_decrease;
+        Some(Change::Restored(self.rate))
+    }
+
+    /// Whether the recent share of refusals stands out from the background noise.
+    fn above_noise(&self) -> bool {
+        if self.noise == 0.0 {
+            return true;
+        }
+        // Two and a half standard deviations of the average over `SHARE_WINDOW` answers.
+        let variance = self.noise * (1.0 - self.noise) / (2.0 * SHARE_WINDOW - 1.0);
+        self.share > self.noise + 2.5 * variance.sqrt()
+    }
+
+    /// A refusal: lowers the rate to `beta` times the provider's limit as best known: `limit`
+    /// when measured, else the rate it has been accepting.
+    fn lower(&mut self, limit: Option<f64>, now: Instant) -> f64 {
         let floor = self.settings.floor;
         let (delivered, measured) = self.delivered.estimate(now);
         // The rate the provider has been accepting is the best estimate of its limit; before a
         // whole bucket is measured, the current rate (configured or slow-started) stands in.
-        let current = if measured {
-            self.rate.min(delivered.max(floor))
-        } else {
-            self.rate
+        let current = match limit {
+            Some(limit) => self.rate.min(limit.max(floor)),
+            None if measured => self.rate.min(delivered.max(floor)),
+            None => self.rate,
         };
-        // Throttles that answer requests sent before the last decrease say nothing new.
-        let interval = Duration::from_secs_f64((1.0 / current.max(floor)).clamp(0.2, 2.0));
-        if self
-            .last_decrease
-            .is_some_and(|at| now.saturating_duration_since(at) < interval)
-        {
-            return None;
-        }
+        let measured = measured || limit.is_some();
+        self.verifying = Some(Verification {
+            rate: self.rate,
+            w_max: self.w_max,
+            probing: self.probing,
+            lowered_to: self.lowered_to,
+            last_decrease: self.last_decrease,
+            answers: 0,
+            refusals: 0,
+        });
         self.probing = !measured;
         self.w_max = current;
         let lowered = (current * self.settings.beta).max(floor);
         self.last_decrease = Some(now);
         self.lowered_to = lowered;
         self.rate = lowered;
-        Some(lowered)
+        lowered
     }
 
-    /// A success: returns the new rate when it grows enough to matter (1%).
-    pub(crate) fn succeeded(&mut self, now: Instant) -> Option<f64> {
-        self.delivered.record(now);
+    /// A success: the rate grows (when it grows enough to matter, 1%).
+    fn grow(&mut self, now: Instant) -> Option<Change> {
         let rate = self.rate;
         let since = self.last_decrease?;
         let t = now.saturating_duration_since(since).as_secs_f64();
@@ -219,7 +360,8 @@ impl Controller {
             // Slow start: the limit is not known yet, so double every half second.
             self.lowered_to * 2f64.powf(t / 0.5)
         } else {
-            let k = (self.w_max * (1.0 - self.settings.beta) / self.settings.scale).cbrt();
+            // CUBIC's plateau is `w_max`, reached `k` seconds after the decrease.
+            let k = ((self.w_max - self.lowered_to).max(0.0) / self.settings.scale).cbrt();
             self.settings.scale * (t - k).powi(3) + self.w_max
         };
         // Never more than twice what is actually being sent (AWS), once that is measured.
@@ -235,7 +377,7 @@ impl Controller {
             return None;
         }
         self.rate = target;
-        Some(target)
+        Some(Change::Raised(target))
     }
 }
 
@@ -243,18 +385,58 @@ impl Controller {
 mod tests {
     use super::*;
 
+    const MS: Duration = Duration::from_millis(1);
+
     #[test]
-    fn a_burst_of_throttles_lowers_the_rate_once() {
+    fn a_burst_of_refusals_lowers_the_rate_once() {
         let start = Instant::now();
         let mut controller = Controller::new(Adaptive::default(), Some(100.0), start);
+        // 64 tasks sent before the first refusal came back, all refused.
         let changes: Vec<_> = (0..64)
-            .filter_map(|_| controller.throttled(start))
+            .filter_map(|_| controller.answered(true, start, start + MS))
             .collect();
-        assert_eq!(changes, [70.0], "64 tasks refused at once: one decrease");
-        // Later refusals, a probe interval on, lower it again.
-        assert!(controller
-            .throttled(start + Duration::from_secs(1))
-            .is_some());
+        assert_eq!(changes, [Change::Lowered(90.0)], "one decrease");
+        // Requests sent after it are refused too, two in three: far above the limit still. The
+        // eighth refusal (not each) lowers again, to what the provider accepted: a third of 90.
+        let after = start + 2 * MS;
+        let mut changes = Vec::new();
+        for i in 0..12 {
+            changes.extend(controller.answered(i % 3 != 0, after, after + MS));
+        }
+        assert_eq!(changes.len(), 1, "{changes:?}");
+        assert!(
+            matches!(changes[0], Change::Lowered(r) if (r - 27.0).abs() < 1e-9),
+            "{changes:?}"
+        );
+    }
+
+    #[test]
+    fn refusals_a_decrease_does_not_remove_are_noise() {
+        let start = Instant::now();
+        let mut controller = Controller::new(Adaptive::default(), Some(50.0), start);
+        // One refusal in ten, whatever the rate: the first lowers the rate...
+        let mut now = start;
+        let mut changes = Vec::new();
+        for i in 0..400 {
+            now += 20 * MS;
+            let change = controller.answered(i % 10 == 9, now - MS, now);
+            changes.extend(change.filter(|c| !matches!(c, Change::Raised(_))));
+        }
+        assert_eq!(changes[0], Change::Lowered(45.0));
+        // ...the next 32 answers, refused as often, restore it, and the same share of refusals
+        // then lowers it no more.
+        assert_eq!(changes[1], Change::Restored(50.0));
+        assert_eq!(changes.len(), 2, "{changes:?}");
+        assert_eq!(controller.rate(), 50.0);
+        // A real limit on top of the noise (every other request refused) is still found.
+        let mut lowered = false;
+        for _ in 0..64 {
+            now += 20 * MS;
+            lowered |= matches!(controller.answered(true, now - MS, now), Some(Change::Lowered(_)));
+            now += 20 * MS;
+            controller.answered(false, now - MS, now);
+        }
+        assert!(lowered, "a share well above the noise lowers the rate");
     }
 
     #[test]
@@ -269,13 +451,17 @@ mod tests {
         let mut now = start;
         for _ in 0..50 {
             now += Duration::from_secs(3);
-            controller.throttled(now);
+            controller.answered(true, now - MS, now);
+            // Every refusal is genuine: the next ones stop (the decrease is confirmed).
+            for _ in 0..VERIFY_ANSWERS {
+                controller.answered(false, now + MS, now + 2 * MS);
+            }
         }
         assert_eq!(controller.rate(), 2.0, "never below the floor");
         for _ in 0..10_000 {
             now += Duration::from_millis(10);
             controller.sent(now);
-            controller.succeeded(now);
+            controller.answered(false, now - MS, now);
         }
         let rate = controller.rate();
         assert!(

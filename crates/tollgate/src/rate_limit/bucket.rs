@@ -80,8 +80,15 @@ impl Bucket {
         self.tat = self.tat.max(now) + u128::from(cost) * self.per_token;
     }
 
+    /// Whether a request of `cost` can ever go: it fits the burst, or at least one interval's
+    /// worth (a request larger than the burst goes alone once the bucket is full).
     pub(crate) fn fits(&self, cost: u64) -> bool {
-        u128::from(cost) <= self.capacity
+        cost <= self.max_cost()
+    }
+
+    /// The largest request that can ever go.
+    pub(crate) fn max_cost(&self) -> u64 {
+        self.capacity.max(self.amount).min(u128::from(u64::MAX)) as u64
     }
 
     pub(crate) fn is_full(&self, now: Instant) -> bool {
@@ -148,14 +155,14 @@ mod tests {
     #[test]
     fn lowering_and_reconfiguring_never_add_tokens() {
         let now = Instant::now();
-        let mut bucket = Bucket::new(Rate::per_minute(600), Duration::ZERO, now);
+        let mut bucket = Bucket::new(Rate::per_minute(600).with_burst(600), Duration::ZERO, now);
         bucket.lower_to(100, now);
         assert_eq!(bucket.level(now), 100);
         bucket.lower_to(500, now);
         assert_eq!(bucket.level(now), 100, "lowering never raises");
-        bucket.reconfigure(Rate::per_minute(50), now);
+        bucket.reconfigure(Rate::per_minute(50).with_burst(50), now);
         assert_eq!(bucket.level(now), 50);
-        bucket.reconfigure(Rate::per_minute(6_000), now);
+        bucket.reconfigure(Rate::per_minute(6_000).with_burst(6_000), now);
         assert_eq!(
             bucket.level(now),
             50,

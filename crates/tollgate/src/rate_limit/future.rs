@@ -3,6 +3,7 @@
 
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::task::{ready, Context, Poll};
 use std::time::{Duration, SystemTime};
@@ -18,12 +19,8 @@ use super::limiter::Settings;
 use super::partition::{Admit, Blocked, Partition, Which};
 use super::shared::{Route, SharedQuota};
 use super::store::{Grant, OnStoreError, StoreFuture};
-use crate::classify::{response_verdict, Kind, RateLimitState};
+use crate::classify::{response_verdict, Kind, LimitKind, RateLimitState};
 use crate::BoxError;
-
-/// Longest pause a provider's 429 hint imposes on the shared quota; a longer hint (a daily
-/// quota's "retry in 10 hours") is the retry layer's to refuse, not a reason to freeze.
-const MAX_PAUSE: Duration = Duration::from_secs(60);
 
 pin_project! {
     /// Response future of [`RateLimit`](super::RateLimit).
@@ -55,7 +52,7 @@ pin_project! {
             service: S,
             request: Option<Request<B>>,
         },
-        Calling { #[pin] future: S::Future, permit: Option<Permit> },
+        Calling { #[pin] future: S::Future, permit: Option<Permit>, sent_at: Instant },
         Done,
     }
 }
@@ -231,7 +228,11 @@ where
         ResponseFuture {
             settings,
             partition,
-            state: State::Calling { future, permit },
+            state: State::Calling {
+                future,
+                permit,
+                sent_at: Instant::now(),
+            },
         }
     }
 }
@@ -302,15 +303,24 @@ where
                     };
                     let future = service.call(request);
                     let permit = permit.take();
-                    this.state.set(State::Calling { future, permit });
+                    let sent_at = Instant::now();
+                    this.state.set(State::Calling {
+                        future,
+                        permit,
+                        sent_at,
+                    });
                 }
-                StateProj::Calling { future, permit } => {
+                StateProj::Calling {
+                    future,
+                    permit,
+                    sent_at,
+                } => {
                     let result = ready!(future.poll(cx));
-                    let permit = permit.take();
+                    let (permit, sent_at) = (permit.take(), *sent_at);
                     this.state.set(State::Done);
                     let response = result.map_err(Into::into)?;
                     if this.settings.learn {
-                        learn(this.settings, this.partition, &response);
+                        learn(this.settings, this.partition, &response, sent_at);
                     }
                     return Poll::Ready(Ok(response.map(|body| RateLimitBody::new(body, permit))));
                 }
@@ -323,33 +333,41 @@ where
 /// A provider's `remaining` at or below 1/this of the burst is told to a shared store.
 const LOW_REMAINING: u64 = 4;
 
-/// Reacts to the provider's answer: a 429 pauses (or drains) the shared quota, and rate-limit
-/// headers correct it.
-fn learn<B>(settings: &Settings, partition: &Partition, response: &Response<B>) {
+/// Reacts to the provider's answer to a request sent at `sent_at`: a 429 about our rate lowers
+/// the adaptive rate, or pauses (or drains) a fixed quota, and rate-limit headers correct it.
+fn learn<B>(settings: &Settings, partition: &Partition, response: &Response<B>, sent_at: Instant) {
     let verdict = response_verdict(response);
-    let refused = matches!(verdict.kind(), Kind::RateLimited | Kind::Overloaded);
-    if verdict.kind() == Kind::RateLimited {
+    let limited = verdict.kind() == Kind::RateLimited;
+    if limited {
         crate::telemetry::rate_limited_response(&partition.name);
     }
+    let server = match response.extensions().get::<RateLimitState>() {
+        Some(state) => Some(*state),
+        None => RateLimitState::from_headers_with(response.headers(), SystemTime::now),
+    };
+    // A hint longer than the retry layer honours (a daily quota's "retry in 10 hours") neither
+    // pauses the quota nor says anything about the rate: the retry layer gives up on it.
+    let hint = verdict.retry_after();
+    let over_ceiling = hint.is_some_and(|wait| wait > settings.max_pause);
+    // A 429 about tokens is the token bucket's (corrected from the headers), and one while the
+    // provider says requests remain is not about our request rate (load shedding).
+    let about_requests = verdict.limit() != Some(LimitKind::Tokens)
+        && !server.is_some_and(|s| s.requests.remaining.is_some_and(|r| r > 0));
+    let refused = limited && about_requests && !over_ceiling;
     if partition.adaptive {
         // The rate adapts instead of everyone pausing: the refused request's own retry waits
         // for the hint, the others go on at the lowered rate.
-        let now = Instant::now();
-        let changed = if refused {
-            partition.lock().throttled(now)
-        } else {
-            partition.lock().succeeded(now)
-        };
-        if let Some(rate) = changed {
-            crate::telemetry::limiter_adaptive_rate(&partition.name, rate);
-            tracing::info!(rate_per_sec = rate, refused, "adaptive rate limit changed");
+        let changed = partition.lock().answered(refused, sent_at, Instant::now());
+        if let Some(change) = changed {
+            if std::env::var_os("TG_DEBUG").is_some() { eprintln!("{:?} {change:?}", Instant::now()); }
+            crate::telemetry::limiter_adaptive_rate(&partition.name, change.rate());
+            tracing::info!(rate_per_sec = change.rate(), ?change, "adaptive rate limit changed");
         }
-    } else if verdict.kind() == Kind::RateLimited {
+    } else if limited && !over_ceiling {
         let now = Instant::now();
         let mut state = partition.lock();
-        match verdict.retry_after() {
+        match hint {
             Some(wait) => {
-                let wait = wait.min(MAX_PAUSE);
                 state.pause_until(now + wait);
                 // One process's 429 pauses every process that shares the quota.
                 if let Some(shared) = &partition.shared {
@@ -364,10 +382,6 @@ fn learn<B>(settings: &Settings, partition: &Partition, response: &Response<B>) 
             }
         }
     }
-    let server = match response.extensions().get::<RateLimitState>() {
-        Some(state) => Some(*state),
-        None => RateLimitState::from_headers_with(response.headers(), SystemTime::now),
-    };
     if let (Some(server), Some(shared)) = (server, &partition.shared) {
         let charged = partition.lock().charged();
         let windows = [
@@ -384,9 +398,13 @@ fn learn<B>(settings: &Settings, partition: &Partition, response: &Response<B>) 
             }
         }
     } else if let Some(server) = server {
-        let changed = partition
-            .lock()
-            .adapt(&server, settings.adopt_limits, Instant::now());
+        let mut state = partition.lock();
+        let changed = state.adapt(&server, settings.adopt_limits, Instant::now());
+        if state.has_token_limit() {
+            // A token limit adopted from the headers: requests are costed from now on.
+            partition.charges_tokens.store(true, Ordering::Relaxed);
+        }
+        drop(state);
         if changed {
             tracing::info!(
                 remaining_requests = server.requests.remaining,

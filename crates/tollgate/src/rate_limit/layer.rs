@@ -72,11 +72,13 @@ impl RateLimitLayer {
                 learn: true,
                 adopt_limits: true,
                 slow_wait: Duration::from_secs(1),
+                max_pause: Duration::from_secs(60),
             },
             cost: EstimateTokens::new(),
             key: NoKey,
             name: None,
             store: None,
+            adaptive_asked: false,
         }
     }
 }
@@ -114,6 +116,9 @@ pub struct RateLimitBuilder<C = EstimateTokens, K = NoKey> {
     key: K,
     name: Option<std::sync::Arc<str>>,
     store: Option<StoreSettings>,
+    /// Whether [`adaptive`](Self::adaptive) was called (not just the default), which a store
+    /// refuses.
+    adaptive_asked: bool,
 }
 
 impl<C, K> RateLimitBuilder<C, K> {
@@ -142,10 +147,21 @@ impl<C, K> RateLimitBuilder<C, K> {
         self
     }
 
-    /// Adapts the request rate to the provider's refusals; a configured request limit becomes
-    /// the ceiling.
+    /// Adapts the request rate to the provider's refusals with these settings (the default is
+    /// [`Adaptive::default`](super::Adaptive::default)); a configured request limit is the
+    /// ceiling.
     pub fn adaptive(mut self, adaptive: super::Adaptive) -> Self {
         self.limits.adaptive = Some(adaptive);
+        self.adaptive_asked = true;
+        self
+    }
+
+    /// Keeps the configured request rate strictly fixed instead of adapting below it: a 429
+    /// then pauses the whole quota for its hint. Right when the limit is known exactly and the
+    /// provider's refusals are not about it.
+    pub fn fixed(mut self) -> Self {
+        self.limits.adaptive = None;
+        self.adaptive_asked = false;
         self
     }
 
@@ -183,6 +199,15 @@ impl<C, K> RateLimitBuilder<C, K> {
         self
     }
 
+    /// The longest wait a provider's 429 hint may impose on a fixed quota (default 60 s, the
+    /// retry layer's default ceiling; the standard stack sets the policy's ceiling). A longer
+    /// hint (a daily quota that resets in hours) pauses nothing: the retry layer gives up on
+    /// it, and the next request asks the provider again.
+    pub fn max_pause(mut self, max_pause: Duration) -> Self {
+        self.settings.max_pause = max_pause;
+        self
+    }
+
     /// Waits at least this long are logged (default 1 s).
     pub fn slow_wait(mut self, threshold: Duration) -> Self {
         self.settings.slow_wait = threshold;
@@ -204,6 +229,7 @@ impl<C, K> RateLimitBuilder<C, K> {
             key: self.key,
             name: self.name,
             store: self.store,
+            adaptive_asked: self.adaptive_asked,
         }
     }
 
@@ -220,6 +246,7 @@ impl<C, K> RateLimitBuilder<C, K> {
                 name_of: None,
                 ..store
             }),
+            adaptive_asked: self.adaptive_asked,
         }
     }
 
@@ -227,7 +254,8 @@ impl<C, K> RateLimitBuilder<C, K> {
     /// quota names (one API key's quota across replicas); `on_error` says what happens while
     /// the store is down. Set it after [`key`](Self::key): keyed quotas are named from their key.
     ///
-    /// The queue and the concurrency bound stay in this process; see [`Store`].
+    /// The queue and the concurrency bound stay in this process; see [`Store`]. The shared
+    /// limits are fixed: an adaptive rate would be each process's own guess.
     pub fn store(mut self, store: impl Store, on_error: OnStoreError) -> Self
     where
         K: KeyType,
@@ -241,10 +269,13 @@ impl<C, K> RateLimitBuilder<C, K> {
     }
 
     /// Checks the settings and builds the layer.
-    pub fn build(self) -> Result<RateLimitLayer<C, K, K::Key>, ConfigError>
+    pub fn build(mut self) -> Result<RateLimitLayer<C, K, K::Key>, ConfigError>
     where
         K: KeyType,
     {
+        if self.store.is_some() && !self.adaptive_asked {
+            self.limits.adaptive = None;
+        }
         self.limits.validate()?;
         let limits = &self.limits;
         if limits.requests.is_none()

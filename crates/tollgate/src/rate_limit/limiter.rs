@@ -3,7 +3,6 @@
 
 use std::fmt;
 use std::hash::Hash;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -23,6 +22,9 @@ pub(crate) struct Settings {
     pub(crate) learn: bool,
     pub(crate) adopt_limits: bool,
     pub(crate) slow_wait: Duration,
+    /// The longest 429 hint that pauses a fixed quota (the retry layer's ceiling): a longer one
+    /// is a quota that resets in hours, which the retry layer gives up on.
+    pub(crate) max_pause: Duration,
 }
 
 /// A store shared with other processes, and how this limiter's keys are named in it.
@@ -53,7 +55,6 @@ impl fmt::Debug for StoreSettings {
 pub(crate) struct Limiter<K> {
     pub(crate) settings: Settings,
     name: Option<Arc<str>>,
-    charges_tokens: AtomicBool,
     limits: Mutex<Limits>,
     default: Arc<Partition>,
     keyed: Mutex<Registry<K, Partition>>,
@@ -84,17 +85,11 @@ impl<K: Hash + Eq + Clone + 'static> Limiter<K> {
         Limiter {
             settings,
             name: name.clone(),
-            charges_tokens: AtomicBool::new(limits.tokens.is_some()),
             default: Arc::new(Partition::new(&limits, name, shared, Instant::now())),
             limits: Mutex::new(limits),
             keyed: Mutex::new(Registry::new()),
             store,
         }
-    }
-
-    /// Whether requests must be costed (a token limit is set).
-    pub(crate) fn charges_tokens(&self) -> bool {
-        self.charges_tokens.load(Ordering::Relaxed)
     }
 
     /// The quota for `key` (the default one for `None`), created on first use.
@@ -177,9 +172,6 @@ impl<K: Hash + Eq + Clone + 'static> RateLimitHandle<K> {
     pub fn set_limits(&self, limits: Limits) -> Result<(), ConfigError> {
         limits.validate()?;
         *lock(&self.limiter.limits) = limits;
-        self.limiter
-            .charges_tokens
-            .store(limits.tokens.is_some(), Ordering::Relaxed);
         let now = Instant::now();
         self.limiter.each_partition(|p| p.reconfigure(&limits, now));
         Ok(())

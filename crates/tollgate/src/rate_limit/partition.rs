@@ -6,13 +6,14 @@
 //! which computes its own instant. Nobody polls in a loop.
 
 use std::collections::VecDeque;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Mutex, MutexGuard};
 use std::task::Waker;
 use std::time::Duration;
 
 use tokio::time::Instant;
 
-use super::adaptive::Controller;
+use super::adaptive::{Change, Controller};
 use super::bucket::Bucket;
 use super::limits::Limits;
 use super::limits::Rate;
@@ -76,8 +77,9 @@ pub(crate) struct State {
     /// The full limits, charged in the store (the local buckets may hold a fair share).
     charged: Limits,
     adaptive: Option<Controller>,
-    /// Burst of the request bucket the adaptive mode manages.
-    adaptive_burst: Option<u64>,
+    /// The configured request rate the adaptive mode scales (its burst shrinks and grows with
+    /// the rate adopted).
+    configured_requests: Option<Rate>,
     headroom: Duration,
     requests: Option<Bucket>,
     tokens: Option<Bucket>,
@@ -99,6 +101,9 @@ pub(crate) struct Partition {
     pub(crate) adaptive: bool,
     /// The quota's place in a shared store, if the limiter has one.
     pub(crate) shared: Option<SharedQuota>,
+    /// Whether requests must be costed: a token limit is configured or was adopted from the
+    /// provider's headers. Read without the lock on every call.
+    pub(crate) charges_tokens: AtomicBool,
 }
 
 impl Partition {
@@ -112,7 +117,11 @@ impl Partition {
         let local = local_limits(shared.as_ref(), limits);
         let limits = &local;
         let bucket = |rate| Bucket::new(rate, limits.headroom, now);
-        let adaptive = limits.adaptive.map(|settings| {
+        // The adaptive mode is about the request rate: it adapts below a configured request
+        // limit, or finds one when no rate is configured at all. A token limit alone is a rate
+        // the user knows; the request rate then stays unlimited (learning from headers).
+        let adapts = limits.requests.is_some() || limits.tokens.is_none();
+        let adaptive = limits.adaptive.filter(|_| adapts).map(|settings| {
             let configured = limits.requests.map(|rate| rate.per_sec());
             let settings = super::Adaptive {
                 ceiling: settings.ceiling.or(configured),
@@ -128,12 +137,13 @@ impl Partition {
             .map(|per_sec| bucket(adaptive_bucket_rate(per_sec, None)));
         Partition {
             name,
+            charges_tokens: AtomicBool::new(limits.tokens.is_some()),
             adaptive: adaptive.is_some(),
             shared,
             state: Mutex::new(State {
                 charged,
                 adaptive,
-                adaptive_burst: limits.requests.map(|rate| rate.capacity),
+                configured_requests: limits.requests,
                 headroom: limits.headroom,
                 requests: limits.requests.map(bucket).or(adaptive_start),
                 tokens: limits.tokens.map(bucket),
@@ -156,6 +166,8 @@ impl Partition {
     /// Changes the limits (see [`RateLimitHandle::set_limits`](super::RateLimitHandle::set_limits)).
     pub(crate) fn reconfigure(&self, limits: &Limits, now: Instant) {
         let local = local_limits(self.shared.as_ref(), limits);
+        self.charges_tokens
+            .store(limits.tokens.is_some(), Ordering::Relaxed);
         self.lock().reconfigure(limits, &local, now);
     }
 
@@ -173,10 +185,11 @@ impl State {
     pub(crate) fn too_large(&self, cost: u64, shared: bool) -> Option<u64> {
         if shared {
             let tokens = self.charged.tokens?;
-            return (cost > tokens.capacity).then_some(tokens.capacity);
+            let most = tokens.capacity.max(tokens.amount);
+            return (cost > most).then_some(most);
         }
         let tokens = self.tokens.as_ref()?;
-        (!tokens.fits(cost)).then_some(tokens.capacity())
+        (!tokens.fits(cost)).then_some(tokens.max_cost())
     }
 
     /// What to ask the store for a request of `cost`.
@@ -270,6 +283,11 @@ impl State {
     /// Whether waiter `id` is at the head of the queue.
     pub(crate) fn is_head(&self, id: u64) -> bool {
         self.queue.front().is_some_and(|w| w.id == id)
+    }
+
+    /// Whether a token limit is in force (configured or adopted from the provider).
+    pub(crate) fn has_token_limit(&self) -> bool {
+        self.tokens.is_some()
     }
 
     /// The full limits (what a store charges).
@@ -368,24 +386,21 @@ impl State {
         self.adaptive.as_ref().map(Controller::rate)
     }
 
-    /// The provider refused (429 or overloaded): lower the adaptive rate (once per burst).
-    /// Returns the new rate when it changed.
-    pub(crate) fn throttled(&mut self, now: Instant) -> Option<f64> {
-        let rate = self.adaptive.as_mut()?.throttled(now)?;
-        self.apply_rate(rate, now);
-        Some(rate)
-    }
-
-    /// The provider answered: let the adaptive rate grow back. Returns the new rate when it
-    /// changed.
-    pub(crate) fn succeeded(&mut self, now: Instant) -> Option<f64> {
-        let rate = self.adaptive.as_mut()?.succeeded(now)?;
-        self.apply_rate(rate, now);
-        Some(rate)
+    /// The provider answered a request sent at `sent_at`, refusing it for its rate or not: the
+    /// adaptive rate learns from it. Returns what changed.
+    pub(crate) fn answered(
+        &mut self,
+        refused: bool,
+        sent_at: Instant,
+        now: Instant,
+    ) -> Option<Change> {
+        let change = self.adaptive.as_mut()?.answered(refused, sent_at, now)?;
+        self.apply_rate(change.rate(), now);
+        Some(change)
     }
 
     fn apply_rate(&mut self, per_sec: f64, now: Instant) {
-        let rate = adaptive_bucket_rate(per_sec, self.adaptive_burst);
+        let rate = adaptive_bucket_rate(per_sec, self.configured_requests);
         match &mut self.requests {
             Some(bucket) => bucket.reconfigure(rate, now),
             None => {
@@ -469,6 +484,7 @@ impl State {
     /// `local` is `limits` as the local buckets hold them (a fair share of them with a store).
     pub(crate) fn reconfigure(&mut self, limits: &Limits, local: &Limits, now: Instant) {
         self.charged = *limits;
+        self.configured_requests = local.requests;
         let limits = local;
         reconfigure_bucket(&mut self.requests, limits.requests, limits.headroom, now);
         reconfigure_bucket(&mut self.tokens, limits.tokens, limits.headroom, now);
@@ -508,13 +524,16 @@ fn local_limits(shared: Option<&SharedQuota>, limits: &Limits) -> Limits {
     shared.map_or(*limits, |s| s.store.fair_share(limits))
 }
 
-/// The request bucket of an adaptive rate: the configured burst, else a tenth of a second's worth.
-fn adaptive_bucket_rate(per_sec: f64, burst: Option<u64>) -> Rate {
+/// The request bucket of an adaptive rate: the configured burst scaled by the rate adopted
+/// (the same share of a second's worth), else a tenth of a second's worth.
+fn adaptive_bucket_rate(per_sec: f64, configured: Option<Rate>) -> Rate {
     // Millirequests per second, so fractional rates keep their precision.
     let amount = (per_sec * 1000.0).round().max(1.0) as u64;
-    let capacity = burst
-        .unwrap_or_else(|| (per_sec / 10.0).ceil().max(1.0) as u64)
-        .max(1);
+    let capacity = match configured {
+        Some(rate) => (rate.capacity as f64 * per_sec / rate.per_sec()).round(),
+        None => (per_sec / 10.0).ceil(),
+    }
+    .max(1.0) as u64;
     Rate {
         amount,
         interval: Duration::from_secs(1000),

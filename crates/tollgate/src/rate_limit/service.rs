@@ -1,5 +1,6 @@
 //! The [`RateLimit`] service.
 
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::task::{Context, Poll, Waker};
 
@@ -77,13 +78,13 @@ where
     }
 
     fn call(&mut self, request: Request<ReqBody>) -> Self::Future {
-        let cost = if self.limiter.charges_tokens() {
+        let settings = self.limiter.settings;
+        let partition = self.limiter.partition(self.key.key(&request));
+        let cost = if partition.charges_tokens.load(Ordering::Relaxed) {
             self.cost.cost(&request)
         } else {
             1
         };
-        let settings = self.limiter.settings;
-        let partition = self.limiter.partition(self.key.key(&request));
         let now = Instant::now();
         let mut state = partition.lock();
         let shared = partition.shared.is_some();

@@ -12,7 +12,7 @@ use super::backoff::{Backoff, Jitter};
 use super::budget::RetryBudget;
 use super::error::StopReason;
 use super::layer::BackoffRetryLayer;
-use crate::classify::{Classification, HintSource};
+use crate::classify::{Classification, HintSource, Kind};
 use crate::ConfigError;
 
 /// What to do when the server asks for a wait longer than the ceiling.
@@ -108,7 +108,11 @@ impl RetryPolicy {
         if deadline.is_some_and(|deadline| Instant::now() + delay >= deadline) {
             return Decision::Stop(StopReason::Deadline);
         }
-        if self.budget.as_ref().is_some_and(|b| !b.try_withdraw()) {
+        // A 429 is the provider pacing us: its retry waits for the hint (and, in the standard
+        // stack, for the rate limiter), so it adds no load. The budget stops retries from
+        // multiplying the load on a failing server (5xx, overload, timeouts, resets).
+        let paced = verdict.kind() == Kind::RateLimited;
+        if !paced && self.budget.as_ref().is_some_and(|b| !b.try_withdraw()) {
             return Decision::Stop(StopReason::BudgetExhausted);
         }
         Decision::Retry { delay, hint }

@@ -7,7 +7,7 @@ use crate::circuit_breaker::{CircuitBreaker, CircuitBreakerHandle};
 use crate::classify::{ClassifyService, DefaultClassifier};
 use crate::key::NoKey;
 use crate::rate_limit::{
-    Adaptive, EstimateTokens, OnStoreError, Rate, RateLimit, RateLimitBuilder, RateLimitHandle,
+    EstimateTokens, OnStoreError, Rate, RateLimit, RateLimitBuilder, RateLimitHandle,
     Store,
 };
 use crate::retry::{BackoffRetry, RetryBudget};
@@ -28,10 +28,10 @@ pub type StandardService<S> = BackoffRetry<
 /// Retry is outermost, so every attempt takes its own rate-limit permit and passes the breaker
 /// (a retry storm cannot bypass either); the breaker sits outside the limiter, so a call it
 /// refuses never waits for a permit; classification is innermost, so its verdict describes one
-/// attempt and every layer reads it. A policy without limits gets an adaptive rate limiter that
-/// finds the provider's rate from its refusals (and adopts the limit its headers report); set
-/// `policy.limits.adapt_when_unlimited` to false for one that only pauses on a 429's hint. Set
-/// `policy.limits.limits.adaptive` to adapt below a configured limit too.
+/// attempt and every layer reads it. The request rate adapts to the provider's refusals: below
+/// the configured limit, which is a ceiling, or from nothing when none is set (and adopts the
+/// limit the provider's headers report). Set `policy.limits.limits.adaptive` to `None` for a
+/// strictly fixed limit; without limits, that limiter only pauses on a 429's hint.
 ///
 /// ```
 /// use tollgate::rate_limit::Rate;
@@ -106,16 +106,10 @@ impl StandardLayer {
         let l = &policy.limits;
         let mut limits = l.limits;
         let mut unlimited = false;
-        if limits.requests.is_none()
-            && limits.tokens.is_none()
-            && limits.concurrency.is_none()
-            && limits.adaptive.is_none()
+        if limits.requests.is_none() && limits.tokens.is_none() && limits.concurrency.is_none()
         {
             unlimited = true;
-            if l.adapt_when_unlimited {
-                // No limit known: find it from the provider's refusals.
-                limits.adaptive = Some(Adaptive::default());
-            } else {
+            if limits.adaptive.is_none() {
                 // A limiter that never waits but learns from the provider (it pauses everyone
                 // on a 429's hint and adopts the limit the headers report). Per minute, as
                 // providers report limits, so a learned limit keeps its meaning.
@@ -130,6 +124,8 @@ impl StandardLayer {
         let mut limit = RateLimitLayer::builder()
             .limits(limits)
             .adopt_provider_limits(l.adopt_provider_limits)
+            // A hint the retry layer would not wait for does not pause the quota either.
+            .max_pause(policy.retry.ceiling)
             .name(policy.provider.name())
             .cost(cost);
         if let Some(max_wait) = l.max_wait {

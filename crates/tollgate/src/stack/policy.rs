@@ -51,7 +51,10 @@ pub struct BreakerSettings {
 /// Rate-limit settings of a [`Policy`] beyond the [`Limits`] themselves.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct LimitSettings {
-    /// Requests, tokens and concurrency. With none set, the stack has no rate-limit layer.
+    /// Requests, tokens and concurrency, each a ceiling the request rate adapts below (see
+    /// [`Limits::adaptive`]). With none set, the rate is found from the provider's refusals;
+    /// with none set and `adaptive` off, the limiter only learns from the provider's headers
+    /// and pauses on its 429s.
     pub limits: Limits,
     /// Refuse a request that would wait longer.
     pub max_wait: Option<Duration>,
@@ -59,11 +62,6 @@ pub struct LimitSettings {
     pub max_queue: Option<usize>,
     /// Adopt a lower limit the provider reports in its headers.
     pub adopt_provider_limits: bool,
-    /// With no limit set at all, find the request rate from the provider's refusals (the
-    /// [`Adaptive`](crate::rate_limit::Adaptive) mode with its defaults; default true). When
-    /// false, such a limiter only learns: it pauses everyone on a 429's hint and adopts the
-    /// limit the headers report.
-    pub adapt_when_unlimited: bool,
     /// Charge `max_tokens` plus the prompt (Anthropic's separate input and output limits) rather
     /// than the greater of the two (OpenAI's rule).
     pub sum_token_estimate: bool,
@@ -119,7 +117,6 @@ impl Policy {
                 max_wait: None,
                 max_queue: None,
                 adopt_provider_limits: true,
-                adapt_when_unlimited: true,
                 sum_token_estimate: false,
             },
             retry: RetrySettings {

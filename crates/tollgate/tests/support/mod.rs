@@ -117,8 +117,21 @@ pub fn request() -> Request<String> {
         .unwrap()
 }
 
+/// What a [`LeakyProvider`]'s 429 says.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Hints {
+    /// `Retry-After: 1`: whole seconds, as nginx's `limit_req` with a retry header.
+    RetryAfterSecond,
+    /// `retry-after-ms` with the exact wait, as OpenAI sends.
+    RetryAfterMs,
+    /// Nothing at all.
+    None,
+}
+
 /// A provider that enforces `rate` requests per second with a burst, as a leaky bucket (nginx's
 /// `limit_req`): over the limit it answers 429 with only `Retry-After: 1`, no rate-limit headers.
+/// Optionally it also meters tokens per minute (reporting them in OpenAI's headers), refuses a
+/// share of requests at random whatever the rate (load shedding), and answers after a delay.
 #[derive(Clone)]
 pub struct LeakyProvider {
     state: Arc<Mutex<Leaky>>,
@@ -130,6 +143,13 @@ struct Leaky {
     burst: f64,
     level: f64,
     updated: Option<Instant>,
+    hints: Hints,
+    /// Tokens: (per second, capacity, level, cost of each request).
+    tokens: Option<(f64, f64, f64, f64)>,
+    /// Random refusals whatever the rate: (share answered 429 without hint, share answered 503).
+    noise: Option<(f64, f64)>,
+    rng: u64,
+    latency: std::time::Duration,
 }
 
 impl LeakyProvider {
@@ -140,9 +160,40 @@ impl LeakyProvider {
                 burst,
                 level: burst,
                 updated: None,
+                hints: Hints::RetryAfterSecond,
+                tokens: None,
+                noise: None,
+                rng: 0x9E37_79B9_7F4A_7C15,
+                latency: std::time::Duration::ZERO,
             })),
             answers: Arc::default(),
         }
+    }
+
+    /// What its 429s say (default `Retry-After: 1`).
+    pub fn hints(self, hints: Hints) -> Self {
+        self.state.lock().unwrap().hints = hints;
+        self
+    }
+
+    /// Also meters `per_minute` tokens (burst: the whole minute), each request costing `cost`,
+    /// and reports them in `x-ratelimit-{limit,remaining}-tokens` on every answer.
+    pub fn tokens(self, per_minute: f64, cost: f64) -> Self {
+        self.state.lock().unwrap().tokens = Some((per_minute / 60.0, per_minute, per_minute, cost));
+        self
+    }
+
+    /// Refuses `limited` of the requests with a bare 429 and answers `unavailable` of them with
+    /// 503, at random (seeded) whatever the rate.
+    pub fn noise(self, limited: f64, unavailable: f64) -> Self {
+        self.state.lock().unwrap().noise = Some((limited, unavailable));
+        self
+    }
+
+    /// Answers after `latency`.
+    pub fn latency(self, latency: std::time::Duration) -> Self {
+        self.state.lock().unwrap().latency = latency;
+        self
     }
 
     pub fn set_rate(&self, rate: f64) {
@@ -157,12 +208,84 @@ impl LeakyProvider {
             .filter(|(_, s)| *s == status)
             .count()
     }
+
+    /// Calls it received.
+    pub fn received(&self) -> usize {
+        self.answers.lock().unwrap().len()
+    }
+}
+
+impl Leaky {
+    /// A uniform draw in [0, 1) (xorshift: deterministic, no dependency).
+    fn draw(&mut self) -> f64 {
+        self.rng ^= self.rng << 13;
+        self.rng ^= self.rng >> 7;
+        self.rng ^= self.rng << 17;
+        (self.rng >> 11) as f64 / (1u64 << 53) as f64
+    }
+
+    fn answer(&mut self, now: Instant) -> (u16, Vec<(&'static str, String)>) {
+        if let Some(updated) = self.updated {
+            let elapsed = (now - updated).as_secs_f64();
+            self.level = (self.level + elapsed * self.rate).min(self.burst);
+            if let Some((per_sec, capacity, level, _)) = &mut self.tokens {
+                *level = (*level + elapsed * *per_sec).min(*capacity);
+            }
+        }
+        self.updated = Some(now);
+        if let Some((limited, unavailable)) = self.noise {
+            let draw = self.draw();
+            if draw < limited {
+                return (429, Vec::new());
+            }
+            if draw < limited + unavailable {
+                return (503, Vec::new());
+            }
+        }
+        let token_wait = match self.tokens {
+            Some((per_sec, _, level, cost)) if level < cost - 1e-9 => (cost - level) / per_sec,
+            _ => 0.0,
+        };
+        let request_wait = if self.level >= 1.0 - 1e-9 {
+            0.0
+        } else {
+            (1.0 - self.level) / self.rate
+        };
+        let status = if request_wait == 0.0 && token_wait == 0.0 {
+            self.level -= 1.0;
+            if let Some((_, _, level, cost)) = &mut self.tokens {
+                *level -= *cost;
+            }
+            200
+        } else {
+            429
+        };
+        let mut headers = Vec::new();
+        if let Some((per_sec, _, level, _)) = self.tokens {
+            let limit = (per_sec * 60.0).round() as u64;
+            headers.push(("x-ratelimit-limit-tokens", limit.to_string()));
+            let remaining = level.max(0.0).floor() as u64;
+            headers.push(("x-ratelimit-remaining-tokens", remaining.to_string()));
+        }
+        if status == 429 {
+            let wait = request_wait.max(token_wait);
+            match self.hints {
+                Hints::RetryAfterSecond => headers.push(("retry-after", "1".to_owned())),
+                Hints::RetryAfterMs => {
+                    let ms = (wait * 1000.0).ceil().max(1.0) as u64;
+                    headers.push(("retry-after-ms", ms.to_string()));
+                }
+                Hints::None => {}
+            }
+        }
+        (status, headers)
+    }
 }
 
 impl<B> tower::Service<Request<B>> for LeakyProvider {
     type Response = Response<String>;
     type Error = BoxError;
-    type Future = std::future::Ready<Result<Response<String>, BoxError>>;
+    type Future = Pin<Box<dyn Future<Output = Result<Response<String>, BoxError>> + Send>>;
 
     fn poll_ready(
         &mut self,
@@ -174,26 +297,20 @@ impl<B> tower::Service<Request<B>> for LeakyProvider {
     fn call(&mut self, _: Request<B>) -> Self::Future {
         let now = Instant::now();
         let mut state = self.state.lock().unwrap();
-        if let Some(updated) = state.updated {
-            state.level =
-                (state.level + (now - updated).as_secs_f64() * state.rate).min(state.burst);
-        }
-        state.updated = Some(now);
-        let status = if state.level >= 1.0 - 1e-9 {
-            state.level -= 1.0;
-            200
-        } else {
-            429
-        };
+        let (status, headers) = state.answer(now);
+        let latency = state.latency;
         drop(state);
         self.answers.lock().unwrap().push((now, status));
         let mut response = Response::new(String::new());
         *response.status_mut() = StatusCode::from_u16(status).unwrap();
-        if status == 429 {
-            response
-                .headers_mut()
-                .insert("retry-after", "1".parse().unwrap());
+        for (name, value) in headers {
+            response.headers_mut().insert(name, value.parse().unwrap());
         }
-        std::future::ready(Ok(response))
+        Box::pin(async move {
+            if !latency.is_zero() {
+                tokio::time::sleep(latency).await;
+            }
+            Ok(response)
+        })
     }
 }
