@@ -82,6 +82,9 @@ pub enum HintStyle {
     /// Only `Retry-After` in whole seconds on a 429, and no rate-limit headers at all (as nginx's
     /// `limit_req` or many OpenAI-compatible servers do).
     RetryAfterOnly,
+    /// Only `retry-after-ms` with the exact wait on a 429, and no rate-limit headers: a precise
+    /// hint with nothing to learn the limit from.
+    RetryAfterMs,
     /// A bare 429 with no hint at all.
     None,
 }
@@ -144,16 +147,25 @@ impl Default for FaultMix {
 }
 
 impl FaultMix {
-    /// Only server errors (500/502/503/504) and 529s.
-    pub fn server_errors_only() -> Self {
+    /// No fault at all: a base to set the weights wanted on.
+    pub fn none() -> Self {
         FaultMix {
-            server_error: 1,
-            overloaded: 1,
+            server_error: 0,
+            overloaded: 0,
             rate_limited_with_hint: 0,
             rate_limited_bare: 0,
             reset: 0,
             hang: 0,
             malformed_headers: 0,
+        }
+    }
+
+    /// Only server errors (500/502/503/504) and 529s.
+    pub fn server_errors_only() -> Self {
+        FaultMix {
+            server_error: 1,
+            overloaded: 1,
+            ..FaultMix::none()
         }
     }
 }

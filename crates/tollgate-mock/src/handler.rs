@@ -448,6 +448,13 @@ fn hint_headers(headers: &mut HeaderMap, style: HintStyle, wait: Duration) {
                 wait.as_secs_f64().ceil().max(1.0).to_string(),
             );
         }
+        HintStyle::RetryAfterMs => {
+            insert(
+                headers,
+                "retry-after-ms",
+                wait.as_millis().max(1).to_string(),
+            );
+        }
         HintStyle::None => {}
     }
 }

@@ -41,6 +41,7 @@
 #![deny(unsafe_code)]
 #![warn(missing_docs, unreachable_pub, rust_2018_idioms)]
 
+mod attempt;
 pub mod circuit_breaker;
 pub mod classify;
 pub mod config;

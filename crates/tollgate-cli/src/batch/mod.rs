@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 use http_body_util::BodyExt;
 use serde_json::{json, Value};
 use tokio::sync::{mpsc, Semaphore};
-use tollgate::retry::{RetryError, RetryInfo};
+use tollgate::retry::{RetryError, RetryInfo, StopReason};
 use tower::{Layer, ServiceExt};
 
 pub(crate) use target::Target;
@@ -51,13 +51,16 @@ pub(crate) struct BatchArgs {
     /// `max_tokens` for `prompt` lines.
     #[arg(long, default_value_t = 256)]
     max_tokens: u64,
-    /// Requests per minute (overrides the preset or config).
+    /// Requests per minute (overrides the preset or config): a ceiling, not a promise. The rate
+    /// adapts below it to the provider's refusals (see --no-adaptive); without it, the rate is
+    /// found from the refusals alone.
     #[arg(long)]
     rpm: Option<u64>,
     /// Tokens per minute.
     #[arg(long)]
     tpm: Option<u64>,
-    /// Requests at once after a quiet spell.
+    /// Requests at once after a quiet spell (default: a tenth of a second's worth of --rpm, at
+    /// least 1; providers enforce per-minute limits over much shorter windows).
     #[arg(long)]
     burst: Option<u64>,
     /// Requests in flight at once (default: from the limits).
@@ -66,11 +69,11 @@ pub(crate) struct BatchArgs {
     /// Attempts per request, the first included.
     #[arg(long)]
     max_attempts: Option<u32>,
-    /// Timeout of each attempt, in seconds.
+    /// Timeout of each attempt, in seconds, from when it leaves the rate limiter's queue.
     #[arg(long)]
     timeout: Option<f64>,
-    /// Keep the request rate fixed at `--rpm` (or the preset's) instead of adapting it to the
-    /// provider's refusals.
+    /// Keep the request rate strictly fixed at `--rpm` (or the preset's) instead of adapting it
+    /// below to the provider's refusals: a 429 then pauses every request for its hint.
     #[arg(long)]
     no_adaptive: bool,
     /// Share the quota with every process using this Redis (`redis://host:port/`): several
@@ -304,10 +307,9 @@ where
     match stack.oneshot(request).await {
         Ok(response) => {
             let status = response.status().as_u16();
-            let attempts = response
-                .extensions()
-                .get::<RetryInfo>()
-                .map_or(1, |i| i.attempts);
+            let info = response.extensions().get::<RetryInfo>().copied();
+            let attempts = info.map_or(1, |i| i.attempts);
+            let response_stop = info.and_then(|i| i.stopped);
             let body = match response.into_body().collect().await {
                 Ok(body) => body.to_bytes(),
                 Err(error) => {
@@ -321,13 +323,25 @@ where
             if (200..300).contains(&status) {
                 json!({"id": job.id, "status": status, "outcome": "ok", "response": answer, "attempts": attempts, "latency_ms": latency(started)})
             } else {
+                let stopped = response_stop.map(StopReason::as_str);
                 json!({"id": job.id, "status": status, "outcome": "http_error",
-                    "error": {"kind": format!("http_{status}"), "message": answer}, "attempts": attempts, "latency_ms": latency(started)})
+                    "error": {"kind": error_kind(&format!("http_{status}"), response_stop), "stopped": stopped, "message": answer},
+                    "attempts": attempts, "latency_ms": latency(started)})
             }
         }
         Err(error) => json!({"id": job.id, "status": null, "outcome": "error",
-            "error": {"kind": error.last_verdict().kind().as_str(), "stopped": error.reason().as_str(), "message": error.to_string()},
+            "error": {"kind": error_kind(error.last_verdict().kind().as_str(), Some(error.reason())), "stopped": error.reason().as_str(), "message": error.to_string()},
             "attempts": error.attempts(), "latency_ms": latency(started)}),
+    }
+}
+
+/// The kind of a failure as the result line says it: what the last attempt met, unless the
+/// retry layer stopped for a reason of its own that the operator must see (its budget ran out;
+/// the status or the message still says what the last attempt met).
+fn error_kind(last: &str, stopped: Option<StopReason>) -> String {
+    match stopped {
+        Some(StopReason::BudgetExhausted) => "retry_budget_exhausted".to_owned(),
+        _ => last.to_owned(),
     }
 }
 

@@ -103,14 +103,9 @@ impl Target {
                 StandardLayer::with_store(&policy, store, on_error)
             }
             None => {
-                if !args.no_adaptive {
-                    // The batch finds the provider's real rate from its refusals; a configured
-                    // request limit is the ceiling it adapts below.
-                    policy
-                        .limits
-                        .limits
-                        .adaptive
-                        .get_or_insert_with(tollgate::rate_limit::Adaptive::default);
+                if args.no_adaptive {
+                    // The request rate stays at --rpm: a 429 pauses the quota for its hint.
+                    policy.limits.limits.adaptive = None;
                 }
                 policy.layer()
             }
@@ -221,7 +216,8 @@ impl Target {
 fn apply_flags(policy: &mut Policy, args: &BatchArgs) -> Result<(), String> {
     let limits = &mut policy.limits.limits;
     if let Some(rpm) = args.rpm {
-        limits.requests = Some(Rate::per_minute(rpm).with_burst(args.burst.unwrap_or(rpm)));
+        let rate = Rate::per_minute(rpm);
+        limits.requests = Some(args.burst.map_or(rate, |burst| rate.with_burst(burst)));
     } else if let (Some(burst), Some(rate)) = (args.burst, limits.requests) {
         limits.requests = Some(rate.with_burst(burst));
     } else if args.burst.is_some() {

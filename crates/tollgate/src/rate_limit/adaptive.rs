@@ -41,7 +41,9 @@ pub struct Adaptive {
     /// Multiplicative decrease on a refusal, applied to the best estimate of the provider's
     /// limit (default 0.9: the rate it accepted is measured, so just below it is safe).
     pub beta: f64,
-    /// CUBIC's scaling constant (default 0.4).
+    /// CUBIC's scaling constant, relative to the rate that last failed (default 0.001: a 10%
+    /// decrease is regained in 4.6 s, and the rate then probes 10% above it 4.6 s later, then
+    /// slow-starts again if the provider still accepts).
     pub scale: f64,
     /// Where the rate starts when no request limit is configured (default 10 per second): it
     /// doubles every half second until the provider first refuses, as TCP's slow start, so a
@@ -55,7 +57,7 @@ impl Default for Adaptive {
             floor: 0.5,
             ceiling: None,
             beta: 0.9,
-            scale: 0.4,
+            scale: 0.0005,
             initial: 10.0,
         }
     }
@@ -141,15 +143,33 @@ const VERIFY_ANSWERS: u32 = 32;
 /// provider's): the decrease stands and the next refusal lowers again.
 const STILL_OVER_REFUSALS: u32 = 8;
 
-/// A decrease waiting for the answers that say whether it helped.
+/// How far above the rate that last failed CUBIC probes before it concludes that limit is gone
+/// and slow-starts again.
+const PROBE_BEYOND: f64 = 0.1;
+
+/// Refusals that go on after a decrease at more than this share of what they were before it
+/// did not respond to the rate: noise.
+const NOT_DROPPING: f64 = 0.7;
+
+/// The controller's rate and curve, kept to undo decreases that turn out to be noise.
 #[derive(Debug, Clone, Copy)]
-struct Verification {
-    /// The controller as it was before the decrease, to restore if it did not help.
+struct Curve {
     rate: f64,
     w_max: f64,
     probing: bool,
     lowered_to: f64,
     last_decrease: Option<Instant>,
+}
+
+/// A decrease waiting for the answers that say whether it helped.
+#[derive(Debug, Clone, Copy)]
+struct Verification {
+    /// The controller before the first of the decreases in a row that did not stop the
+    /// refusals, to restore if they are judged noise.
+    before: Curve,
+    /// The share of refusals after the previous decrease, when this one followed it because
+    /// refusals went on.
+    previous_share: Option<f64>,
     /// Answers to requests sent after the decrease, and the refusals among them.
     answers: u32,
     refusals: u32,
@@ -185,13 +205,13 @@ pub(crate) struct Controller {
     last_decrease: Option<Instant>,
     /// The rate set by the last decrease.
     lowered_to: f64,
-    /// Growing exponentially (slow start) until a throttle with a measured delivery rate.
+    /// Growing exponentially (slow start) until the first refusal.
     probing: bool,
     sent: SendRate,
-    /// Answers the provider's rate limiter let through (everything but its refusals).
-    delivered: SendRate,
     /// Share of refusals among recent answers (an average over about `SHARE_WINDOW` answers).
     share: f64,
+    /// The last 32 answers, a bit each, set for a refusal.
+    recent: u32,
     /// Share of refusals that lowering the rate did not remove: background noise (a provider
     /// shedding load at random), not a limit.
     noise: f64,
@@ -217,21 +237,39 @@ impl Controller {
             lowered_to: initial,
             probing: configured.is_none(),
             sent: empty(),
-            delivered: empty(),
             share: 0.0,
+            recent: 0,
             noise: 0.0,
             verifying: None,
         }
     }
 
-    /// Lowers the ceiling to what the provider reports.
-    pub(crate) fn cap(&mut self, per_sec: f64) {
-        if per_sec > 0.0 && self.settings.ceiling.is_none_or(|c| per_sec < c) {
-            self.settings.ceiling = Some(per_sec.max(self.settings.floor));
-            if self.rate > per_sec {
-                self.rate = per_sec.max(self.settings.floor);
-            }
+    /// The provider reports its limit: it becomes the ceiling when lower, and a rate still
+    /// slow-starting goes straight to it (there is nothing left to find). Returns the new rate
+    /// when it changed.
+    pub(crate) fn cap(&mut self, per_sec: f64, now: Instant) -> Option<f64> {
+        if !(per_sec.is_finite() && per_sec > 0.0) {
+            return None;
         }
+        let floor = self.settings.floor;
+        if self.settings.ceiling.is_none_or(|c| per_sec < c) {
+            self.settings.ceiling = Some(per_sec.max(floor));
+        }
+        let ceiling = self.settings.ceiling.unwrap_or(per_sec);
+        let rate = if self.probing {
+            self.probing = false;
+            self.w_max = ceiling;
+            self.lowered_to = ceiling;
+            self.last_decrease = Some(now);
+            ceiling
+        } else {
+            self.rate.min(ceiling)
+        };
+        if rate == self.rate {
+            return None;
+        }
+        self.rate = rate;
+        Some(rate)
     }
 
     /// The current admission rate.
@@ -245,11 +283,17 @@ impl Controller {
 
     /// The answer to a request sent at `sent_at`: a refusal by the provider's rate limiter, or
     /// anything else. Returns what changed, if anything.
-    pub(crate) fn answered(&mut self, refused: bool, sent_at: Instant, now: Instant) -> Option<Change> {
+    pub(crate) fn answered(
+        &mut self,
+        refused: bool,
+        sent_at: Instant,
+        now: Instant,
+    ) -> Option<Change> {
         let x = if refused { 1.0 } else { 0.0 };
         self.share += (x - self.share) / SHARE_WINDOW;
-        if !refused {
-            self.delivered.record(now);
+        self.recent = (self.recent << 1) | u32::from(refused);
+        if self.probing {
+            return self.slow_start(refused, now);
         }
         // Answers to requests sent before the last decrease (or at the same instant, which is
         // ambiguous) say nothing about the new rate.
@@ -265,22 +309,25 @@ impl Controller {
         if !after_decrease || self.verifying.is_some() || !self.above_noise() {
             return None;
         }
-        Some(Change::Lowered(self.lower(None, now)))
+        Some(Change::Lowered(self.lower(None, None, now)))
     }
 
-    /// Counts an answer towards the verification of the last decrease; undoes the decrease when
-    /// the refusals went on at the same share (they were not about our rate).
+    /// Counts an answer towards the verification of the last decrease. When its answers are
+    /// in: refusals that stopped confirm it; refusals that went on lower the rate again, and
+    /// when two decreases in a row left them as many, they are judged noise and all undone.
     fn verify(&mut self, refused: bool, now: Instant) -> Option<Change> {
         let v = self.verifying.as_mut()?;
         v.answers += 1;
         v.refusals += u32::from(refused);
         if v.refusals >= STILL_OVER_REFUSALS {
             // Far above the limit still: the share the provider accepted at this rate measures
-            // its limit. Lower to that at once.
-            let accepted = f64::from(v.answers - v.refusals) / f64::from(v.answers);
-            let limit = self.rate * accepted;
+            // its limit. Lower to that at once (by three quarters at most). The share is counted
+            // from a dozen answers, so it leans up by one: too high costs a few refusals, too
+            // low a long wait on the way back up.
+            let accepted = f64::from(v.answers - v.refusals + 1) / f64::from(v.answers + 1);
+            let limit = self.rate * accepted.max(0.25);
             self.verifying = None;
-            return Some(Change::Lowered(self.lower(Some(limit), now)));
+            return Some(Change::Lowered(self.lower(Some(limit), None, now)));
         }
         if v.answers < VERIFY_ANSWERS {
             return None;
@@ -295,19 +342,46 @@ impl Controller {
             self.noise *= 0.5;
             return None;
         }
-        // The refusals went on at a lower rate: background noise. Undo the decrease.
+        let dropping = v
+            .previous_share
+            .is_none_or(|previous| after < NOT_DROPPING * previous);
+        if dropping {
+            // Refusals went on, but fewer: a little above the limit still (or too soon to
+            // tell). Lower again.
+            let mut v = v;
+            v.previous_share = Some(after);
+            return Some(Change::Lowered(self.lower(None, Some(v), now)));
+        }
+        // Lowering the rate did not make them fewer: they are not about our rate. Undo it all.
         self.noise = if self.noise == 0.0 {
             after
         } else {
             0.5 * (self.noise + after)
         };
         self.share = self.share.min(self.noise);
-        self.rate = v.rate;
-        self.w_max = v.w_max;
-        self.probing = v.probing;
-        self.lowered_to = v.lowered_to;
-        self.last_decrease = v.last_decrease;
+        let before = v.before;
+        self.rate = before.rate;
+        self.w_max = before.w_max;
+        self.probing = before.probing;
+        self.lowered_to = before.lowered_to;
+        self.last_decrease = before.last_decrease;
         Some(Change::Restored(self.rate))
+    }
+
+    /// Slow start: the rate doubles until the provider refuses a quarter of the last 32 answers,
+    /// a share that measures its limit (a few isolated refusals may be noise, and stopping at
+    /// them would leave the rate far below a provider that has no limit in reach).
+    fn slow_start(&mut self, refused: bool, now: Instant) -> Option<Change> {
+        if !refused {
+            return self.grow(now);
+        }
+        let refusals = self.recent.count_ones();
+        if refusals < STILL_OVER_REFUSALS {
+            return None;
+        }
+        let accepted = 1.0 - f64::from(refusals) / 32.0;
+        let limit = self.rate * accepted.max(0.25);
+        Some(Change::Lowered(self.lower(Some(limit), None, now)))
     }
 
     /// Whether the recent share of refusals stands out from the background noise.
@@ -321,28 +395,29 @@ impl Controller {
     }
 
     /// A refusal: lowers the rate to `beta` times the provider's limit as best known: `limit`
-    /// when measured, else the rate it has been accepting.
-    fn lower(&mut self, limit: Option<f64>, now: Instant) -> f64 {
+    /// when measured, else the current rate. `previous` is the verification of the decrease
+    /// before it, when this one continues a streak.
+    fn lower(&mut self, limit: Option<f64>, previous: Option<Verification>, now: Instant) -> f64 {
         let floor = self.settings.floor;
-        let (delivered, measured) = self.delivered.estimate(now);
-        // The rate the provider has been accepting is the best estimate of its limit; before a
-        // whole bucket is measured, the current rate (configured or slow-started) stands in.
         let current = match limit {
             Some(limit) => self.rate.min(limit.max(floor)),
-            None if measured => self.rate.min(delivered.max(floor)),
             None => self.rate,
         };
-        let measured = measured || limit.is_some();
-        self.verifying = Some(Verification {
+        let curve = Curve {
             rate: self.rate,
             w_max: self.w_max,
             probing: self.probing,
             lowered_to: self.lowered_to,
             last_decrease: self.last_decrease,
+        };
+        self.verifying = Some(Verification {
+            before: previous.map_or(curve, |p| p.before),
+            previous_share: previous.and_then(|p| p.previous_share),
             answers: 0,
             refusals: 0,
         });
-        self.probing = !measured;
+        // Slow start ends at the first refusal, as TCP's does.
+        self.probing = false;
         self.w_max = current;
         let lowered = (current * self.settings.beta).max(floor);
         self.last_decrease = Some(now);
@@ -360,10 +435,19 @@ impl Controller {
             // Slow start: the limit is not known yet, so double every half second.
             self.lowered_to * 2f64.powf(t / 0.5)
         } else {
-            // CUBIC's plateau is `w_max`, reached `k` seconds after the decrease.
-            let k = ((self.w_max - self.lowered_to).max(0.0) / self.settings.scale).cbrt();
-            self.settings.scale * (t - k).powi(3) + self.w_max
+            // CUBIC's plateau is `w_max`, reached `k` seconds after the decrease; the curve is
+            // relative to it, so it takes as long to regain 10% at 5 requests/s as at 5,000.
+            let scale = self.settings.scale;
+            let k = ((1.0 - self.lowered_to / self.w_max).max(0.0) / scale).cbrt();
+            self.w_max * (1.0 + scale * (t - k).powi(3))
         };
+        if !self.probing && target > self.w_max * (1.0 + PROBE_BEYOND) {
+            // Well past the rate that last failed without a refusal: that limit is gone (a
+            // higher tier, a quieter neighbour). Find the new one as at the start.
+            self.probing = true;
+            self.lowered_to = target;
+            self.last_decrease = Some(now);
+        }
         // Never more than twice what is actually being sent (AWS), once that is measured.
         let (measured, reliable) = self.sent.estimate(now);
         if reliable {
@@ -397,7 +481,8 @@ mod tests {
             .collect();
         assert_eq!(changes, [Change::Lowered(90.0)], "one decrease");
         // Requests sent after it are refused too, two in three: far above the limit still. The
-        // eighth refusal (not each) lowers again, to what the provider accepted: a third of 90.
+        // eighth refusal (not each) lowers again, to what the provider accepted: 5 of 13 (the
+        // 12 answers and one more accepted, leaning up) of 90.
         let after = start + 2 * MS;
         let mut changes = Vec::new();
         for i in 0..12 {
@@ -405,7 +490,7 @@ mod tests {
         }
         assert_eq!(changes.len(), 1, "{changes:?}");
         assert!(
-            matches!(changes[0], Change::Lowered(r) if (r - 27.0).abs() < 1e-9),
+            matches!(changes[0], Change::Lowered(r) if (r - 0.9 * 90.0 * 5.0 / 13.0).abs() < 1e-9),
             "{changes:?}"
         );
     }
@@ -423,16 +508,24 @@ mod tests {
             changes.extend(change.filter(|c| !matches!(c, Change::Raised(_))));
         }
         assert_eq!(changes[0], Change::Lowered(45.0));
-        // ...the next 32 answers, refused as often, restore it, and the same share of refusals
-        // then lowers it no more.
-        assert_eq!(changes[1], Change::Restored(50.0));
-        assert_eq!(changes.len(), 2, "{changes:?}");
+        // ...refusals go on in the next 32 answers, so it lowers again; in the 32 after, they
+        // are as many as before: they do not respond to the rate, and it goes back to 50. The
+        // same share of refusals then lowers it no more.
+        assert!(
+            matches!(changes[1], Change::Lowered(r) if r < 45.0),
+            "{changes:?}"
+        );
+        assert_eq!(changes[2], Change::Restored(50.0));
+        assert_eq!(changes.len(), 3, "{changes:?}");
         assert_eq!(controller.rate(), 50.0);
         // A real limit on top of the noise (every other request refused) is still found.
         let mut lowered = false;
         for _ in 0..64 {
             now += 20 * MS;
-            lowered |= matches!(controller.answered(true, now - MS, now), Some(Change::Lowered(_)));
+            lowered |= matches!(
+                controller.answered(true, now - MS, now),
+                Some(Change::Lowered(_))
+            );
             now += 20 * MS;
             controller.answered(false, now - MS, now);
         }

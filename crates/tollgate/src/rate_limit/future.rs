@@ -19,6 +19,7 @@ use super::limiter::Settings;
 use super::partition::{Admit, Blocked, Partition, Which};
 use super::shared::{Route, SharedQuota};
 use super::store::{Grant, OnStoreError, StoreFuture};
+use crate::attempt::AttemptClock;
 use crate::classify::{response_verdict, Kind, LimitKind, RateLimitState};
 use crate::BoxError;
 
@@ -301,9 +302,12 @@ where
                             Err("rate limit future polled after completion".into()),
                         );
                     };
+                    let sent_at = Instant::now();
+                    if let Some(clock) = request.extensions().get::<AttemptClock>() {
+                        clock.left(sent_at);
+                    }
                     let future = service.call(request);
                     let permit = permit.take();
-                    let sent_at = Instant::now();
                     this.state.set(State::Calling {
                         future,
                         permit,
@@ -359,9 +363,15 @@ fn learn<B>(settings: &Settings, partition: &Partition, response: &Response<B>, 
         // for the hint, the others go on at the lowered rate.
         let changed = partition.lock().answered(refused, sent_at, Instant::now());
         if let Some(change) = changed {
-            if std::env::var_os("TG_DEBUG").is_some() { eprintln!("{:?} {change:?}", Instant::now()); }
+            if std::env::var_os("TG_DEBUG").is_some() {
+                eprintln!("{:?} {change:?}", Instant::now());
+            }
             crate::telemetry::limiter_adaptive_rate(&partition.name, change.rate());
-            tracing::info!(rate_per_sec = change.rate(), ?change, "adaptive rate limit changed");
+            tracing::info!(
+                rate_per_sec = change.rate(),
+                ?change,
+                "adaptive rate limit changed"
+            );
         }
     } else if limited && !over_ceiling {
         let now = Instant::now();

@@ -442,14 +442,19 @@ impl State {
         if adopt_limits {
             if let (Some(controller), Some(limit)) = (&mut self.adaptive, server.requests.limit) {
                 // The provider's own word takes precedence over what the adaptive mode infers.
-                controller.cap(limit as f64 / 60.0);
+                if let Some(rate) = controller.cap(limit as f64 / 60.0, now) {
+                    self.apply_rate(rate, now);
+                    changed = true;
+                }
             }
         }
+        // The adaptive controller sets the request bucket's rate itself.
+        let adopt_requests = adopt_limits && self.adaptive.is_none();
         let pairs = [
-            (&mut self.requests, server.requests),
-            (&mut self.tokens, server.tokens),
+            (&mut self.requests, server.requests, adopt_requests),
+            (&mut self.tokens, server.tokens, adopt_limits),
         ];
-        for (bucket, window) in pairs {
+        for (bucket, window, adopt_limits) in pairs {
             let Some(bucket) = bucket else {
                 // No limit configured here: the provider's, per minute, becomes the limit.
                 if let Some(limit) = window.limit.filter(|l| adopt_limits && *l > 0) {
@@ -524,14 +529,17 @@ fn local_limits(shared: Option<&SharedQuota>, limits: &Limits) -> Limits {
     shared.map_or(*limits, |s| s.store.fair_share(limits))
 }
 
-/// The request bucket of an adaptive rate: the configured burst scaled by the rate adopted
-/// (the same share of a second's worth), else a tenth of a second's worth.
+/// The request bucket of an adaptive rate: a tenth of a second's worth (the default burst), or
+/// the configured burst scaled by the rate adopted when that is smaller.
 fn adaptive_bucket_rate(per_sec: f64, configured: Option<Rate>) -> Rate {
     // Millirequests per second, so fractional rates keep their precision.
     let amount = (per_sec * 1000.0).round().max(1.0) as u64;
+    let tenth = (per_sec / 10.0).ceil();
     let capacity = match configured {
-        Some(rate) => (rate.capacity as f64 * per_sec / rate.per_sec()).round(),
-        None => (per_sec / 10.0).ceil(),
+        Some(rate) => (rate.capacity as f64 * per_sec / rate.per_sec())
+            .round()
+            .min(tenth),
+        None => tenth,
     }
     .max(1.0) as u64;
     Rate {

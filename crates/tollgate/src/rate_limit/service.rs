@@ -13,6 +13,7 @@ use super::cost::Cost;
 use super::error::RateLimitError;
 use super::future::{ResponseFuture, Wait};
 use super::limiter::Limiter;
+use crate::attempt::AttemptClock;
 use crate::key::KeyFor;
 use crate::BoxError;
 
@@ -141,6 +142,10 @@ where
         // Queue now, so the order of calls is the order of admission; the real waker is
         // registered on the first poll.
         let id = state.enqueue(cost, Waker::noop().clone());
+        if let Some(clock) = request.extensions().get::<AttemptClock>() {
+            // The retry layer's attempt timeout waits until the request leaves the queue.
+            clock.queued();
+        }
         crate::telemetry::limiter_queue(&partition.name, state.queue_len());
         drop(state);
         let wait = Wait::new(Arc::clone(&partition), id, cost, now);

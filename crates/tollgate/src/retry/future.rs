@@ -14,6 +14,7 @@ use tower_service::Service;
 use super::error::{AttemptTimedOut, RetryError, RetryInfo, StopReason};
 use super::policy::{Decision, RetryEvent, RetryPolicy};
 use super::replay::{try_clone_request, ReplayBody};
+use crate::attempt::{AttemptClock, Progress};
 use crate::classify::{error_verdict, response_verdict, Classification, Kind};
 use crate::BoxError;
 
@@ -37,6 +38,8 @@ pin_project! {
         // so the success path without timeouts allocates nothing here.
         timer: Option<Pin<Box<Sleep>>>,
         timer_is_deadline: bool,
+        // When the current attempt left the rate limiter's queue (set with an attempt timeout).
+        clock: Option<AttemptClock>,
         #[pin]
         state: State<S::Future>,
     }
@@ -59,6 +62,7 @@ where
         policy: Arc<RetryPolicy>,
         service: S,
         replay: Option<Request<B>>,
+        clock: Option<AttemptClock>,
         future: S::Future,
     ) -> Self {
         let started = Instant::now();
@@ -73,6 +77,7 @@ where
             previous_delay: Duration::ZERO,
             timer: None,
             timer_is_deadline: false,
+            clock,
             state: State::Attempt { future },
         };
         let (timer, is_deadline) = (&mut this.timer, &mut this.timer_is_deadline);
@@ -122,6 +127,22 @@ where
                                 return Poll::Pending;
                             };
                             ready!(timer.as_mut().poll(cx));
+                            if !*this.timer_is_deadline {
+                                let now = Instant::now();
+                                let timeout = this.policy.attempt_timeout;
+                                if let Some(end) = queue_extends(this.clock.as_ref(), timeout, now)
+                                {
+                                    // The attempt waited in the rate limiter's queue: its
+                                    // timeout runs from when it left.
+                                    let (timer, is_deadline) =
+                                        (&mut *this.timer, &mut *this.timer_is_deadline);
+                                    arm_until(timer, is_deadline, Some(end), *this.deadline);
+                                    continue;
+                                }
+                            }
+                            let Some(timer) = this.timer.as_mut() else {
+                                return Poll::Pending;
+                            };
                             let after = timer.deadline().saturating_duration_since(*this.started);
                             if *this.timer_is_deadline {
                                 let error: BoxError = Box::new(AttemptTimedOut { after });
@@ -208,6 +229,9 @@ where
                     *this.replay = try_clone_request(&request);
                     *this.attempts += 1;
                     crate::telemetry::attempt(&this.policy.name);
+                    if let Some(clock) = this.clock.as_ref() {
+                        clock.start(Instant::now());
+                    }
                     let future = this.service.call(request);
                     arm_attempt_timer(
                         this.timer,
@@ -236,7 +260,33 @@ fn arm_attempt_timer(
     timeout: Option<Duration>,
     deadline: Option<Instant>,
 ) {
-    let attempt_end = timeout.map(|t| now + t);
+    arm_until(timer, is_deadline, timeout.map(|t| now + t), deadline);
+}
+
+/// When an attempt whose timer fired at `now` really times out, if later: it waited in a queue
+/// (it is still there, or left less than `timeout` ago).
+fn queue_extends(
+    clock: Option<&AttemptClock>,
+    timeout: Option<Duration>,
+    now: Instant,
+) -> Option<Instant> {
+    let timeout = timeout?;
+    let end = match clock?.progress() {
+        // Still queued: look again a timeout from now (the queue's wait is bounded by the
+        // limiter's max_wait, the call by the deadline).
+        Progress::Queued => now + timeout,
+        Progress::LeftQueue(at) => at + timeout,
+    };
+    (end > now).then_some(end)
+}
+
+/// Arms the timer for the earlier of `attempt_end` and `deadline`.
+fn arm_until(
+    timer: &mut Option<Pin<Box<Sleep>>>,
+    is_deadline: &mut bool,
+    attempt_end: Option<Instant>,
+    deadline: Option<Instant>,
+) {
     let (end, by_deadline) = match (attempt_end, deadline) {
         (Some(a), Some(d)) if d <= a => (d, true),
         (Some(a), _) => (a, false),

@@ -272,6 +272,12 @@ impl BackoffRetryBuilder {
     }
 
     /// A timeout for each attempt; an attempt that exceeds it counts as a timeout (retryable).
+    ///
+    /// It runs from when the attempt leaves tollgate's own queue (a [`RateLimitLayer`]
+    /// inside this layer), so it times the provider, not the wait for a permit; bound that wait
+    /// with the limiter's `max_wait`, and the whole call with [`deadline`](Self::deadline).
+    ///
+    /// [`RateLimitLayer`]: crate::RateLimitLayer
     pub fn attempt_timeout(mut self, timeout: Duration) -> Self {
         self.attempt_timeout = Some(timeout);
         self

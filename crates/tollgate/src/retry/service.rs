@@ -5,12 +5,14 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use http::{Request, Response};
+use tokio::time::Instant;
 use tower_service::Service;
 
 use super::error::{RetryError, StopReason};
 use super::future::ResponseFuture;
 use super::policy::RetryPolicy;
 use super::replay::{try_clone_request, ReplayBody};
+use crate::attempt::AttemptClock;
 use crate::classify::error_verdict;
 use crate::BoxError;
 
@@ -59,9 +61,17 @@ where
         if let Some(budget) = &self.policy.budget {
             budget.deposit();
         }
+        let mut request = request;
+        // The attempt timeout runs from when an attempt leaves the rate limiter's queue: the
+        // clock tells when (one allocation per call, only when a timeout is set).
+        let clock = self.policy.attempt_timeout.map(|_| {
+            let clock = AttemptClock::new(Instant::now());
+            request.extensions_mut().insert(clock.clone());
+            clock
+        });
         let replay = try_clone_request(&request);
         crate::telemetry::attempt(&self.policy.name);
         let future = service.call(request);
-        ResponseFuture::new(Arc::clone(&self.policy), service, replay, future)
+        ResponseFuture::new(Arc::clone(&self.policy), service, replay, clock, future)
     }
 }

@@ -7,8 +7,7 @@ use crate::circuit_breaker::{CircuitBreaker, CircuitBreakerHandle};
 use crate::classify::{ClassifyService, DefaultClassifier};
 use crate::key::NoKey;
 use crate::rate_limit::{
-    EstimateTokens, OnStoreError, Rate, RateLimit, RateLimitBuilder, RateLimitHandle,
-    Store,
+    EstimateTokens, OnStoreError, Rate, RateLimit, RateLimitBuilder, RateLimitHandle, Store,
 };
 use crate::retry::{BackoffRetry, RetryBudget};
 use crate::{BackoffRetryLayer, CircuitBreakerLayer, ClassifyLayer, ConfigError, RateLimitLayer};
@@ -106,8 +105,7 @@ impl StandardLayer {
         let l = &policy.limits;
         let mut limits = l.limits;
         let mut unlimited = false;
-        if limits.requests.is_none() && limits.tokens.is_none() && limits.concurrency.is_none()
-        {
+        if limits.requests.is_none() && limits.tokens.is_none() && limits.concurrency.is_none() {
             unlimited = true;
             if limits.adaptive.is_none() {
                 // A limiter that never waits but learns from the provider (it pauses everyone

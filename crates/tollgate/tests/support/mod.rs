@@ -176,10 +176,10 @@ impl LeakyProvider {
         self
     }
 
-    /// Also meters `per_minute` tokens (burst: the whole minute), each request costing `cost`,
+    /// Also meters `per_minute` tokens (a bucket of `capacity`), each request costing `cost`,
     /// and reports them in `x-ratelimit-{limit,remaining}-tokens` on every answer.
-    pub fn tokens(self, per_minute: f64, cost: f64) -> Self {
-        self.state.lock().unwrap().tokens = Some((per_minute / 60.0, per_minute, per_minute, cost));
+    pub fn tokens(self, per_minute: f64, capacity: f64, cost: f64) -> Self {
+        self.state.lock().unwrap().tokens = Some((per_minute / 60.0, capacity, capacity, cost));
         self
     }
 
