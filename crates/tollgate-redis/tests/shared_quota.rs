@@ -271,7 +271,7 @@ async fn a_low_remaining_header_seen_by_one_client_holds_back_the_others() {
 async fn keyed_quotas_are_named_by_key_in_redis() {
     let server = RedisServer::start();
     let layer = RateLimitLayer::builder()
-        .requests(Rate::per_minute(2))
+        .requests(Rate::per_minute(2).with_burst(2))
         .max_wait(Duration::from_millis(100))
         .key(tollgate::key::by_host())
         .store(

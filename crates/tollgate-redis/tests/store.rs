@@ -26,8 +26,8 @@ async fn raw(server: &RedisServer) -> redis::aio::MultiplexedConnection {
 }
 
 // Rates per hour: the few milliseconds a test takes refill nothing that matters.
-const FIVE_REQUESTS: Rate = Rate::new(5, Duration::from_secs(3600));
-const THOUSAND_TOKENS: Rate = Rate::new(1000, Duration::from_secs(3600));
+const FIVE_REQUESTS: Rate = Rate::new(5, Duration::from_secs(3600)).with_burst(5);
+const THOUSAND_TOKENS: Rate = Rate::new(1000, Duration::from_secs(3600)).with_burst(1000);
 
 #[tokio::test]
 async fn a_request_refused_by_its_request_limit_is_charged_no_tokens() {
@@ -68,7 +68,7 @@ async fn a_request_refused_by_its_request_limit_is_charged_no_tokens() {
 async fn a_request_refused_by_its_token_limit_takes_no_request_slot() {
     let server = RedisServer::start();
     let store = RedisStore::builder(server.url()).build().unwrap();
-    let hundred = Rate::new(100, Duration::from_secs(3600));
+    let hundred = Rate::new(100, Duration::from_secs(3600)).with_burst(100);
     let both = |cost| charge("atomic", Some(hundred), Some((THOUSAND_TOKENS, cost)));
     assert_eq!(store.acquire(both(900)).await.unwrap(), Grant::Admitted);
     for _ in 0..10 {
@@ -129,7 +129,7 @@ async fn the_scripts_are_loaded_again_after_a_script_flush() {
     let server = RedisServer::start();
     let store = RedisStore::builder(server.url()).build().unwrap();
     let mut redis = raw(&server).await;
-    let rate = Some(Rate::per_minute(100));
+    let rate = Some(Rate::per_minute(100).with_burst(100));
     assert_eq!(
         store.acquire(charge("q", rate, None)).await.unwrap(),
         Grant::Admitted
@@ -150,7 +150,7 @@ async fn the_scripts_are_loaded_again_after_a_script_flush() {
 async fn a_pause_holds_every_admission_and_is_never_shortened() {
     let server = RedisServer::start();
     let store = RedisStore::builder(server.url()).build().unwrap();
-    let rate = Some(Rate::per_minute(100));
+    let rate = Some(Rate::per_minute(100).with_burst(100));
     store.pause("q", Duration::from_secs(30)).await.unwrap();
     store.pause("q", Duration::from_secs(1)).await.unwrap();
     match store.acquire(charge("q", rate, None)).await.unwrap() {
@@ -174,7 +174,7 @@ async fn a_pause_holds_every_admission_and_is_never_shortened() {
 async fn lowering_to_the_providers_remaining_never_raises() {
     let server = RedisServer::start();
     let store = RedisStore::builder(server.url()).build().unwrap();
-    let rate = Rate::new(10, Duration::from_secs(3600));
+    let rate = Rate::new(10, Duration::from_secs(3600)).with_burst(10);
     let requests = || charge("q", Some(rate), None);
     assert_eq!(store.acquire(requests()).await.unwrap(), Grant::Admitted);
     // 9 remain here; the provider says 2 (someone else spends from the key).

@@ -31,7 +31,6 @@ const TASKS: usize = 64;
 #[derive(Debug)]
 struct Outcome {
     wall: Duration,
-    ok: usize,
     failed: usize,
     refused: usize,
 }
@@ -82,21 +81,8 @@ where
         handle.await.unwrap();
     }
     let ok = ok.load(Ordering::Relaxed);
-    if std::env::var_os("TG_DEBUG").is_some() {
-        let answers = provider.answers.lock().unwrap();
-        let refused: Vec<_> = answers
-            .iter()
-            .filter(|(_, s)| *s == 429)
-            .map(|(t, _)| (*t - started).as_millis())
-            .collect();
-        eprintln!(
-            "429s at {refused:?}, last answer {:?}",
-            answers.last().map(|(t, _)| *t - started)
-        );
-    }
     Outcome {
         wall: started.elapsed(),
-        ok,
         failed: n - ok,
         refused: provider.count(429),
     }

@@ -363,9 +363,6 @@ fn learn<B>(settings: &Settings, partition: &Partition, response: &Response<B>, 
         // for the hint, the others go on at the lowered rate.
         let changed = partition.lock().answered(refused, sent_at, Instant::now());
         if let Some(change) = changed {
-            if std::env::var_os("TG_DEBUG").is_some() {
-                eprintln!("{:?} {change:?}", Instant::now());
-            }
             crate::telemetry::limiter_adaptive_rate(&partition.name, change.rate());
             tracing::info!(
                 rate_per_sec = change.rate(),
