@@ -13,7 +13,7 @@
 //! rpm = 500
 //! tpm = 200000
 //! concurrency = 16
-//! adaptive = true     # adapt below 500 RPM on refusals (default: only when no limit is set)
+//! adaptive = true     # adapt below 500 RPM on refusals (the default; false keeps it fixed)
 //!
 //! [providers.openai.retry]
 //! max_attempts = 4

@@ -448,10 +448,11 @@ impl Controller {
             self.lowered_to = target;
             self.last_decrease = Some(now);
         }
-        // Never more than twice what is actually being sent (AWS), once that is measured.
+        // Never grow past twice what is actually being sent (AWS), once that is measured: a rate
+        // the traffic does not use proves nothing. (It never lowers the rate.)
         let (measured, reliable) = self.sent.estimate(now);
         if reliable {
-            target = target.min(2.0 * measured.max(self.settings.floor));
+            target = target.min((2.0 * measured).max(rate));
         }
         if let Some(ceiling) = self.settings.ceiling {
             target = target.min(ceiling);

@@ -21,22 +21,34 @@
 //! [`max_queue`](RateLimitBuilder::max_queue) bound the wait with typed errors.
 //!
 //! The limiter learns from the provider: `x-ratelimit-remaining-*` / `anthropic-ratelimit-*`
-//! lower a bucket that believes it has more, a lower `limit` replaces the configured one, and a
-//! 429 pauses the whole quota until its `Retry-After` (at most 60 s), so every task stops
-//! together instead of each discovering the 429 alone. Concurrency permits are held until the
-//! response body ends, so streamed completions count while they stream.
+//! lower a bucket that believes it has more, and a lower `limit` replaces the configured one (a
+//! token limit the headers report is adopted and charged even when none was configured).
+//! Concurrency permits are held until the response body ends, so streamed completions count
+//! while they stream.
 //!
-//! # Adaptive limits
+//! # The server is the truth: adaptive limits
 //!
-//! Users rarely know their exact limit, and many servers (Gemini, nginx's `limit_req`, most
-//! OpenAI-compatible servers) send no rate-limit headers. With [`Adaptive`] (the default of a
-//! [`Policy`](crate::stack::Policy) that sets no limit; opt-in on top of a configured limit,
-//! which becomes the ceiling) the request rate follows the provider's refusals, as the AWS SDK's
-//! adaptive mode: a 429 or overloaded answer lowers it to 0.7 times the rate actually delivered,
-//! once per burst of refusals whatever the number of tasks that saw them; successes grow it back
-//! along a CUBIC curve. Without a configured limit it starts at 10 per second and doubles every
-//! half second until the first refusal. Provider headers, when present, take precedence. The
-//! current rate is in [`RateLimitHandle::snapshot`], in `tracing` events and in a gauge.
+//! Users rarely know their real limit: providers state limits per minute and enforce them over
+//! seconds, tiers change, keys are shared, and many servers (Gemini, nginx's `limit_req`, most
+//! OpenAI-compatible servers) send no rate-limit headers. So a configured request limit is a
+//! ceiling and a guess: by default ([`Adaptive`], on in [`Limits::default`]) the request rate
+//! follows the provider's refusals below it, and without any configured rate it is found from
+//! them, starting at 10 per second and doubling every half second. A refusal lowers the rate
+//! to 0.9 times the provider's limit as best known (measured from the share of requests it
+//! accepted once that share is clear); 64 tasks refused at once lower it once; successes grow it
+//! back along a CUBIC curve. Refusals that do not stop when the rate drops (a provider shedding
+//! load at random) are judged noise and the decrease is undone; 503s, 529s, 429s about tokens and
+//! 429s while the headers say requests remain are not about the request rate at all. A limit the
+//! headers report is adopted at once. The current rate is in [`RateLimitHandle::snapshot`], in
+//! `tracing` events and in a gauge. The burst shrinks and grows with the rate adopted.
+//!
+//! [`RateLimitBuilder::fixed`] (or `adaptive: None`) keeps the configured rate strictly fixed;
+//! a 429 then pauses the whole quota until its hint, so every task stops together. Either way a
+//! hint longer than [`max_pause`](RateLimitBuilder::max_pause) (a daily quota's "retry in 10
+//! hours") pauses nothing: the retry layer gives up on it and the next request asks again.
+//!
+//! The default burst of a [`Rate`] is a tenth of a second's worth: a whole minute's quota at once
+//! is a wall of 429s against a provider that enforces it over seconds.
 //!
 //! # Beyond one process
 //!
@@ -60,6 +72,7 @@
 //! use tollgate::rate_limit::Rate;
 //! use tollgate::RateLimitLayer;
 //!
+//! // A ceiling of 500 RPM that the rate adapts below; 30,000 tokens per minute.
 //! let layer = RateLimitLayer::builder()
 //!     .requests(Rate::per_minute(500).with_burst(20))
 //!     .tokens(Rate::per_minute(30_000))
