@@ -356,7 +356,7 @@ fn learn<B>(settings: &Settings, partition: &Partition, response: &Response<B>, 
     // A 429 about tokens is the token bucket's (corrected from the headers), and one while the
     // provider says requests remain is not about our request rate (load shedding).
     let about_requests = verdict.limit() != Some(LimitKind::Tokens)
-        && !server.is_some_and(|s| s.requests.remaining.is_some_and(|r| r > 0));
+        && server.is_none_or(|s| s.requests.remaining.is_none_or(|r| r == 0));
     let refused = limited && about_requests && !over_ceiling;
     if partition.adaptive {
         // The rate adapts instead of everyone pausing: the refused request's own retry waits
