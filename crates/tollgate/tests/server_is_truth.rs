@@ -17,7 +17,7 @@ use std::time::Duration;
 use support::{request, with_header, Hints, LeakyProvider, Scripted, Step};
 use tokio::time::Instant;
 use tollgate::rate_limit::Rate;
-use tollgate::rate_limit::TokenCost;
+use tollgate::rate_limit::{Adaptive, TokenCost};
 use tollgate::retry::{RetryInfo, StopReason};
 use tollgate::stack::Policy;
 use tollgate::{BackoffRetryLayer, Provider, RateLimitLayer};
@@ -293,6 +293,7 @@ async fn defect_4_the_adaptive_burst_scales_with_the_rate() {
     let provider = LeakyProvider::new(RATE, BURST);
     let limiter = RateLimitLayer::builder()
         .requests(Rate::per_second(100).with_burst(100))
+        .adaptive(Adaptive::default())
         .build()
         .unwrap();
     let handle = limiter.handle();
@@ -350,7 +351,6 @@ async fn defect_5_the_attempt_timeout_starts_when_the_attempt_leaves_the_queue()
         .layer(
             RateLimitLayer::builder()
                 .requests(Rate::per_second(1))
-                .fixed()
                 .build()
                 .unwrap(),
         )
@@ -427,38 +427,76 @@ async fn defect_6_random_refusals_do_not_collapse_the_rate() {
     };
     let default = run(true).await;
     let learn_only = run(false).await;
-    eprintln!("default: {default:?}\nlearn-only: {learn_only:?}");
+    // And a client with no rate limiter at all: the retry layer alone.
+    let provider = LeakyProvider::new(10_000.0, 10_000.0)
+        .noise(0.11, 0.10)
+        .latency(Duration::from_secs(1));
+    let retry = BackoffRetryLayer::builder()
+        .max_attempts(8)
+        .build()
+        .unwrap();
+    let plain = drive(retry.layer(provider.clone()), &provider, 1_200, TASKS).await;
+    eprintln!("default: {default:?}, learn-only: {learn_only:?}, no limiter: {plain:?}");
     assert_eq!((default.failed, learn_only.failed), (0, 0));
-    let ratio = default.wall.as_secs_f64() / learn_only.wall.as_secs_f64();
-    assert!(
-        ratio <= 1.3,
-        "default stack {ratio:.2}x the learn-only stack"
-    );
+    for (baseline, name) in [(&learn_only, "learn-only"), (&plain, "no-limiter")] {
+        let ratio = default.wall.as_secs_f64() / baseline.wall.as_secs_f64();
+        assert!(ratio <= 1.3, "default stack {ratio:.2}x the {name} stack");
+    }
 }
 
 /// Defect 7: told nothing, against a token limit, the adaptive stack drew 24% 429s although
 /// every answer carried `x-ratelimit-limit-tokens` and `-remaining-tokens`: the token limit it
 /// adopted from them never charged a request. 60,000 tokens per minute (a second's worth at
-/// once), 100 tokens a request: 10 requests per second.
+/// once), 500 tokens a request: 2 requests per second, which only a token bucket paces right.
 #[tokio::test(start_paused = true)]
 async fn defect_7_a_token_limit_learnt_from_the_headers_is_charged() {
-    let provider = LeakyProvider::new(10_000.0, 10_000.0).tokens(60_000.0, 1_000.0, 100.0);
+    let provider = LeakyProvider::new(10_000.0, 10_000.0).tokens(60_000.0, 1_000.0, 500.0);
     let stack = Policy::preset(Provider::OpenAiCompatible)
         .layer()
         .unwrap()
         .layer(provider.clone());
     let costed = || {
         let mut request = request();
-        request.extensions_mut().insert(TokenCost(100));
+        request.extensions_mut().insert(TokenCost(500));
         request
     };
-    let outcome = drive_with(stack, &provider, 200, TASKS, costed).await;
-    eprintln!("{outcome:?}");
-    assert_eq!(outcome.failed, 0);
+    let outcome = drive_with(stack, &provider, 100, TASKS, costed).await;
+    assert_eq!(outcome.failed, 0, "{outcome:?}");
     assert!(
-        outcome.refused * 20 <= 200,
+        outcome.refused * 20 <= 100,
         "at most 5% drew a 429: {outcome:?}"
     );
-    // The ideal: the first 10 at once, then 10 a second.
-    assert!(outcome.wall.as_secs_f64() <= 19.0 * 1.15, "{outcome:?}");
+    // The ideal: the first 2 at once, then 2 a second.
+    assert!(outcome.wall.as_secs_f64() <= 49.0 * 1.10, "{outcome:?}");
+}
+
+/// Where the provider's headers report its limit, the adaptive rate goes to it at once and
+/// never probes above it: told nothing, against 50/s reported as 3,000 per minute.
+#[tokio::test(start_paused = true)]
+async fn a_limit_the_headers_report_is_adopted_not_probed() {
+    let provider = LeakyProvider::new(RATE, BURST).report_requests();
+    let layer = Policy::preset(Provider::OpenAiCompatible).layer().unwrap();
+    let limiter = layer.limit_handle();
+    let stack = layer.layer(provider.clone());
+    let sampler = {
+        let limiter = limiter.clone();
+        tokio::spawn(async move {
+            let mut highest: f64 = 0.0;
+            loop {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                highest = highest.max(limiter.snapshot().adaptive_rate.unwrap_or(0.0));
+                if highest > 50.0 + 1e-9 {
+                    return highest;
+                }
+            }
+        })
+    };
+    let outcome = drive(stack, &provider, N, TASKS).await;
+    assert!(
+        !sampler.is_finished(),
+        "the rate went above the reported limit"
+    );
+    sampler.abort();
+    assert_eq!(limiter.snapshot().adaptive_rate, Some(50.0));
+    check("headers report the limit", &outcome, 1.05);
 }

@@ -118,9 +118,11 @@ impl Partition {
         let limits = &local;
         let bucket = |rate| Bucket::new(rate, limits.headroom, now);
         // The adaptive mode is about the request rate: it adapts below a configured request
-        // limit, or finds one when no rate is configured at all. A token limit alone is a rate
-        // the user knows; the request rate then stays unlimited (learning from headers).
-        let adapts = limits.requests.is_some() || limits.tokens.is_none();
+        // limit, or finds one when no limit is configured at all. A token limit or a
+        // concurrency bound alone is what the user knows; the request rate then stays
+        // unlimited (learning from headers).
+        let told_nothing = limits.tokens.is_none() && limits.concurrency.is_none();
+        let adapts = limits.requests.is_some() || told_nothing;
         let adaptive = limits.adaptive.filter(|_| adapts).map(|settings| {
             let configured = limits.requests.map(|rate| rate.per_sec());
             let settings = super::Adaptive {

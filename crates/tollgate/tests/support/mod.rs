@@ -150,6 +150,8 @@ struct Leaky {
     noise: Option<(f64, f64)>,
     rng: u64,
     latency: std::time::Duration,
+    /// Report the request limit in `x-ratelimit-{limit,remaining}-requests`.
+    report_requests: bool,
 }
 
 impl LeakyProvider {
@@ -165,6 +167,7 @@ impl LeakyProvider {
                 noise: None,
                 rng: 0x9E37_79B9_7F4A_7C15,
                 latency: std::time::Duration::ZERO,
+                report_requests: false,
             })),
             answers: Arc::default(),
         }
@@ -187,6 +190,12 @@ impl LeakyProvider {
     /// 503, at random (seeded) whatever the rate.
     pub fn noise(self, limited: f64, unavailable: f64) -> Self {
         self.state.lock().unwrap().noise = Some((limited, unavailable));
+        self
+    }
+
+    /// Reports its request limit per minute, and what remains, on every answer (as OpenAI).
+    pub fn report_requests(self) -> Self {
+        self.state.lock().unwrap().report_requests = true;
         self
     }
 
@@ -261,6 +270,12 @@ impl Leaky {
             429
         };
         let mut headers = Vec::new();
+        if self.report_requests {
+            let limit = (self.rate * 60.0).round() as u64;
+            headers.push(("x-ratelimit-limit-requests", limit.to_string()));
+            let remaining = self.level.max(0.0).floor() as u64;
+            headers.push(("x-ratelimit-remaining-requests", remaining.to_string()));
+        }
         if let Some((per_sec, _, level, _)) = self.tokens {
             let limit = (per_sec * 60.0).round() as u64;
             headers.push(("x-ratelimit-limit-tokens", limit.to_string()));
