@@ -359,3 +359,70 @@ fn ctrl_c_stops_admitting_lets_in_flight_finish_and_says_how_to_resume() {
     assert_eq!(ids.len(), 2_000);
     assert_eq!(results(&output).len(), 2_000);
 }
+
+/// A provider that fails every request: the retry budget stops the storm, and each request it
+/// stopped says so in its result line (not just the last status), so an operator can tell.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_the_retry_budget_stopped_says_so() {
+    use tollgate_mock::{FaultMix, Faults, MockConfig, MockServer};
+    let mock = MockServer::spawn(MockConfig {
+        faults: Faults {
+            rate: 1.0,
+            mix: FaultMix {
+                server_error: 1,
+                ..FaultMix::none()
+            },
+            ..Faults::default()
+        },
+        ..MockConfig::default()
+    })
+    .await
+    .unwrap();
+    let dir = scratch("budget");
+    let input = prompts(&dir, 150, "");
+    let output = dir.join("results.jsonl");
+    // The breaker would fail the calls fast first; keep it out of the way.
+    let config = dir.join("providers.toml");
+    std::fs::write(
+        &config,
+        "[providers.p]\npreset = \"openai-compatible\"\n\
+         breaker = { consecutive_failures = 1000000 }\n\
+         retry = { base = \"1ms\", cap = \"2ms\" }\n",
+    )
+    .unwrap();
+    let url = mock.url();
+    let run = tokio::task::spawn_blocking(move || {
+        tollgate()
+            .args(["batch", "--input"])
+            .arg(&input)
+            .arg("--output")
+            .arg(&output)
+            .arg("--config")
+            .arg(&config)
+            .args(["--endpoint", &url])
+            .env("TOLLGATE_API_KEY", "sk-test")
+            .output()
+            .unwrap();
+        results(&output)
+    })
+    .await
+    .unwrap();
+    assert_eq!(run.len(), 150);
+    let kinds: Vec<&str> = run
+        .iter()
+        .map(|l| l["error"]["kind"].as_str().unwrap())
+        .collect();
+    let budget = kinds
+        .iter()
+        .filter(|k| **k == "retry_budget_exhausted")
+        .count();
+    // 10 retries a second for 10 s plus 20% of 150 requests: far fewer than the 600 wanted.
+    assert!(
+        budget > 0,
+        "no request said the budget stopped it: {kinds:?}"
+    );
+    assert!(run
+        .iter()
+        .filter(|l| l["error"]["kind"] == "retry_budget_exhausted")
+        .all(|l| l["error"]["stopped"] == "budget_exhausted" && l["status"].is_u64()));
+}

@@ -277,6 +277,19 @@ impl Controller {
         self.rate
     }
 
+    /// Whether a success would change nothing: no refusal in recent memory, nothing to verify,
+    /// and the rate at its ceiling (or never lowered from the configured rate). The caller
+    /// then skips the lock on the success path.
+    pub(crate) fn settled(&self) -> bool {
+        let at_ceiling =
+            self.last_decrease.is_none() || self.settings.ceiling.is_some_and(|c| self.rate >= c);
+        !self.probing
+            && self.verifying.is_none()
+            && self.recent == 0
+            && self.share < 1e-3
+            && at_ceiling
+    }
+
     pub(crate) fn sent(&mut self, now: Instant) {
         self.sent.record(now);
     }

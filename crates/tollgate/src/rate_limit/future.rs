@@ -361,7 +361,17 @@ fn learn<B>(settings: &Settings, partition: &Partition, response: &Response<B>, 
     if partition.adaptive {
         // The rate adapts instead of everyone pausing: the refused request's own retry waits
         // for the hint, the others go on at the lowered rate.
-        let changed = partition.lock().answered(refused, sent_at, Instant::now());
+        // A success on a settled rate changes nothing: no lock on the success path.
+        let changed = if refused || !partition.settled.load(Ordering::Relaxed) {
+            let mut state = partition.lock();
+            let changed = state.answered(refused, sent_at, Instant::now());
+            partition
+                .settled
+                .store(state.adaptive_settled(), Ordering::Relaxed);
+            changed
+        } else {
+            None
+        };
         if let Some(change) = changed {
             crate::telemetry::limiter_adaptive_rate(&partition.name, change.rate());
             tracing::info!(
@@ -407,6 +417,9 @@ fn learn<B>(settings: &Settings, partition: &Partition, response: &Response<B>, 
     } else if let Some(server) = server {
         let mut state = partition.lock();
         let changed = state.adapt(&server, settings.adopt_limits, Instant::now());
+        partition
+            .settled
+            .store(state.adaptive_settled(), Ordering::Relaxed);
         if state.has_token_limit() {
             // A token limit adopted from the headers: requests are costed from now on.
             partition.charges_tokens.store(true, Ordering::Relaxed);

@@ -104,6 +104,9 @@ pub(crate) struct Partition {
     /// Whether requests must be costed: a token limit is configured or was adopted from the
     /// provider's headers. Read without the lock on every call.
     pub(crate) charges_tokens: AtomicBool,
+    /// Whether the adaptive rate is settled, so that a success changes nothing and takes no
+    /// lock (see `Controller::settled`); written under the lock whenever the controller changes.
+    pub(crate) settled: AtomicBool,
 }
 
 impl Partition {
@@ -140,6 +143,7 @@ impl Partition {
         Partition {
             name,
             charges_tokens: AtomicBool::new(limits.tokens.is_some()),
+            settled: AtomicBool::new(adaptive.as_ref().is_some_and(Controller::settled)),
             adaptive: adaptive.is_some(),
             shared,
             state: Mutex::new(State {
@@ -381,6 +385,11 @@ impl State {
         if let Some(waker) = self.queue.front_mut().and_then(|w| w.waker.take()) {
             waker.wake();
         }
+    }
+
+    /// Whether the adaptive controller is settled (see [`Partition::settled`]).
+    pub(crate) fn adaptive_settled(&self) -> bool {
+        self.adaptive.as_ref().is_some_and(Controller::settled)
     }
 
     /// The adaptive rate in requests per second, once known.
