@@ -220,11 +220,13 @@ where
         }
     }
 
+    /// Admitted at once at `sent_at`: the call is on its way.
     pub(crate) fn calling(
         settings: Settings,
         partition: Arc<Partition>,
         future: S::Future,
         permit: Option<Permit>,
+        sent_at: Instant,
     ) -> Self {
         ResponseFuture {
             settings,
@@ -232,7 +234,7 @@ where
             state: State::Calling {
                 future,
                 permit,
-                sent_at: Instant::now(),
+                sent_at,
             },
         }
     }

@@ -108,7 +108,7 @@ where
             drop(state);
             let permit = took_permit.then(|| Permit(Arc::clone(&partition)));
             let future = self.inner.call(request);
-            return ResponseFuture::calling(settings, partition, future, permit);
+            return ResponseFuture::calling(settings, partition, future, permit, now);
         }
         // The store's wait is known only when it answers; the future applies max_wait then.
         let estimate = if shared {
