@@ -2,9 +2,14 @@
 //!
 //! AWS's adaptive retry mode is the model, adjusted for a provider that refuses (429) rather than
 //! queues. On a refusal the rate drops to `beta` (0.9) times the best estimate of the provider's
-//! limit: the rate it has been accepting, once measured. While answers succeed the rate grows
-//! back along a CUBIC curve, `C (t - K)^3 + W_max` with `C` = 0.4, reaching the rate that last
-//! failed `K` seconds after the decrease and probing beyond it slowly at first.
+//! limit: the share of requests it accepted at the current rate, once that share is clear. While
+//! answers succeed the rate grows back along a CUBIC curve relative to the rate that last failed,
+//! `W_max (1 + C (t - K)^3)` with `C` = 0.0005: back at `W_max` after `K` seconds, then probing
+//! beyond it slowly; 10% past it without a refusal, that limit is gone and slow start resumes.
+//!
+//! Without a configured rate it starts at 10 per second and doubles every half second until a
+//! quarter of the last 32 answers are refusals: a share that measures the limit, where a lone
+//! refusal could be noise. A limit the provider's headers report ends the search at once.
 //!
 //! Three rules keep it from confusing noise with a limit:
 //! - Only answers to requests sent after a decrease count for the next one, so 64 tasks refused
@@ -12,9 +17,10 @@
 //! - A decrease is verified by the next 32 answers. Refusals that stop show it found the limit.
 //!   Eight refusals among them show the rate is still far above it: the share the provider
 //!   accepted then measures its limit, and the rate drops to that at once (a limit 4x too high is
-//!   corrected in two steps). Refusals that go on at a lower share are not about our rate (a
-//!   provider shedding load at random): the decrease is undone, and that share becomes the
-//!   background noise that later refusals must stand out from before they lower the rate again.
+//!   corrected in two steps). Refusals that go on lower it again; when a second decrease leaves
+//!   them as many as the first (they do not respond to the rate: a provider shedding load at
+//!   random), both are undone, and that share becomes the background noise that later refusals
+//!   must stand out from before they lower the rate again.
 //! - The caller only reports refusals about the request rate: not 503s or 529s (overload), not a
 //!   429 about tokens or one while the provider's headers say requests remain.
 
@@ -41,13 +47,14 @@ pub struct Adaptive {
     /// Multiplicative decrease on a refusal, applied to the best estimate of the provider's
     /// limit (default 0.9: the rate it accepted is measured, so just below it is safe).
     pub beta: f64,
-    /// CUBIC's scaling constant, relative to the rate that last failed (default 0.001: a 10%
-    /// decrease is regained in 4.6 s, and the rate then probes 10% above it 4.6 s later, then
-    /// slow-starts again if the provider still accepts).
+    /// CUBIC's scaling constant, relative to the rate that last failed (default 0.0005: a 10%
+    /// decrease is regained in 5.8 s, the rate is 10% above it 5.8 s later, and slow-starts
+    /// again from there if the provider still accepts). Smaller probes less often: a probe
+    /// costs the refused request its `Retry-After`.
     pub scale: f64,
     /// Where the rate starts when no request limit is configured (default 10 per second): it
-    /// doubles every half second until the provider first refuses, as TCP's slow start, so a
-    /// batch of many tasks does not open with a wall of 429s.
+    /// doubles every half second until the provider refuses a quarter of the answers, as TCP's
+    /// slow start, so a batch of many tasks does not open with a wall of 429s.
     pub initial: f64,
 }
 
@@ -429,7 +436,7 @@ impl Controller {
             answers: 0,
             refusals: 0,
         });
-        // Slow start ends at the first refusal, as TCP's does.
+        // Any decrease ends slow start.
         self.probing = false;
         self.w_max = current;
         let lowered = (current * self.settings.beta).max(floor);
