@@ -340,21 +340,30 @@ async fn defect_4_the_adaptive_burst_scales_with_the_rate() {
 /// one attempt each, a second apart.
 #[tokio::test(start_paused = true)]
 async fn defect_5_the_attempt_timeout_starts_when_the_attempt_leaves_the_queue() {
+    // A 500 ms attempt timeout over a limit of one request per second.
+    let timed = |provider: &Scripted, attempts: u32| {
+        ServiceBuilder::new()
+            .layer(
+                BackoffRetryLayer::builder()
+                    .attempt_timeout(Duration::from_millis(500))
+                    .max_attempts(attempts)
+                    .build()
+                    .unwrap(),
+            )
+            .layer(
+                RateLimitLayer::builder()
+                    .requests(Rate::per_second(1))
+                    .build()
+                    .unwrap(),
+            )
+            .service(provider.clone())
+    };
+    let offsets = |provider: &Scripted, start: Instant| -> Vec<u128> {
+        let calls = provider.calls();
+        calls.iter().map(|at| (*at - start).as_millis()).collect()
+    };
     let provider = Scripted::new((0..5).map(|_| Step::Slow(200, Duration::from_millis(5))));
-    let stack = ServiceBuilder::new()
-        .layer(
-            BackoffRetryLayer::builder()
-                .attempt_timeout(Duration::from_millis(500))
-                .build()
-                .unwrap(),
-        )
-        .layer(
-            RateLimitLayer::builder()
-                .requests(Rate::per_second(1))
-                .build()
-                .unwrap(),
-        )
-        .service(provider.clone());
+    let stack = timed(&provider, 5);
     let start = Instant::now();
     let calls: Vec<_> = (0..5)
         .map(|_| tokio::spawn(stack.clone().oneshot(request())))
@@ -370,38 +379,14 @@ async fn defect_5_the_attempt_timeout_starts_when_the_attempt_leaves_the_queue()
             "one attempt"
         );
     }
-    let offsets: Vec<_> = provider
-        .calls()
-        .iter()
-        .map(|at| (*at - start).as_millis())
-        .collect();
-    assert_eq!(offsets, [0, 1000, 2000, 3000, 4000]);
+    assert_eq!(offsets(&provider, start), [0, 1000, 2000, 3000, 4000]);
     // A hung attempt still times out 500 ms after it left the queue.
     let provider = Scripted::new([Step::Hang]);
-    let stack = ServiceBuilder::new()
-        .layer(
-            BackoffRetryLayer::builder()
-                .attempt_timeout(Duration::from_millis(500))
-                .max_attempts(2)
-                .build()
-                .unwrap(),
-        )
-        .layer(
-            RateLimitLayer::builder()
-                .requests(Rate::per_second(1))
-                .build()
-                .unwrap(),
-        )
-        .service(provider.clone());
     let start = Instant::now();
-    let response = stack.oneshot(request()).await.unwrap();
+    let response = timed(&provider, 2).oneshot(request()).await.unwrap();
     assert_eq!(response.status(), 200);
-    let offsets: Vec<_> = provider
-        .calls()
-        .iter()
-        .map(|at| (*at - start).as_millis())
-        .collect();
     // The hung first attempt is cut at 500 ms; its retry waits for the next permit (1 s).
+    let offsets = offsets(&provider, start);
     assert_eq!(offsets[0], 0);
     assert!(offsets[1] >= 1000, "{offsets:?}");
 }
