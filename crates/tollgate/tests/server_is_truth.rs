@@ -31,6 +31,9 @@ const TASKS: usize = 64;
 #[derive(Debug)]
 struct Outcome {
     wall: Duration,
+    /// When 99% of the requests had succeeded: the pace of the run, without the one request
+    /// whose retries were unlucky.
+    p99: Duration,
     failed: usize,
     refused: usize,
 }
@@ -62,15 +65,15 @@ where
 {
     let started = Instant::now();
     let next = Arc::new(AtomicUsize::new(0));
-    let ok = Arc::new(AtomicUsize::new(0));
+    let done = Arc::new(std::sync::Mutex::new(Vec::with_capacity(n)));
     let handles: Vec<_> = (0..tasks)
         .map(|_| {
-            let (service, next, ok) = (service.clone(), next.clone(), ok.clone());
+            let (service, next, done) = (service.clone(), next.clone(), done.clone());
             tokio::spawn(async move {
                 while next.fetch_add(1, Ordering::Relaxed) < n {
                     if let Ok(response) = service.clone().oneshot(make()).await {
                         if response.status() == 200 {
-                            ok.fetch_add(1, Ordering::Relaxed);
+                            done.lock().unwrap().push(started.elapsed());
                         }
                     }
                 }
@@ -80,10 +83,11 @@ where
     for handle in handles {
         handle.await.unwrap();
     }
-    let ok = ok.load(Ordering::Relaxed);
+    let done = done.lock().unwrap();
     Outcome {
         wall: started.elapsed(),
-        failed: n - ok,
+        p99: done.get(n * 99 / 100).copied().unwrap_or(Duration::MAX),
+        failed: n - done.len(),
         refused: provider.count(429),
     }
 }
@@ -423,9 +427,21 @@ async fn defect_6_random_refusals_do_not_collapse_the_rate() {
     let plain = drive(retry.layer(provider.clone()), &provider, 1_200, TASKS).await;
     eprintln!("default: {default:?}, learn-only: {learn_only:?}, no limiter: {plain:?}");
     assert_eq!((default.failed, learn_only.failed), (0, 0));
+    // The pace of the run (99% done) must hold; the wall time also counts the single most
+    // unlucky request (five faults in a row wait 0.5 + 1 + 2 + 4 + 8 s at most, in any stack),
+    // so it gets the room of one such chain.
     for (baseline, name) in [(&learn_only, "learn-only"), (&plain, "no-limiter")] {
-        let ratio = default.wall.as_secs_f64() / baseline.wall.as_secs_f64();
-        assert!(ratio <= 1.3, "default stack {ratio:.2}x the {name} stack");
+        let pace = default.p99.as_secs_f64() / baseline.p99.as_secs_f64();
+        assert!(
+            pace <= 1.3,
+            "99% done in {pace:.2}x the {name} stack's time"
+        );
+        let wall = default.wall.as_secs_f64();
+        assert!(
+            wall <= 1.3 * baseline.wall.as_secs_f64() + 15.5,
+            "default stack {wall:.1} s against the {name} stack's {:?}",
+            baseline.wall
+        );
     }
 }
 

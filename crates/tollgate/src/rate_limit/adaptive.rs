@@ -339,20 +339,16 @@ impl Controller {
         let v = self.verifying.as_mut()?;
         v.answers += 1;
         v.refusals += u32::from(refused);
-        if v.refusals >= STILL_OVER_REFUSALS {
+        let (answers, refusals) = (v.answers, v.refusals);
+        if let Some(limit) = self.measured_limit(refusals, answers, 1) {
             // Far above the limit still: the share the provider accepted at this rate measures
-            // its limit. Lower to that at once (by three quarters at most). The share is counted
-            // from a dozen answers, so it leans up by one: too high costs a few refusals, too
-            // low a long wait on the way back up.
-            let accepted = f64::from(v.answers - v.refusals + 1) / f64::from(v.answers + 1);
-            let limit = self.rate * accepted.max(0.25);
+            // its limit. Lower to that at once.
             self.verifying = None;
             return Some(Change::Lowered(self.lower(Some(limit), None, now)));
         }
-        if v.answers < VERIFY_ANSWERS {
+        let Some(v) = self.verifying.filter(|_| answers >= VERIFY_ANSWERS) else {
             return None;
-        }
-        let v = *v;
+        };
         self.verifying = None;
         let after = f64::from(v.refusals) / f64::from(v.answers);
         let expected = self.noise.max(1.0 / SHARE_WINDOW);
@@ -395,13 +391,23 @@ impl Controller {
         if !refused {
             return self.grow(now);
         }
-        let refusals = self.recent.count_ones();
-        if refusals < STILL_OVER_REFUSALS {
+        let limit = self.measured_limit(self.recent.count_ones(), 32, 0)?;
+        Some(Change::Lowered(self.lower(Some(limit), None, now)))
+    }
+
+    /// The provider's limit measured from `refusals` among `answers` at the current rate, when
+    /// they are enough to measure it: `STILL_OVER_REFUSALS` beyond the background noise. The
+    /// share accepted is counted from a dozen answers or so, so it leans up by `lean` answers
+    /// (too high costs a few refusals, too low a long wait on the way back up); the rate drops
+    /// by three quarters at most.
+    fn measured_limit(&self, refusals: u32, answers: u32, lean: u32) -> Option<f64> {
+        let noise = self.noise * f64::from(answers);
+        let excess = f64::from(refusals) - noise;
+        if excess < f64::from(STILL_OVER_REFUSALS) {
             return None;
         }
-        let accepted = 1.0 - f64::from(refusals) / 32.0;
-        let limit = self.rate * accepted.max(0.25);
-        Some(Change::Lowered(self.lower(Some(limit), None, now)))
+        let accepted = (f64::from(answers) - excess + f64::from(lean)) / f64::from(answers + lean);
+        Some(self.rate * accepted.clamp(0.25, 1.0))
     }
 
     /// Whether the recent share of refusals stands out from the background noise.
