@@ -2,11 +2,13 @@
 
 use http::HeaderMap;
 
-/// The request headers that carry provider credentials.
-pub const SECRET_HEADERS: [&str; 4] = [
+/// The request headers that carry provider credentials: OpenAI-style bearer tokens, Anthropic's
+/// `x-api-key`, Azure OpenAI's `api-key`, Gemini's `x-goog-api-key`, and proxy credentials.
+pub const SECRET_HEADERS: [&str; 5] = [
     "authorization",
     "x-api-key",
     "api-key",
+    "x-goog-api-key",
     "proxy-authorization",
 ];
 
@@ -18,8 +20,10 @@ pub const SECRET_HEADERS: [&str; 4] = [
 /// ```
 /// let mut request = http::Request::new(());
 /// request.headers_mut().insert("authorization", "Bearer sk-secret".parse().unwrap());
+/// request.headers_mut().insert("x-goog-api-key", "AIza-secret".parse().unwrap());
 /// tollgate::redact_secrets(request.headers_mut());
-/// assert!(!format!("{request:?}").contains("sk-secret"));
+/// let debug = format!("{request:?}");
+/// assert!(!debug.contains("sk-secret") && !debug.contains("AIza-secret"));
 /// ```
 pub fn redact_secrets(headers: &mut HeaderMap) {
     for name in SECRET_HEADERS {
