@@ -501,3 +501,51 @@ async fn a_limit_the_headers_report_is_adopted_not_probed() {
     assert_eq!(limiter.snapshot().adaptive_rate, Some(50.0));
     check("headers report the limit", &outcome, 1.05);
 }
+
+/// A 429 about tokens (OpenAI says so in its body) empties the token bucket when there is one,
+/// and leaves the request rate alone; with no token limit, the request rate is the only lever.
+#[tokio::test(start_paused = true)]
+async fn a_429_about_tokens_is_the_token_buckets() {
+    let tokens_429 = || {
+        Step::Body(
+            429,
+            r#"{"error": {"message": "Rate limit reached", "type": "tokens"}}"#.to_owned(),
+        )
+    };
+    for token_limit in [true, false] {
+        let provider = Scripted::new([tokens_429()]);
+        let mut limiter = RateLimitLayer::builder().requests(Rate::per_second(100));
+        if token_limit {
+            limiter = limiter.tokens(Rate::per_second(1_000).with_burst(1_000));
+        }
+        let limiter = limiter.build().unwrap();
+        let handle = limiter.handle();
+        let stack = ServiceBuilder::new()
+            .layer(limiter)
+            .layer(tollgate::ClassifyLayer::new())
+            .service(provider);
+        let mut costed = request();
+        costed.extensions_mut().insert(TokenCost(10));
+        let response = stack.oneshot(costed).await.unwrap();
+        assert_eq!(response.status(), 429);
+        let snapshot = handle.snapshot();
+        if token_limit {
+            assert_eq!(
+                snapshot.tokens_available,
+                Some(0),
+                "the token bucket empties"
+            );
+            assert_eq!(
+                snapshot.adaptive_rate,
+                Some(100.0),
+                "the request rate stays"
+            );
+        } else {
+            assert_eq!(
+                snapshot.adaptive_rate,
+                Some(90.0),
+                "the request rate is lowered"
+            );
+        }
+    }
+}

@@ -355,18 +355,26 @@ fn learn<B>(settings: &Settings, partition: &Partition, response: &Response<B>, 
     // pauses the quota nor says anything about the rate: the retry layer gives up on it.
     let hint = verdict.retry_after();
     let over_ceiling = hint.is_some_and(|wait| wait > settings.max_pause);
-    // A 429 about tokens is the token bucket's (corrected from the headers), and one while the
-    // provider says requests remain is not about our request rate (load shedding).
-    let about_requests = verdict.limit() != Some(LimitKind::Tokens)
-        && server.is_none_or(|s| s.requests.remaining.is_none_or(|r| r == 0));
+    // A 429 about tokens is the token bucket's when there is one (it empties; the headers
+    // correct it), else the request rate is the only lever. One while the provider says
+    // requests remain is not about our request rate (load shedding).
+    let about_tokens = limited
+        && verdict.limit() == Some(LimitKind::Tokens)
+        && partition.charges_tokens.load(Ordering::Relaxed);
+    let about_requests =
+        !about_tokens && server.is_none_or(|s| s.requests.remaining.is_none_or(|r| r == 0));
     let refused = limited && about_requests && !over_ceiling;
     if partition.adaptive {
         // The rate adapts instead of everyone pausing: the refused request's own retry waits
         // for the hint, the others go on at the lowered rate.
         // A success on a settled rate changes nothing: no lock on the success path.
-        let changed = if refused || !partition.settled.load(Ordering::Relaxed) {
+        let changed = if refused || about_tokens || !partition.settled.load(Ordering::Relaxed) {
             let mut state = partition.lock();
-            let changed = state.answered(refused, sent_at, Instant::now());
+            let now = Instant::now();
+            if about_tokens && !over_ceiling {
+                state.drain_tokens(now);
+            }
+            let changed = state.answered(refused, sent_at, now);
             partition
                 .settled
                 .store(state.adaptive_settled(), Ordering::Relaxed);

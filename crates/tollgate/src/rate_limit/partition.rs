@@ -439,6 +439,13 @@ impl State {
         }
     }
 
+    /// A 429 about tokens: empty the token bucket so the next admission waits for a refill.
+    pub(crate) fn drain_tokens(&mut self, now: Instant) {
+        if let Some(bucket) = &mut self.tokens {
+            bucket.drain(now);
+        }
+    }
+
     /// Lowers the buckets to what the provider says remains, and adopts a lower limit.
     /// Returns whether anything changed.
     pub(crate) fn adapt(
