@@ -346,9 +346,7 @@ impl Controller {
             self.verifying = None;
             return Some(Change::Lowered(self.lower(Some(limit), None, now)));
         }
-        let Some(v) = self.verifying.filter(|_| answers >= VERIFY_ANSWERS) else {
-            return None;
-        };
+        let v = self.verifying.filter(|_| answers >= VERIFY_ANSWERS)?;
         self.verifying = None;
         let after = f64::from(v.refusals) / f64::from(v.answers);
         let expected = self.noise.max(1.0 / SHARE_WINDOW);
