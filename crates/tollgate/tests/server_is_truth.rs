@@ -543,7 +543,7 @@ async fn a_429_about_tokens_is_the_token_buckets() {
         } else {
             assert_eq!(
                 snapshot.adaptive_rate,
-                Some(90.0),
+                Some(100.0 * Adaptive::default().beta),
                 "the request rate is lowered"
             );
         }

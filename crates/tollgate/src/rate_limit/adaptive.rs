@@ -1,7 +1,7 @@
 //! The adaptive mode: find the provider's real request rate from its refusals.
 //!
 //! AWS's adaptive retry mode is the model, adjusted for a provider that refuses (429) rather than
-//! queues. On a refusal the rate drops to `beta` (0.9) times the best estimate of the provider's
+//! queues. On a refusal the rate drops to `beta` (0.95) times the best estimate of the provider's
 //! limit: the share of requests it accepted at the current rate, once that share is clear. While
 //! answers succeed the rate grows back along a CUBIC curve relative to the rate that last failed,
 //! `W_max (1 + C (t - K)^3)` with `C` = 0.0005: back at `W_max` after `K` seconds, then probing
@@ -36,7 +36,7 @@ use crate::ConfigError;
 /// use tollgate::rate_limit::Adaptive;
 ///
 /// let adaptive = Adaptive { floor: 1.0, ..Adaptive::default() };
-/// assert_eq!(adaptive.beta, 0.9);
+/// assert_eq!(adaptive.beta, 0.95);
 /// ```
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Adaptive {
@@ -45,7 +45,8 @@ pub struct Adaptive {
     /// The rate never rises above this (default: the configured request limit, else none).
     pub ceiling: Option<f64>,
     /// Multiplicative decrease on a refusal, applied to the best estimate of the provider's
-    /// limit (default 0.9: the rate it accepted is measured, so just below it is safe).
+    /// limit (default 0.95: the rate it accepted is measured, so just below it is safe, and the
+    /// way back up is short).
     pub beta: f64,
     /// CUBIC's scaling constant, relative to the rate that last failed (default 0.0005: a 10%
     /// decrease is regained in 5.8 s, the rate is 10% above it 5.8 s later, and slow-starts
@@ -63,7 +64,7 @@ impl Default for Adaptive {
         Adaptive {
             floor: 0.5,
             ceiling: None,
-            beta: 0.9,
+            beta: 0.95,
             scale: 0.0005,
             initial: 10.0,
         }
@@ -504,7 +505,8 @@ mod tests {
         let changes: Vec<_> = (0..64)
             .filter_map(|_| controller.answered(true, start, start + MS))
             .collect();
-        assert_eq!(changes, [Change::Lowered(90.0)], "one decrease");
+        let beta = Adaptive::default().beta;
+        assert_eq!(changes, [Change::Lowered(100.0 * beta)], "one decrease");
         // Requests sent after it are refused too, two in three: far above the limit still. The
         // eighth refusal (not each) lowers again, to what the provider accepted: 5 of 13 (the
         // 12 answers and one more accepted, leaning up) of 90.
@@ -515,7 +517,7 @@ mod tests {
         }
         assert_eq!(changes.len(), 1, "{changes:?}");
         assert!(
-            matches!(changes[0], Change::Lowered(r) if (r - 0.9 * 90.0 * 5.0 / 13.0).abs() < 1e-9),
+            matches!(changes[0], Change::Lowered(r) if (r - beta * 100.0 * beta * 5.0 / 13.0).abs() < 1e-9),
             "{changes:?}"
         );
     }
@@ -532,12 +534,13 @@ mod tests {
             let change = controller.answered(i % 10 == 9, now - MS, now);
             changes.extend(change.filter(|c| !matches!(c, Change::Raised(_))));
         }
-        assert_eq!(changes[0], Change::Lowered(45.0));
+        let beta = Adaptive::default().beta;
+        assert_eq!(changes[0], Change::Lowered(50.0 * beta));
         // ...refusals go on in the next 32 answers, so it lowers again; in the 32 after, they
         // are as many as before: they do not respond to the rate, and it goes back to 50. The
         // same share of refusals then lowers it no more.
         assert!(
-            matches!(changes[1], Change::Lowered(r) if r < 45.0),
+            matches!(changes[1], Change::Lowered(r) if r < 50.0 * beta),
             "{changes:?}"
         );
         assert_eq!(changes[2], Change::Restored(50.0));
@@ -567,7 +570,7 @@ mod tests {
         };
         let mut controller = Controller::new(settings, Some(40.0), start);
         let mut now = start;
-        for _ in 0..50 {
+        for _ in 0..100 {
             now += Duration::from_secs(3);
             controller.answered(true, now - MS, now);
             // Every refusal is genuine: the next ones stop (the decrease is confirmed).

@@ -34,7 +34,7 @@
 //! ceiling and a guess: by default ([`Adaptive`], on in [`Limits::default`]) the request rate
 //! follows the provider's refusals below it, and without any configured rate it is found from
 //! them, starting at 10 per second and doubling every half second. A refusal lowers the rate
-//! to 0.9 times the provider's limit as best known (measured from the share of requests it
+//! to 0.95 times the provider's limit as best known (measured from the share of requests it
 //! accepted once that share is clear); 64 tasks refused at once lower it once; successes grow it
 //! back along a CUBIC curve. Refusals that do not stop when the rate drops (a provider shedding
 //! load at random) are judged noise and the decrease is undone; 503s, 529s, 429s about tokens and
