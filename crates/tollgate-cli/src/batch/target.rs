@@ -164,7 +164,9 @@ impl Target {
             .unwrap_or_else(|| match policy.limits.limits.requests {
                 // Enough to keep the rate busy at about a second of latency.
                 Some(rate) => (rate.per_sec().ceil() as usize).clamp(4, 64),
-                None => 16,
+                // The rate is found as the batch goes: as many tasks as it may want, so that
+                // a few requests waiting out a 429's hint do not stall the others.
+                None => 64,
             });
         Ok(Target {
             url: format!("{url}{}", provider.chat_path()).into(),

@@ -7,7 +7,7 @@
 //! `W_max (1 + C (t - K)^3)` with `C` = 0.0005: back at `W_max` after `K` seconds, then probing
 //! beyond it slowly; 10% past it without a refusal, that limit is gone and slow start resumes.
 //!
-//! Without a configured rate it starts at 10 per second and doubles every half second until a
+//! Without a configured rate it starts at 10 per second and doubles every 0.35 s until a
 //! quarter of the last 32 answers are refusals: a share that measures the limit, where a lone
 //! refusal could be noise. A limit the provider's headers report ends the search at once.
 //!
@@ -54,7 +54,7 @@ pub struct Adaptive {
     /// costs the refused request its `Retry-After`.
     pub scale: f64,
     /// Where the rate starts when no request limit is configured (default 10 per second): it
-    /// doubles every half second until the provider refuses a quarter of the answers, as TCP's
+    /// doubles every 0.35 s until the provider refuses a quarter of the answers, as TCP's
     /// slow start, so a batch of many tasks does not open with a wall of 429s.
     pub initial: f64,
 }
@@ -151,6 +151,9 @@ const VERIFY_ANSWERS: u32 = 32;
 /// provider's): the decrease stands and the next refusal lowers again.
 const STILL_OVER_REFUSALS: u32 = 8;
 
+/// Slow start doubles the rate this often.
+const SLOW_START_DOUBLING: Duration = Duration::from_millis(350);
+
 /// How far above the rate that last failed CUBIC probes before it concludes that limit is gone
 /// and slow-starts again.
 const PROBE_BEYOND: f64 = 0.1;
@@ -220,6 +223,8 @@ pub(crate) struct Controller {
     share: f64,
     /// The last 32 answers, a bit each, set for a refusal.
     recent: u32,
+    /// Whether requests were waiting for the rate at the last answer.
+    backlog: bool,
     /// Share of refusals that lowering the rate did not remove: background noise (a provider
     /// shedding load at random), not a limit.
     noise: f64,
@@ -247,6 +252,7 @@ impl Controller {
             sent: empty(),
             share: 0.0,
             recent: 0,
+            backlog: false,
             noise: 0.0,
             verifying: None,
         }
@@ -303,13 +309,16 @@ impl Controller {
     }
 
     /// The answer to a request sent at `sent_at`: a refusal by the provider's rate limiter, or
-    /// anything else. Returns what changed, if anything.
+    /// anything else; `backlog` says whether requests are waiting for the rate. Returns what
+    /// changed, if anything.
     pub(crate) fn answered(
         &mut self,
         refused: bool,
         sent_at: Instant,
         now: Instant,
+        backlog: bool,
     ) -> Option<Change> {
+        self.backlog = backlog;
         let x = if refused { 1.0 } else { 0.0 };
         self.share += (x - self.share) / SHARE_WINDOW;
         self.recent = (self.recent << 1) | u32::from(refused);
@@ -457,8 +466,8 @@ impl Controller {
         let since = self.last_decrease?;
         let t = now.saturating_duration_since(since).as_secs_f64();
         let mut target = if self.probing {
-            // Slow start: the limit is not known yet, so double every half second.
-            self.lowered_to * 2f64.powf(t / 0.5)
+            // Slow start: the limit is not known yet, so double at a steady pace.
+            self.lowered_to * 2f64.powf(t / SLOW_START_DOUBLING.as_secs_f64())
         } else {
             // CUBIC's plateau is `w_max`, reached `k` seconds after the decrease; the curve is
             // relative to it, so it takes as long to regain 10% at 5 requests/s as at 5,000.
@@ -473,10 +482,11 @@ impl Controller {
             self.lowered_to = target;
             self.last_decrease = Some(now);
         }
-        // Never grow past twice what is actually being sent (AWS), once that is measured: a rate
-        // the traffic does not use proves nothing. (It never lowers the rate.)
+        // Without requests waiting, never grow past twice what is actually being sent (AWS),
+        // once that is measured: a rate the traffic does not use proves nothing. (It never
+        // lowers the rate.)
         let (measured, reliable) = self.sent.estimate(now);
-        if reliable {
+        if reliable && !self.backlog {
             target = target.min((2.0 * measured).max(rate));
         }
         if let Some(ceiling) = self.settings.ceiling {
@@ -503,7 +513,7 @@ mod tests {
         let mut controller = Controller::new(Adaptive::default(), Some(100.0), start);
         // 64 tasks sent before the first refusal came back, all refused.
         let changes: Vec<_> = (0..64)
-            .filter_map(|_| controller.answered(true, start, start + MS))
+            .filter_map(|_| controller.answered(true, start, start + MS, false))
             .collect();
         let beta = Adaptive::default().beta;
         assert_eq!(changes, [Change::Lowered(100.0 * beta)], "one decrease");
@@ -513,7 +523,7 @@ mod tests {
         let after = start + 2 * MS;
         let mut changes = Vec::new();
         for i in 0..12 {
-            changes.extend(controller.answered(i % 3 != 0, after, after + MS));
+            changes.extend(controller.answered(i % 3 != 0, after, after + MS, false));
         }
         assert_eq!(changes.len(), 1, "{changes:?}");
         assert!(
@@ -531,7 +541,7 @@ mod tests {
         let mut changes = Vec::new();
         for i in 0..400 {
             now += 20 * MS;
-            let change = controller.answered(i % 10 == 9, now - MS, now);
+            let change = controller.answered(i % 10 == 9, now - MS, now, false);
             changes.extend(change.filter(|c| !matches!(c, Change::Raised(_))));
         }
         let beta = Adaptive::default().beta;
@@ -551,11 +561,11 @@ mod tests {
         for _ in 0..64 {
             now += 20 * MS;
             lowered |= matches!(
-                controller.answered(true, now - MS, now),
+                controller.answered(true, now - MS, now, false),
                 Some(Change::Lowered(_))
             );
             now += 20 * MS;
-            controller.answered(false, now - MS, now);
+            controller.answered(false, now - MS, now, false);
         }
         assert!(lowered, "a share well above the noise lowers the rate");
     }
@@ -572,17 +582,17 @@ mod tests {
         let mut now = start;
         for _ in 0..100 {
             now += Duration::from_secs(3);
-            controller.answered(true, now - MS, now);
+            controller.answered(true, now - MS, now, false);
             // Every refusal is genuine: the next ones stop (the decrease is confirmed).
             for _ in 0..VERIFY_ANSWERS {
-                controller.answered(false, now + MS, now + 2 * MS);
+                controller.answered(false, now + MS, now + 2 * MS, false);
             }
         }
         assert_eq!(controller.rate(), 2.0, "never below the floor");
         for _ in 0..10_000 {
             now += Duration::from_millis(10);
             controller.sent(now);
-            controller.answered(false, now - MS, now);
+            controller.answered(false, now - MS, now, false);
         }
         let rate = controller.rate();
         assert!(

@@ -33,7 +33,7 @@
 //! OpenAI-compatible servers) send no rate-limit headers. So a configured request limit is a
 //! ceiling and a guess: by default ([`Adaptive`], on in [`Limits::default`]) the request rate
 //! follows the provider's refusals below it, and without any configured rate it is found from
-//! them, starting at 10 per second and doubling every half second. A refusal lowers the rate
+//! them, starting at 10 per second and doubling every 0.35 s. A refusal lowers the rate
 //! to 0.95 times the provider's limit as best known (measured from the share of requests it
 //! accepted once that share is clear); 64 tasks refused at once lower it once; successes grow it
 //! back along a CUBIC curve. Refusals that do not stop when the rate drops (a provider shedding

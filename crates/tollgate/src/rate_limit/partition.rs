@@ -405,7 +405,11 @@ impl State {
         sent_at: Instant,
         now: Instant,
     ) -> Option<Change> {
-        let change = self.adaptive.as_mut()?.answered(refused, sent_at, now)?;
+        let backlog = !self.queue.is_empty();
+        let change = self
+            .adaptive
+            .as_mut()?
+            .answered(refused, sent_at, now, backlog)?;
         self.apply_rate(change.rate(), now);
         Some(change)
     }
