@@ -63,7 +63,8 @@ pub(crate) struct BatchArgs {
     /// least 1; providers enforce per-minute limits over much shorter windows).
     #[arg(long)]
     burst: Option<u64>,
-    /// Requests in flight at once (default: from the limits).
+    /// Requests in flight at once (default: the config's concurrency, else a second's worth of
+    /// --rpm between 4 and 64, else 64; the rate limiter paces them).
     #[arg(long)]
     concurrency: Option<u32>,
     /// Attempts per request, the first included.
