@@ -143,8 +143,8 @@ impl SendRate {
     }
 }
 
-/// Refusals are counted over about this many answers (the weight of one answer is 1/this).
-const SHARE_WINDOW: f64 = 32.0;
+/// Answers the recent share of refusals is counted over (a bit each in `Controller::recent`).
+const RECENT: f64 = 32.0;
 /// Answers to requests sent after a decrease that tell whether it helped.
 const VERIFY_ANSWERS: u32 = 32;
 /// Refusals among those that say the decrease was not enough (the rate is still far above the
@@ -219,8 +219,6 @@ pub(crate) struct Controller {
     /// Growing exponentially (slow start) until the first refusal.
     probing: bool,
     sent: SendRate,
-    /// Share of refusals among recent answers (an average over about `SHARE_WINDOW` answers).
-    share: f64,
     /// The last 32 answers, a bit each, set for a refusal.
     recent: u32,
     /// Whether requests were waiting for the rate at the last answer.
@@ -250,7 +248,6 @@ impl Controller {
             lowered_to: initial,
             probing: configured.is_none(),
             sent: empty(),
-            share: 0.0,
             recent: 0,
             backlog: false,
             noise: 0.0,
@@ -297,11 +294,7 @@ impl Controller {
     pub(crate) fn settled(&self) -> bool {
         let at_ceiling =
             self.last_decrease.is_none() || self.settings.ceiling.is_some_and(|c| self.rate >= c);
-        !self.probing
-            && self.verifying.is_none()
-            && self.recent == 0
-            && self.share < 1e-3
-            && at_ceiling
+        !self.probing && self.verifying.is_none() && self.recent == 0 && at_ceiling
     }
 
     pub(crate) fn sent(&mut self, now: Instant) {
@@ -319,8 +312,6 @@ impl Controller {
         backlog: bool,
     ) -> Option<Change> {
         self.backlog = backlog;
-        let x = if refused { 1.0 } else { 0.0 };
-        self.share += (x - self.share) / SHARE_WINDOW;
         self.recent = (self.recent << 1) | u32::from(refused);
         if self.probing {
             return self.slow_start(refused, now);
@@ -359,7 +350,7 @@ impl Controller {
         let v = self.verifying.filter(|_| answers >= VERIFY_ANSWERS)?;
         self.verifying = None;
         let after = f64::from(v.refusals) / f64::from(v.answers);
-        let expected = self.noise.max(1.0 / SHARE_WINDOW);
+        let expected = self.noise.max(1.0 / RECENT);
         let margin = 2.0 * (expected * (1.0 - expected) / f64::from(v.answers)).sqrt();
         if after <= self.noise + margin {
             // The refusals stopped: the decrease found the limit. Noise, if any, fades.
@@ -382,7 +373,6 @@ impl Controller {
         } else {
             0.5 * (self.noise + after)
         };
-        self.share = self.share.min(self.noise);
         let before = v.before;
         self.rate = before.rate;
         self.w_max = before.w_max;
@@ -399,7 +389,7 @@ impl Controller {
         if !refused {
             return self.grow(now);
         }
-        let limit = self.measured_limit(self.recent.count_ones(), 32, 0)?;
+        let limit = self.measured_limit(self.recent.count_ones(), RECENT as u32, 0)?;
         Some(Change::Lowered(self.lower(Some(limit), None, now)))
     }
 
@@ -423,9 +413,10 @@ impl Controller {
         if self.noise == 0.0 {
             return true;
         }
-        // Two and a half standard deviations of the average over `SHARE_WINDOW` answers.
-        let variance = self.noise * (1.0 - self.noise) / (2.0 * SHARE_WINDOW - 1.0);
-        self.share > self.noise + 2.5 * variance.sqrt()
+        // Two and a half standard deviations of the share among the last 32 answers.
+        let share = f64::from(self.recent.count_ones()) / RECENT;
+        let variance = self.noise * (1.0 - self.noise) / RECENT;
+        share > self.noise + 2.5 * variance.sqrt()
     }
 
     /// A refusal: lowers the rate to `beta` times the provider's limit as best known: `limit`
