@@ -1,5 +1,6 @@
 //! [`ConfigError`]: what is wrong with a layer's configuration, and how to fix it.
 
+use std::borrow::Cow;
 use std::fmt;
 
 /// A builder was given a value it cannot work with. Names the field, the value and the rule.
@@ -14,7 +15,7 @@ use std::fmt;
 /// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ConfigError {
-    field: &'static str,
+    field: Cow<'static, str>,
     message: String,
 }
 
@@ -22,14 +23,23 @@ impl ConfigError {
     /// An error about `field`, with a message that says what was wrong and what is allowed.
     pub fn new(field: &'static str, message: impl Into<String>) -> Self {
         ConfigError {
-            field,
+            field: Cow::Borrowed(field),
             message: message.into(),
         }
     }
 
-    /// The field that is wrong (as the builder method and config key name it).
-    pub fn field(&self) -> &'static str {
-        self.field
+    /// The field that is wrong, as the settings value, the builder method and the config key
+    /// name it (`max_attempts`; `retry.max_attempts` from a [`Policy`](crate::stack::Policy)).
+    pub fn field(&self) -> &str {
+        &self.field
+    }
+
+    /// The same error about a field of `section` (`retry`, `limits`...).
+    pub(crate) fn within(self, section: &str) -> Self {
+        ConfigError {
+            field: Cow::Owned(format!("{section}.{}", self.field)),
+            message: self.message,
+        }
     }
 
     /// What was wrong and what is allowed.

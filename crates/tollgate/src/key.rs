@@ -109,9 +109,66 @@ where
     }
 }
 
+/// The state of one layer's quotas or circuits: one for requests without a key, and one per key
+/// created on first use (see [`Registry`]). The rate limiter and the circuit breaker share it,
+/// and so their handles answer alike.
+pub(crate) struct Keyed<K, V> {
+    default: std::sync::Arc<V>,
+    keyed: std::sync::Mutex<Registry<K, V>>,
+}
+
+impl<K: Hash + Eq, V> Keyed<K, V> {
+    pub(crate) fn new(default: V) -> Self {
+        Keyed {
+            default: std::sync::Arc::new(default),
+            keyed: std::sync::Mutex::new(Registry::new()),
+        }
+    }
+
+    fn registry(&self) -> std::sync::MutexGuard<'_, Registry<K, V>> {
+        self.keyed.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The state for `key` (the default one for `None`), made with `make` on first use; idle
+    /// entries nobody holds are swept as the map grows.
+    pub(crate) fn get(
+        &self,
+        key: Option<K>,
+        make: impl FnOnce(&K) -> V,
+        idle: impl Fn(&V) -> bool,
+    ) -> std::sync::Arc<V> {
+        match key {
+            None => std::sync::Arc::clone(&self.default),
+            Some(key) => self.registry().get_or_insert(key, make, idle),
+        }
+    }
+
+    /// The default state.
+    pub(crate) fn default(&self) -> &V {
+        &self.default
+    }
+
+    /// The state of `key`, if it exists.
+    pub(crate) fn find(&self, key: &K) -> Option<std::sync::Arc<V>> {
+        self.registry().get(key).cloned()
+    }
+
+    /// Calls `f` on the default state and every keyed one (outside the registry's lock).
+    pub(crate) fn each(&self, mut f: impl FnMut(&V)) {
+        f(&self.default);
+        let keyed: Vec<_> = self.registry().values().cloned().collect();
+        keyed.iter().for_each(|v| f(v));
+    }
+
+    /// How many keyed states are held.
+    pub(crate) fn len(&self) -> usize {
+        self.registry().len()
+    }
+}
+
 /// Per-key state (quotas, circuits) created on first use; entries nobody holds and that are
 /// idle are swept when the map doubles, so memory follows the keys in use.
-pub(crate) struct Registry<K, V> {
+struct Registry<K, V> {
     map: std::collections::HashMap<K, std::sync::Arc<V>>,
     sweep_at: usize,
 }
@@ -120,7 +177,7 @@ pub(crate) struct Registry<K, V> {
 const FIRST_SWEEP: usize = 1024;
 
 impl<K: Hash + Eq, V> Registry<K, V> {
-    pub(crate) fn new() -> Self {
+    fn new() -> Self {
         Registry {
             map: std::collections::HashMap::new(),
             sweep_at: FIRST_SWEEP,
@@ -129,7 +186,7 @@ impl<K: Hash + Eq, V> Registry<K, V> {
 
     /// The entry for `key`, created with `make` on first use. Before creating one, sweeps the
     /// entries for which `idle` holds if the map has reached its sweep size.
-    pub(crate) fn get_or_insert(
+    fn get_or_insert(
         &mut self,
         key: K,
         make: impl FnOnce(&K) -> V,
@@ -148,15 +205,15 @@ impl<K: Hash + Eq, V> Registry<K, V> {
         value
     }
 
-    pub(crate) fn get(&self, key: &K) -> Option<&std::sync::Arc<V>> {
+    fn get(&self, key: &K) -> Option<&std::sync::Arc<V>> {
         self.map.get(key)
     }
 
-    pub(crate) fn values(&self) -> impl Iterator<Item = &std::sync::Arc<V>> {
+    fn values(&self) -> impl Iterator<Item = &std::sync::Arc<V>> {
         self.map.values()
     }
 
-    pub(crate) fn len(&self) -> usize {
+    fn len(&self) -> usize {
         self.map.len()
     }
 }

@@ -44,6 +44,7 @@
 mod attempt;
 pub mod circuit_breaker;
 pub mod classify;
+#[cfg(feature = "config")]
 pub mod config;
 mod config_error;
 pub mod key;
@@ -51,6 +52,8 @@ mod provider;
 pub mod rate_limit;
 mod redact;
 pub mod retry;
+#[cfg(feature = "serde")]
+mod serde_forms;
 pub mod stack;
 mod telemetry;
 

@@ -12,7 +12,7 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 use super::error::{CircuitOpen, Refusal};
-use super::settings::{BreakerState, Outcome, Settings, StateChange, Trip};
+use super::settings::{BreakerState, Outcome, Settings, StateChange};
 use super::window::Tally;
 
 const CLOSED: u64 = 0;
@@ -86,7 +86,7 @@ pub(crate) struct Circuit {
 
 impl Circuit {
     pub(crate) fn new(settings: Arc<Settings>, now: Instant) -> Self {
-        let (window, _) = settings.window();
+        let window = settings.config.window;
         Circuit {
             word: AtomicU64::new(CLOSED),
             inner: Mutex::new(Inner {
@@ -118,7 +118,7 @@ impl Circuit {
         let mut guard = self.lock();
         let inner = &mut *guard;
         let mut change = None;
-        let probes = self.settings.probes;
+        let probes = self.settings.config.probes;
         let result = match inner.phase {
             Phase::Closed => Ok(self.ticket(false)),
             Phase::Open { opened, until } if now >= until => {
@@ -237,7 +237,7 @@ impl Circuit {
                 Outcome::Success => {
                     inner.metrics.successes += 1;
                     let succeeded = succeeded + 1;
-                    if succeeded >= self.settings.probes {
+                    if succeeded >= self.settings.config.probes {
                         inner.trips_in_row = 0;
                         inner.consecutive = 0;
                         inner.tally.clear(now);
@@ -259,15 +259,16 @@ impl Circuit {
 
     fn should_trip(&self, inner: &mut Inner, now: Instant) -> bool {
         let counts = inner.tally.counts(now);
-        let (_, min_calls) = self.settings.window();
-        let tripped = match self.settings.trip {
-            Trip::ConsecutiveFailures(n) => inner.consecutive >= n,
-            Trip::FailureRatio { ratio, .. } => {
+        let config = &self.settings.config;
+        let min_calls = config.min_calls;
+        let tripped = match config.consecutive_failures {
+            Some(n) => inner.consecutive >= n,
+            None => {
                 counts.calls >= min_calls
-                    && f64::from(counts.failures) >= ratio * f64::from(counts.calls)
+                    && f64::from(counts.failures) >= config.failure_ratio * f64::from(counts.calls)
             }
         };
-        let slow = self.settings.slow.is_some_and(|slow| {
+        let slow = config.slow_calls.is_some_and(|slow| {
             counts.calls >= min_calls
                 && f64::from(counts.slow) >= slow.ratio * f64::from(counts.calls)
         });

@@ -25,7 +25,7 @@ struct Pending {
 
 impl Pending {
     fn finish(mut self, outcome: Outcome) {
-        let slow = match (self.started, self.circuit.settings.slow) {
+        let slow = match (self.started, self.circuit.settings.config.slow_calls) {
             (Some(started), Some(slow)) => started.elapsed() >= slow.threshold,
             _ => false,
         };
@@ -56,7 +56,7 @@ pin_project! {
 impl<F> ResponseFuture<F> {
     pub(crate) fn admitted(future: F, circuit: Arc<Circuit>, ticket: Ticket) -> Self {
         // Time is read only when slow calls are watched.
-        let started = circuit.settings.slow.map(|_| Instant::now());
+        let started = circuit.settings.config.slow_calls.map(|_| Instant::now());
         ResponseFuture {
             inner: Some(future),
             pending: Some(Pending {

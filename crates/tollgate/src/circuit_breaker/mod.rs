@@ -1,9 +1,9 @@
 //! Fail fast while a provider is down, and recover by itself.
 //!
 //! [`CircuitBreakerLayer`] watches the [verdicts](crate::classify) of calls. While **closed** it
-//! counts them; when a trip condition holds ([`Trip::ConsecutiveFailures`], or a
-//! [`Trip::FailureRatio`] over a count- or time-based [`Window`] once enough calls were made, or
-//! too many [`SlowCalls`]) it **opens**: every call fails at once with a typed [`CircuitOpen`]
+//! counts them; when a trip condition holds (a failure ratio over a count- or time-based
+//! [`Window`] once enough calls were made, or [`consecutive_failures`](BreakerConfig::consecutive_failures)
+//! in a row, or too many [`SlowCalls`]; see [`BreakerConfig`]) it **opens**: every call fails at once with a typed [`CircuitOpen`]
 //! saying since when and how long until it probes, without reaching the provider. After the break
 //! (30 s by default, optionally growing on repeated trips) it is **half-open**: a configured
 //! number of probe calls go through; if they all succeed it closes, if one fails it opens again.
@@ -22,25 +22,30 @@
 //! that circuit's window. A generation number in the same atomic word makes outcomes of calls
 //! admitted before a transition irrelevant to the new state (a slow call that fails after the
 //! circuit re-closed does not count against it). Time is `tokio::time::Instant`, so tests pause
-//! and advance it. With a key extractor ([`build_keyed`](CircuitBreakerBuilder::build_keyed)) each
+//! and advance it. With a key extractor ([`key`](CircuitBreakerBuilder::key)) each
 //! host or model gets its own circuit; healthy closed circuits are dropped as new keys arrive.
 //!
 //! ```
 //! use std::time::Duration;
-//! use tollgate::circuit_breaker::{Trip, Window};
+//! use tollgate::circuit_breaker::Window;
 //! use tollgate::CircuitBreakerLayer;
 //!
 //! let layer = CircuitBreakerLayer::builder()
-//!     .trip(Trip::FailureRatio { ratio: 0.5, window: Window::Count(50), min_calls: 10 })
+//!     .failure_ratio(0.5)
+//!     .window(Window::Count(50))
+//!     .min_calls(10)
 //!     .break_duration(Duration::from_secs(30))
 //!     .build()
 //!     .unwrap();
 //! # let _ = layer;
 //! ```
 
+mod breakers;
 mod circuit;
+mod config;
 mod error;
 mod future;
+mod handle;
 mod layer;
 mod service;
 mod settings;
@@ -49,7 +54,9 @@ mod window;
 pub use circuit::Metrics;
 pub use error::{CircuitOpen, Refusal};
 pub use future::ResponseFuture;
-pub use layer::{CircuitBreakerHandle, CircuitBreakerLayer};
+pub use config::{BreakGrowth, BreakerConfig, CircuitBreakerBuilder, SlowCalls};
+pub use handle::CircuitBreakerHandle;
+pub use layer::CircuitBreakerLayer;
 pub use service::CircuitBreaker;
-pub use settings::{BreakerState, CircuitBreakerBuilder, SlowCalls, StateChange, Trip};
+pub use settings::{BreakerState, StateChange};
 pub use window::Window;

@@ -8,18 +8,18 @@ use http::{Request, Response};
 use tower_service::Service;
 
 use super::future::ResponseFuture;
-use super::layer::Breakers;
-use crate::key::KeyFor;
+use super::breakers::Breakers;
+use crate::key::{KeyFor, KeyType};
 use crate::BoxError;
 
 /// The service built by [`CircuitBreakerLayer`](crate::CircuitBreakerLayer): see there.
-pub struct CircuitBreaker<S, K, Key> {
+pub struct CircuitBreaker<S, K: KeyType> {
     inner: S,
     key: K,
-    breakers: Arc<Breakers<Key>>,
+    breakers: Arc<Breakers<K::Key>>,
 }
 
-impl<S: Clone, K: Clone, Key> Clone for CircuitBreaker<S, K, Key> {
+impl<S: Clone, K: KeyType + Clone> Clone for CircuitBreaker<S, K> {
     fn clone(&self) -> Self {
         CircuitBreaker {
             inner: self.inner.clone(),
@@ -29,7 +29,7 @@ impl<S: Clone, K: Clone, Key> Clone for CircuitBreaker<S, K, Key> {
     }
 }
 
-impl<S: fmt::Debug, K, Key> fmt::Debug for CircuitBreaker<S, K, Key> {
+impl<S: fmt::Debug, K: KeyType> fmt::Debug for CircuitBreaker<S, K> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("CircuitBreaker")
             .field("inner", &self.inner)
@@ -37,8 +37,8 @@ impl<S: fmt::Debug, K, Key> fmt::Debug for CircuitBreaker<S, K, Key> {
     }
 }
 
-impl<S, K, Key> CircuitBreaker<S, K, Key> {
-    pub(crate) fn new(inner: S, key: K, breakers: Arc<Breakers<Key>>) -> Self {
+impl<S, K: KeyType> CircuitBreaker<S, K> {
+    pub(crate) fn new(inner: S, key: K, breakers: Arc<Breakers<K::Key>>) -> Self {
         CircuitBreaker {
             inner,
             key,
@@ -52,7 +52,7 @@ impl<S, K, Key> CircuitBreaker<S, K, Key> {
     }
 }
 
-impl<S, K, ReqBody, ResBody> Service<Request<ReqBody>> for CircuitBreaker<S, K, K::Key>
+impl<S, K, ReqBody, ResBody> Service<Request<ReqBody>> for CircuitBreaker<S, K>
 where
     S: Service<Request<ReqBody>, Response = Response<ResBody>>,
     S::Error: Into<BoxError>,

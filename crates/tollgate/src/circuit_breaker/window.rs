@@ -41,6 +41,51 @@ pub enum Window {
     },
 }
 
+/// In a config file a window is a number of calls (`100`) or a duration (`"30s"`, in ten
+/// slices).
+#[cfg(feature = "serde")]
+impl serde::Serialize for Window {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        match self {
+            Window::Count(calls) => serializer.serialize_u32(*calls),
+            Window::Time { duration, .. } => crate::serde_forms::duration::serialize(duration, serializer),
+        }
+    }
+}
+
+#[cfg(feature = "serde")]
+impl<'de> serde::Deserialize<'de> for Window {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Form;
+        impl serde::de::Visitor<'_> for Form {
+            type Value = Window;
+
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a number of calls (100) or a duration (\"30s\")")
+            }
+
+            fn visit_u64<E: serde::de::Error>(self, calls: u64) -> Result<Window, E> {
+                u32::try_from(calls)
+                    .map(Window::Count)
+                    .map_err(|_| E::custom(format!("{calls} calls is too many a window")))
+            }
+
+            fn visit_i64<E: serde::de::Error>(self, calls: i64) -> Result<Window, E> {
+                u64::try_from(calls)
+                    .map_err(|_| E::custom("a window holds a positive number of calls"))
+                    .and_then(|calls| self.visit_u64(calls))
+            }
+
+            fn visit_str<E: serde::de::Error>(self, text: &str) -> Result<Window, E> {
+                crate::serde_forms::parse(text)
+                    .map(Window::time)
+                    .map_err(E::custom)
+            }
+        }
+        deserializer.deserialize_any(Form)
+    }
+}
+
 impl Window {
     /// The last `duration`, in ten slices.
     pub const fn time(duration: Duration) -> Self {

@@ -35,10 +35,20 @@ use crate::ConfigError;
 /// ```
 /// use tollgate::rate_limit::Adaptive;
 ///
-/// let adaptive = Adaptive { floor: 1.0, ..Adaptive::default() };
+/// let mut adaptive = Adaptive::default();
+/// adaptive.floor = 1.0;
 /// assert_eq!(adaptive.beta, 0.95);
 /// ```
+///
+/// In a config file (feature `serde`): `adaptive = true` (these defaults), `false` (a fixed
+/// rate), or a table of the fields to change (`adaptive = { floor = 1.0 }`).
 #[derive(Debug, Clone, Copy, PartialEq)]
+#[non_exhaustive]
+#[cfg_attr(
+    feature = "serde",
+    derive(serde::Serialize, serde::Deserialize),
+    serde(default, deny_unknown_fields)
+)]
 pub struct Adaptive {
     /// The rate never falls below this (default 0.5 per second, as AWS's minimum fill rate).
     pub floor: f64,

@@ -87,6 +87,13 @@ impl EstimateTokens {
         self
     }
 
+    /// Sums (`true`) or takes the greater (`false`), as a [`LimitConfig`](super::LimitConfig)
+    /// says.
+    pub(crate) fn summing(mut self, sum: bool) -> Self {
+        self.sum = sum;
+        self
+    }
+
     /// The estimate for a JSON request body, or `None` if it is not a JSON object.
     pub fn estimate_json(&self, body: &[u8]) -> Option<u64> {
         let request: AdmissionFields = serde_json::from_slice(body).ok()?;

@@ -1,10 +1,12 @@
-//! What a quota is made of: [`Rate`]s and a concurrency bound.
+//! What a quota is made of: [`Rate`]s, and the limits a quota's buckets are shaped from.
 
 use std::time::Duration;
 
+use super::adaptive::Adaptive;
+use super::config::LimitConfig;
 use crate::ConfigError;
 
-/// A rate limit: `amount` per `interval`, with a bucket of `capacity` (the burst).
+/// A rate limit: `amount` per `interval`, with a bucket of `burst` (its capacity).
 ///
 /// The burst is small by default: a tenth of a second's worth, at least 1. Providers state their
 /// limits per minute but enforce them over much shorter windows (a leaky bucket, a few seconds),
@@ -18,20 +20,23 @@ use crate::ConfigError;
 ///
 /// // 3,000 per minute is 50 per second: a burst of 5.
 /// let rpm = Rate::per_minute(3_000);
-/// assert_eq!(rpm.capacity, 5);
-/// assert_eq!(Rate::per_minute(500).capacity, 1);
+/// assert_eq!(rpm.burst(), 5);
+/// assert_eq!(Rate::per_minute(500).burst(), 1);
 /// let bursty = Rate::per_minute(500).with_burst(100);
-/// assert_eq!((bursty.amount, bursty.capacity), (500, 100));
+/// assert_eq!((bursty.amount(), bursty.burst()), (500, 100));
 /// assert_eq!(Rate::new(100, Duration::from_secs(1)).per_sec(), 100.0);
+/// // Checked where the numbers come from input:
+/// assert!(Rate::try_new(0, Duration::from_secs(60), None).is_err());
 /// ```
+///
+/// In a config file (feature `serde`) a rate is a number per minute (`500`), a string with its
+/// interval (`"500/min"`, `"50/s"`, `"10000/1h"`), or a table with its burst
+/// (`{ rate = "500/min", burst = 20 }`).
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Rate {
-    /// How much is replenished per `interval`.
-    pub amount: u64,
-    /// The interval (a minute for the providers' RPM and TPM).
-    pub interval: Duration,
-    /// The bucket's capacity: how much can go at once after a quiet spell.
-    pub capacity: u64,
+    pub(crate) amount: u64,
+    pub(crate) interval: Duration,
+    pub(crate) capacity: u64,
 }
 
 impl Rate {
@@ -58,6 +63,34 @@ impl Rate {
     pub const fn with_burst(mut self, capacity: u64) -> Self {
         self.capacity = capacity;
         self
+    }
+
+    /// `amount` per `interval` with a burst of `burst` (default a tenth of a second's worth),
+    /// checked: for numbers that come from input.
+    pub fn try_new(
+        amount: u64,
+        interval: Duration,
+        burst: Option<u64>,
+    ) -> Result<Self, ConfigError> {
+        let rate = Rate::new(amount, interval);
+        let rate = burst.map_or(rate, |burst| rate.with_burst(burst));
+        rate.validate("rate")?;
+        Ok(rate)
+    }
+
+    /// How much is replenished per [`interval`](Self::interval).
+    pub const fn amount(&self) -> u64 {
+        self.amount
+    }
+
+    /// The interval (a minute for the providers' RPM and TPM).
+    pub const fn interval(&self) -> Duration {
+        self.interval
+    }
+
+    /// The bucket's capacity: how much can go at once after a quiet spell.
+    pub const fn burst(&self) -> u64 {
+        self.capacity
     }
 
     /// Refill per second.
@@ -108,70 +141,113 @@ const fn default_burst(amount: u64, interval: Duration) -> u64 {
 /// The time's worth of a rate that [`Rate`] admits at once by default.
 const BURST_WINDOW: Duration = Duration::from_millis(100);
 
-/// The limits of one quota.
-///
-/// ```
-/// use std::time::Duration;
-/// use tollgate::rate_limit::{Limits, Rate};
-///
-/// let limits = Limits { requests: Some(Rate::per_minute(500)), ..Limits::default() };
-/// assert_eq!(limits.headroom, Duration::from_millis(10));
-/// // The request rate adapts to the provider's refusals below the configured ceiling...
-/// assert!(limits.adaptive.is_some());
-/// // ...unless it is made strictly fixed.
-/// let fixed = Limits { adaptive: None, ..limits };
-/// # let _ = fixed;
-/// ```
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct Limits {
-    /// Requests per interval.
-    pub requests: Option<Rate>,
-    /// Tokens per interval (each request costs what the cost function says).
-    pub tokens: Option<Rate>,
-    /// Requests in flight at once (until their response body ends).
-    pub concurrency: Option<u32>,
-    /// How much of the burst is held back, as time at the refill rate, for delays that vary
-    /// between admission here and counting at the provider (connection setup, scheduling). A
-    /// request that arrives a few milliseconds earlier than its neighbours relative to the
-    /// schedule would otherwise draw a 429 from a provider enforcing the same limit. Default
-    /// 10 ms: a tenth of a request at 10 requests per second.
-    pub headroom: Duration,
-    /// Adapt the request rate to the provider's refusals (see [`Adaptive`](super::Adaptive));
-    /// a configured request limit is then the ceiling, a guess the provider corrects. On by
-    /// default; `None` keeps the configured rate strictly fixed (a 429 then pauses the whole
-    /// quota for its hint).
-    pub adaptive: Option<super::Adaptive>,
-}
+#[cfg(feature = "serde")]
+mod forms {
+    use std::time::Duration;
 
-impl Default for Limits {
-    fn default() -> Self {
-        Limits {
-            requests: None,
-            tokens: None,
-            concurrency: None,
-            headroom: Duration::from_millis(10),
-            adaptive: Some(super::Adaptive::default()),
+    use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+    use super::{default_burst, Rate};
+
+    #[derive(Serialize, Deserialize)]
+    #[serde(untagged)]
+    enum Amount {
+        PerMinute(u64),
+        Text(String),
+    }
+
+    #[derive(Serialize, Deserialize)]
+    #[serde(untagged)]
+    enum Form {
+        Bare(Amount),
+        Table { rate: Amount, burst: Option<u64> },
+    }
+
+    impl Amount {
+        fn parse(&self) -> Result<(u64, Duration), String> {
+            let text = match self {
+                Amount::PerMinute(amount) => return Ok((*amount, Duration::from_secs(60))),
+                Amount::Text(text) => text.trim(),
+            };
+            let form = || {
+                format!(
+                    "`{text}` is not a rate: write it like 500 (per minute), \"500/min\" or \"50/s\""
+                )
+            };
+            let (amount, per) = text.split_once('/').ok_or_else(form)?;
+            let amount = amount.trim().replace('_', "");
+            let amount = amount.parse::<u64>().map_err(|_| form())?;
+            let per = per.trim();
+            let per = if per.starts_with(|c: char| c.is_ascii_digit()) {
+                per.to_owned()
+            } else {
+                format!("1{per}")
+            };
+            let interval = humantime::parse_duration(&per).map_err(|_| form())?;
+            Ok((amount, interval))
+        }
+    }
+
+    impl Serialize for Rate {
+        fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+            let rate = Amount::Text(format!(
+                "{}/{}",
+                self.amount,
+                humantime::format_duration(self.interval)
+            ));
+            if self.capacity == default_burst(self.amount, self.interval) {
+                rate.serialize(serializer)
+            } else {
+                Form::Table {
+                    rate,
+                    burst: Some(self.capacity),
+                }
+                .serialize(serializer)
+            }
+        }
+    }
+
+    impl<'de> Deserialize<'de> for Rate {
+        fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+            let (amount, burst) = match Form::deserialize(deserializer)? {
+                Form::Bare(amount) => (amount, None),
+                Form::Table { rate, burst } => (rate, burst),
+            };
+            let (amount, interval) = amount.parse().map_err(serde::de::Error::custom)?;
+            Rate::try_new(amount, interval, burst)
+                .map_err(|error| serde::de::Error::custom(error.message()))
         }
     }
 }
 
-impl Limits {
-    pub(crate) fn validate(&self) -> Result<(), ConfigError> {
-        if let Some(rate) = &self.requests {
-            rate.validate("requests")?;
+/// The limits of one quota, as its buckets are shaped from a [`LimitConfig`]; the handle may
+/// change them at runtime.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub(crate) struct Limits {
+    pub(crate) requests: Option<Rate>,
+    pub(crate) tokens: Option<Rate>,
+    pub(crate) concurrency: Option<u32>,
+    pub(crate) headroom: Duration,
+    pub(crate) adaptive: Option<Adaptive>,
+}
+
+/// A rate no client reaches: a limiter told no limit and no adaptive rate only learns (it pauses
+/// on a 429's hint and adopts the limit the headers report). Per minute, as providers report
+/// limits, so a learned limit keeps its meaning.
+const UNLIMITED: Rate = Rate::per_minute(u64::MAX / 4);
+
+impl From<&LimitConfig> for Limits {
+    fn from(config: &LimitConfig) -> Self {
+        let told_nothing = config.requests.is_none()
+            && config.tokens.is_none()
+            && config.concurrency.is_none()
+            && config.adaptive.is_none();
+        Limits {
+            requests: config.requests.or(told_nothing.then_some(UNLIMITED)),
+            tokens: config.tokens,
+            concurrency: config.concurrency,
+            headroom: config.headroom,
+            adaptive: config.adaptive,
         }
-        if let Some(rate) = &self.tokens {
-            rate.validate("tokens")?;
-        }
-        if let Some(adaptive) = &self.adaptive {
-            adaptive.validate()?;
-        }
-        if self.concurrency == Some(0) {
-            return Err(ConfigError::new(
-                "concurrency",
-                "must be at least 1; leave it out for no bound",
-            ));
-        }
-        Ok(())
     }
 }

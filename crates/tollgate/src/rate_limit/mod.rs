@@ -7,7 +7,7 @@
 //!
 //! # How it works
 //!
-//! Each quota (one by default, one per key with [`RateLimitBuilder::key`]) is a set of token
+//! Each quota (one by default, one per key with [`RateLimitBuilder::key`]; every setting is in [`LimitConfig`]) is a set of token
 //! buckets with continuous refill (capacity = burst) plus an in-flight count, behind one lock. A
 //! request is admitted when every limit allows it, and takes from all of them at once: a request
 //! held back by the token limit consumes no request slot. Its cost in tokens comes from a
@@ -31,7 +31,7 @@
 //! Users rarely know their real limit: providers state limits per minute and enforce them over
 //! seconds, tiers change, keys are shared, and many servers (Gemini, nginx's `limit_req`, most
 //! OpenAI-compatible servers) send no rate-limit headers. So a configured request limit is a
-//! ceiling and a guess: by default ([`Adaptive`], on in [`Limits::default`]) the request rate
+//! ceiling and a guess: by default ([`Adaptive`], on in [`LimitConfig::default`]) the request rate
 //! follows the provider's refusals below it, and without any configured rate it is found from
 //! them, starting at 10 per second and doubling every 0.35 s. A refusal lowers the rate
 //! to 0.95 times the provider's limit as best known (measured from the share of requests it
@@ -85,9 +85,11 @@
 mod adaptive;
 mod body;
 mod bucket;
+mod config;
 mod cost;
 mod error;
 mod future;
+mod handle;
 mod layer;
 mod limiter;
 mod limits;
@@ -102,9 +104,10 @@ pub use body::RateLimitBody;
 pub use cost::{Cost, EstimateTokens, PeekBody, TokenCost};
 pub use error::RateLimitError;
 pub use future::ResponseFuture;
-pub use layer::{RateLimitBuilder, RateLimitLayer};
-pub use limiter::RateLimitHandle;
-pub use limits::{Limits, Rate};
+pub use config::{LimitConfig, RateLimitBuilder};
+pub use handle::RateLimitHandle;
+pub use layer::RateLimitLayer;
+pub use limits::Rate;
 pub use partition::{Snapshot, Which};
 pub use service::RateLimit;
 pub use store::{Charge, Grant, OnStoreError, QuotaName, Store, StoreError, StoreFuture};

@@ -14,18 +14,18 @@ use super::error::RateLimitError;
 use super::future::{ResponseFuture, Wait};
 use super::limiter::Limiter;
 use crate::attempt::AttemptClock;
-use crate::key::KeyFor;
+use crate::key::{KeyFor, KeyType};
 use crate::BoxError;
 
 /// The service built by [`RateLimitLayer`](crate::RateLimitLayer): see there.
-pub struct RateLimit<S, C, K, Key> {
+pub struct RateLimit<S, C, K: KeyType> {
     inner: S,
     cost: C,
     key: K,
-    limiter: Arc<Limiter<Key>>,
+    limiter: Arc<Limiter<K::Key>>,
 }
 
-impl<S: Clone, C: Clone, K: Clone, Key> Clone for RateLimit<S, C, K, Key> {
+impl<S: Clone, C: Clone, K: KeyType + Clone> Clone for RateLimit<S, C, K> {
     fn clone(&self) -> Self {
         RateLimit {
             inner: self.inner.clone(),
@@ -36,7 +36,7 @@ impl<S: Clone, C: Clone, K: Clone, Key> Clone for RateLimit<S, C, K, Key> {
     }
 }
 
-impl<S: std::fmt::Debug, C, K, Key> std::fmt::Debug for RateLimit<S, C, K, Key> {
+impl<S: std::fmt::Debug, C, K: KeyType> std::fmt::Debug for RateLimit<S, C, K> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("RateLimit")
             .field("inner", &self.inner)
@@ -45,8 +45,8 @@ impl<S: std::fmt::Debug, C, K, Key> std::fmt::Debug for RateLimit<S, C, K, Key> 
     }
 }
 
-impl<S, C, K, Key> RateLimit<S, C, K, Key> {
-    pub(crate) fn new(inner: S, cost: C, key: K, limiter: Arc<Limiter<Key>>) -> Self {
+impl<S, C, K: KeyType> RateLimit<S, C, K> {
+    pub(crate) fn new(inner: S, cost: C, key: K, limiter: Arc<Limiter<K::Key>>) -> Self {
         RateLimit {
             inner,
             cost,
@@ -61,7 +61,7 @@ impl<S, C, K, Key> RateLimit<S, C, K, Key> {
     }
 }
 
-impl<S, C, K, ReqBody, ResBody> Service<Request<ReqBody>> for RateLimit<S, C, K, K::Key>
+impl<S, C, K, ReqBody, ResBody> Service<Request<ReqBody>> for RateLimit<S, C, K>
 where
     S: Service<Request<ReqBody>, Response = Response<ResBody>> + Clone,
     S::Error: Into<BoxError>,

@@ -22,6 +22,11 @@ use rand::Rng;
 /// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 #[non_exhaustive]
+#[cfg_attr(
+    feature = "serde",
+    derive(serde::Serialize, serde::Deserialize),
+    serde(rename_all = "kebab-case")
+)]
 pub enum Jitter {
     /// No randomness: every client retries at the same instants (only for tests and demos).
     None,
@@ -41,17 +46,6 @@ pub(crate) struct Backoff {
     pub(crate) factor: f64,
     pub(crate) cap: Duration,
     pub(crate) jitter: Jitter,
-}
-
-impl Default for Backoff {
-    fn default() -> Self {
-        Backoff {
-            base: Duration::from_millis(500),
-            factor: 2.0,
-            cap: Duration::from_secs(60),
-            jitter: Jitter::Full,
-        }
-    }
 }
 
 impl Backoff {

@@ -1,4 +1,4 @@
-//! [`RetryBudget`]: retries may add at most a share of the traffic, plus a small floor.
+//! The retry budget: retries may add at most a share of the traffic, plus a small floor.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
-use crate::ConfigError;
+use super::config::BudgetConfig;
 
 /// Bounds retries to a share of recent traffic, shared by every clone of the service.
 ///
@@ -17,18 +17,8 @@ use crate::ConfigError;
 ///
 /// The success path costs one relaxed atomic increment; the window is only examined when a retry
 /// is wanted.
-///
-/// ```
-/// use std::time::Duration;
-/// use tollgate::retry::RetryBudget;
-///
-/// // At most 20% extra load, and 10 retries per second whatever the traffic.
-/// let budget = RetryBudget::new(Duration::from_secs(10), 10, 0.2).unwrap();
-/// assert!(RetryBudget::new(Duration::from_secs(10), 10, 1.5).is_err());
-/// # let _ = budget;
-/// ```
 #[derive(Debug, Clone)]
-pub struct RetryBudget {
+pub(crate) struct RetryBudget {
     inner: Arc<BudgetInner>,
 }
 
@@ -54,30 +44,13 @@ struct Window {
 }
 
 impl RetryBudget {
-    /// A budget over `ttl` (1 to 60 s) allowing `min_per_sec` retries per second plus `ratio`
-    /// (0.0 to 1.0) of the requests.
-    pub fn new(ttl: Duration, min_per_sec: u32, ratio: f64) -> Result<Self, ConfigError> {
-        if !(Duration::from_secs(1)..=Duration::from_secs(60)).contains(&ttl) {
-            return Err(ConfigError::new(
-                "budget.ttl",
-                format!("must be between 1s and 60s, got {ttl:?}"),
-            ));
-        }
-        if !(0.0..=1.0).contains(&ratio) {
-            return Err(ConfigError::new(
-                "budget.ratio",
-                format!("must be between 0.0 and 1.0 (a share of requests), got {ratio}"),
-            ));
-        }
-        Ok(Self::new_unchecked(ttl, min_per_sec, ratio))
-    }
-
-    fn new_unchecked(ttl: Duration, min_per_sec: u32, ratio: f64) -> Self {
+    /// A budget with `config`'s settings (checked by the caller).
+    pub(crate) fn new(config: BudgetConfig) -> Self {
         RetryBudget {
             inner: Arc::new(BudgetInner {
-                ttl,
-                min_per_sec,
-                ratio,
+                ttl: config.ttl,
+                min_per_sec: config.min_per_sec,
+                ratio: config.ratio,
                 requests: AtomicU64::new(0),
                 window: Mutex::new(Window {
                     newest: Instant::now(),
@@ -89,12 +62,12 @@ impl RetryBudget {
     }
 
     /// Records a first attempt: it earns `ratio` of a retry.
-    pub fn deposit(&self) {
+    pub(crate) fn deposit(&self) {
         self.inner.requests.fetch_add(1, Ordering::Relaxed);
     }
 
     /// Takes one retry from the budget, if it has one.
-    pub fn try_withdraw(&self) -> bool {
+    pub(crate) fn try_withdraw(&self) -> bool {
         let inner = &*self.inner;
         let requests_now = inner.requests.load(Ordering::Relaxed);
         let mut window = inner.window.lock().unwrap_or_else(|p| p.into_inner());
@@ -110,13 +83,6 @@ impl RetryBudget {
         let head = window.head;
         window.slots[head].1 += 1;
         true
-    }
-}
-
-impl Default for RetryBudget {
-    /// Finagle's defaults: 10 s window, 10 retries per second, 20% of requests.
-    fn default() -> Self {
-        RetryBudget::new_unchecked(Duration::from_secs(10), 10, 0.2)
     }
 }
 

@@ -4,13 +4,15 @@ use std::sync::Arc;
 
 use tower_layer::Layer;
 
-use super::policy::{BackoffRetryBuilder, RetryPolicy};
+use super::policy::RetryPolicy;
 use super::service::BackoffRetry;
 
 /// Retries attempts that can succeed, with jittered exponential backoff and the server's hints.
 ///
 /// The policy (and its retry budget) lives in an `Arc` owned by the layer: every service it
-/// builds, and every clone of those, shares one budget.
+/// builds, and every clone of those, shares one budget. Build it with
+/// [`builder`](Self::builder), [`from_config`](Self::from_config) or [`new`](Self::new) (the
+/// defaults).
 ///
 /// ```
 /// use std::time::Duration;
@@ -28,26 +30,10 @@ pub struct BackoffRetryLayer {
 }
 
 impl BackoffRetryLayer {
-    /// A layer with the default policy (see [`BackoffRetryBuilder`]).
-    pub fn new() -> Self {
-        Self::from_policy(Self::builder().into_policy())
-    }
-
-    /// A builder starting from the defaults.
-    pub fn builder() -> BackoffRetryBuilder {
-        BackoffRetryBuilder::default()
-    }
-
     pub(crate) fn from_policy(policy: RetryPolicy) -> Self {
         BackoffRetryLayer {
             policy: Arc::new(policy),
         }
-    }
-}
-
-impl Default for BackoffRetryLayer {
-    fn default() -> Self {
-        Self::new()
     }
 }
 

@@ -18,7 +18,7 @@
 //! # Stopping
 //!
 //! The layer stops at the maximum attempts (5 in total by default), at the optional overall
-//! deadline (it never starts a wait that would end past it), or when the [`RetryBudget`] shared
+//! deadline (it never starts a wait that would end past it), or when the retry budget ([`BudgetConfig`]) shared
 //! by every clone is empty: retries may add only a share of the traffic, so an outage is not
 //! multiplied by the number of attempts. When it stops on a response, the caller gets that
 //! response unchanged (a 429 stays a 429) with a [`RetryInfo`] in its extensions; on an error, a
@@ -50,6 +50,7 @@
 
 mod backoff;
 mod budget;
+mod config;
 mod error;
 mod future;
 mod layer;
@@ -58,10 +59,10 @@ mod replay;
 mod service;
 
 pub use backoff::Jitter;
-pub use budget::RetryBudget;
+pub use config::{BackoffRetryBuilder, BudgetConfig, RetryConfig};
 pub use error::{AttemptTimedOut, RetryError, RetryInfo, StopReason};
 pub use future::ResponseFuture;
 pub use layer::BackoffRetryLayer;
-pub use policy::{BackoffRetryBuilder, OverCeiling, RetryEvent, RetryPolicy};
+pub use policy::{OverCeiling, RetryEvent};
 pub use replay::ReplayBody;
 pub use service::BackoffRetry;

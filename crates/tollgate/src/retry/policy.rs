@@ -1,4 +1,4 @@
-//! [`RetryPolicy`]: when to retry and how long to wait; built by [`BackoffRetryBuilder`].
+//! The retry decision: when to retry and how long to wait, from a [`RetryConfig`].
 
 use std::fmt;
 use std::sync::{Arc, Mutex};
@@ -10,25 +10,32 @@ use tokio::time::Instant;
 
 use super::backoff::{Backoff, Jitter};
 use super::budget::RetryBudget;
+use super::config::RetryConfig;
 use super::error::StopReason;
-use super::layer::BackoffRetryLayer;
 use crate::classify::{Classification, HintSource, Kind};
-use crate::ConfigError;
 
 /// What to do when the server asks for a wait longer than the ceiling.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 #[non_exhaustive]
+#[cfg_attr(
+    feature = "serde",
+    derive(serde::Serialize, serde::Deserialize),
+    serde(rename_all = "kebab-case")
+)]
 pub enum OverCeiling {
     /// Stop and return the last answer or a [`StopReason::HintOverCeiling`] error (the default,
     /// as openai-python does above 120 s: Gemini's per-day quota answers "retry in 10h17m").
     #[default]
     GiveUp,
     /// Ignore the hint and use the normal backoff (as the Anthropic SDK does above 60 s).
+    /// Written `backoff` in a config file.
+    #[cfg_attr(feature = "serde", serde(rename = "backoff"))]
     UseBackoff,
 }
 
 /// One retry about to happen, as reported to an `on_retry` hook.
 #[derive(Debug, Clone, Copy)]
+#[non_exhaustive]
 pub struct RetryEvent {
     /// The attempt that failed (1 for the first).
     pub attempt: u32,
@@ -40,20 +47,20 @@ pub struct RetryEvent {
     pub hint: Option<HintSource>,
 }
 
-type RetryHook = Arc<dyn Fn(&RetryEvent) + Send + Sync>;
+pub(crate) type RetryHook = Arc<dyn Fn(&RetryEvent) + Send + Sync>;
 
 /// The retry decision rules, shared (in an `Arc`) by every service one layer builds.
-pub struct RetryPolicy {
+pub(crate) struct RetryPolicy {
     pub(crate) max_attempts: u32,
-    pub(crate) backoff: Backoff,
-    pub(crate) ceiling: Duration,
-    pub(crate) over_ceiling: OverCeiling,
-    pub(crate) hint_spread: f64,
+    backoff: Backoff,
+    ceiling: Duration,
+    over_ceiling: OverCeiling,
+    hint_spread: f64,
     pub(crate) deadline: Option<Duration>,
     pub(crate) attempt_timeout: Option<Duration>,
     pub(crate) budget: Option<RetryBudget>,
-    pub(crate) rng: Option<Mutex<SmallRng>>,
-    pub(crate) on_retry: Option<RetryHook>,
+    rng: Option<Mutex<SmallRng>>,
+    on_retry: Option<RetryHook>,
     pub(crate) name: Option<Arc<str>>,
 }
 
@@ -82,6 +89,34 @@ pub(crate) enum Decision {
 }
 
 impl RetryPolicy {
+    /// The rules `config` describes (checked by the caller), with jitter drawn from a generator
+    /// seeded with `seed` if given.
+    pub(crate) fn new(
+        config: RetryConfig,
+        seed: Option<u64>,
+        on_retry: Option<RetryHook>,
+        name: Option<Arc<str>>,
+    ) -> Self {
+        RetryPolicy {
+            max_attempts: config.max_attempts,
+            backoff: Backoff {
+                base: config.base,
+                factor: config.factor,
+                cap: config.cap,
+                jitter: config.jitter,
+            },
+            ceiling: config.ceiling,
+            over_ceiling: config.over_ceiling,
+            hint_spread: config.hint_spread,
+            deadline: config.deadline,
+            attempt_timeout: config.attempt_timeout,
+            budget: config.budget.map(RetryBudget::new),
+            rng: seed.map(|seed| Mutex::new(SmallRng::seed_from_u64(seed))),
+            on_retry,
+            name,
+        }
+    }
+
     /// Decides whether attempt number `attempts` (1-based), judged `verdict`, is followed by
     /// another, and after how long. Withdraws from the budget only when the answer is yes.
     pub(crate) fn decide(
@@ -144,248 +179,6 @@ impl RetryPolicy {
         crate::telemetry::retry(&self.name, event.verdict.kind().as_str());
         if let Some(hook) = &self.on_retry {
             hook(event);
-        }
-    }
-}
-
-/// Builds a [`BackoffRetryLayer`]; every setting has a default, and [`build`](Self::build)
-/// checks them all.
-///
-/// Defaults: 5 attempts in total, 500 ms base doubling to a 60 s cap with full jitter, server
-/// hints honoured up to 60 s (longer ones give up), hinted waits spread by up to 20%, no deadline,
-/// no per-attempt timeout, Finagle's retry budget (10 s, 10/s, 20%).
-///
-/// ```
-/// use std::time::Duration;
-/// use tollgate::retry::{Jitter, OverCeiling};
-/// use tollgate::BackoffRetryLayer;
-///
-/// let layer = BackoffRetryLayer::builder()
-///     .max_attempts(4)
-///     .base(Duration::from_millis(250))
-///     .cap(Duration::from_secs(20))
-///     .jitter(Jitter::Decorrelated)
-///     .ceiling(Duration::from_secs(120))
-///     .over_ceiling(OverCeiling::UseBackoff)
-///     .deadline(Duration::from_secs(90))
-///     .attempt_timeout(Duration::from_secs(30))
-///     .on_retry(|event| eprintln!("retrying after {:?}", event.delay))
-///     .build()
-///     .expect("valid settings");
-/// # let _ = layer;
-/// ```
-pub struct BackoffRetryBuilder {
-    max_attempts: u32,
-    backoff: Backoff,
-    ceiling: Duration,
-    over_ceiling: OverCeiling,
-    hint_spread: f64,
-    deadline: Option<Duration>,
-    attempt_timeout: Option<Duration>,
-    budget: Option<RetryBudget>,
-    seed: Option<u64>,
-    on_retry: Option<RetryHook>,
-    name: Option<Arc<str>>,
-}
-
-impl fmt::Debug for BackoffRetryBuilder {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("BackoffRetryBuilder")
-            .field("max_attempts", &self.max_attempts)
-            .field("backoff", &self.backoff)
-            .finish_non_exhaustive()
-    }
-}
-
-impl Default for BackoffRetryBuilder {
-    fn default() -> Self {
-        BackoffRetryBuilder {
-            max_attempts: 5,
-            backoff: Backoff::default(),
-            ceiling: Duration::from_secs(60),
-            over_ceiling: OverCeiling::GiveUp,
-            hint_spread: 0.2,
-            deadline: None,
-            attempt_timeout: None,
-            budget: Some(RetryBudget::default()),
-            seed: None,
-            on_retry: None,
-            name: None,
-        }
-    }
-}
-
-impl BackoffRetryBuilder {
-    /// Attempts in total, the first included (default 5, at least 1).
-    pub fn max_attempts(mut self, attempts: u32) -> Self {
-        self.max_attempts = attempts;
-        self
-    }
-
-    /// The first retry's un-jittered delay (default 500 ms).
-    pub fn base(mut self, base: Duration) -> Self {
-        self.backoff.base = base;
-        self
-    }
-
-    /// Growth of the delay per retry (default 2.0, at least 1.0).
-    pub fn factor(mut self, factor: f64) -> Self {
-        self.backoff.factor = factor;
-        self
-    }
-
-    /// The longest backoff delay (default 60 s, at least `base`).
-    pub fn cap(mut self, cap: Duration) -> Self {
-        self.backoff.cap = cap;
-        self
-    }
-
-    /// How delays are randomised (default [`Jitter::Full`]).
-    pub fn jitter(mut self, jitter: Jitter) -> Self {
-        self.backoff.jitter = jitter;
-        self
-    }
-
-    /// The longest server-requested wait honoured (default 60 s).
-    pub fn ceiling(mut self, ceiling: Duration) -> Self {
-        self.ceiling = ceiling;
-        self
-    }
-
-    /// What to do with a longer hint (default [`OverCeiling::GiveUp`]).
-    pub fn over_ceiling(mut self, policy: OverCeiling) -> Self {
-        self.over_ceiling = policy;
-        self
-    }
-
-    /// Spread of hinted waits: up to this share of the hint is added at random when jitter is on
-    /// (default 0.2; 0.0 waits exactly what the server said).
-    pub fn hint_spread(mut self, spread: f64) -> Self {
-        self.hint_spread = spread;
-        self
-    }
-
-    /// An overall deadline for the whole call, all attempts and waits included.
-    pub fn deadline(mut self, deadline: Duration) -> Self {
-        self.deadline = Some(deadline);
-        self
-    }
-
-    /// A timeout for each attempt; an attempt that exceeds it counts as a timeout (retryable).
-    ///
-    /// It runs from when the attempt leaves tollgate's own queue (a [`RateLimitLayer`]
-    /// inside this layer), so it times the provider, not the wait for a permit; bound that wait
-    /// with the limiter's `max_wait`, and the whole call with [`deadline`](Self::deadline).
-    ///
-    /// [`RateLimitLayer`]: crate::RateLimitLayer
-    pub fn attempt_timeout(mut self, timeout: Duration) -> Self {
-        self.attempt_timeout = Some(timeout);
-        self
-    }
-
-    /// The retry budget shared by every clone (default [`RetryBudget::default`]).
-    pub fn budget(mut self, budget: RetryBudget) -> Self {
-        self.budget = Some(budget);
-        self
-    }
-
-    /// No retry budget: every retryable failure is retried up to `max_attempts`.
-    pub fn no_budget(mut self) -> Self {
-        self.budget = None;
-        self
-    }
-
-    /// Draw jitter from a generator seeded with `seed`, so delays repeat exactly (for tests).
-    pub fn seed(mut self, seed: u64) -> Self {
-        self.seed = Some(seed);
-        self
-    }
-
-    /// A name for metrics labels (the provider: "openai", "anthropic"...).
-    pub fn name(mut self, name: impl Into<Arc<str>>) -> Self {
-        self.name = Some(name.into());
-        self
-    }
-
-    /// Calls `hook` before every retry, to count or log retries your own way.
-    pub fn on_retry(mut self, hook: impl Fn(&RetryEvent) + Send + Sync + 'static) -> Self {
-        self.on_retry = Some(Arc::new(hook));
-        self
-    }
-
-    /// Checks the settings and builds the layer.
-    pub fn build(self) -> Result<BackoffRetryLayer, ConfigError> {
-        self.validate()?;
-        Ok(BackoffRetryLayer::from_policy(self.into_policy()))
-    }
-
-    fn validate(&self) -> Result<(), ConfigError> {
-        if self.max_attempts == 0 {
-            return Err(ConfigError::new(
-                "max_attempts",
-                "must be at least 1 (the first attempt counts)",
-            ));
-        }
-        if self.backoff.base.is_zero() {
-            return Err(ConfigError::new(
-                "base",
-                "must be greater than zero, e.g. \"500ms\"",
-            ));
-        }
-        if !(self.backoff.factor.is_finite() && self.backoff.factor >= 1.0) {
-            return Err(ConfigError::new(
-                "factor",
-                format!(
-                    "must be a finite number of at least 1.0, got {}",
-                    self.backoff.factor
-                ),
-            ));
-        }
-        if self.backoff.cap < self.backoff.base {
-            return Err(ConfigError::new(
-                "cap",
-                format!(
-                    "must be at least the base ({:?}), got {:?}",
-                    self.backoff.base, self.backoff.cap
-                ),
-            ));
-        }
-        if !(self.hint_spread.is_finite() && (0.0..=1.0).contains(&self.hint_spread)) {
-            return Err(ConfigError::new(
-                "hint_spread",
-                format!("must be between 0.0 and 1.0, got {}", self.hint_spread),
-            ));
-        }
-        for (field, value) in [
-            ("deadline", self.deadline),
-            ("attempt_timeout", self.attempt_timeout),
-        ] {
-            if value.is_some_and(|v| v.is_zero()) {
-                return Err(ConfigError::new(
-                    field,
-                    "must be greater than zero when set",
-                ));
-            }
-        }
-        Ok(())
-    }
-
-    /// The policy these settings describe, without checking them (the defaults are valid).
-    pub(crate) fn into_policy(self) -> RetryPolicy {
-        RetryPolicy {
-            max_attempts: self.max_attempts,
-            backoff: self.backoff,
-            ceiling: self.ceiling,
-            over_ceiling: self.over_ceiling,
-            hint_spread: self.hint_spread,
-            deadline: self.deadline,
-            attempt_timeout: self.attempt_timeout,
-            budget: self.budget,
-            rng: self
-                .seed
-                .map(|seed| Mutex::new(SmallRng::seed_from_u64(seed))),
-            on_retry: self.on_retry,
-            name: self.name,
         }
     }
 }

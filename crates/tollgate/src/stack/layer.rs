@@ -7,19 +7,15 @@ use crate::circuit_breaker::{CircuitBreaker, CircuitBreakerHandle};
 use crate::classify::{ClassifyService, DefaultClassifier};
 use crate::key::NoKey;
 use crate::rate_limit::{
-    EstimateTokens, OnStoreError, Rate, RateLimit, RateLimitBuilder, RateLimitHandle, Store,
+    EstimateTokens, OnStoreError, RateLimit, RateLimitBuilder, RateLimitHandle, Store,
 };
-use crate::retry::{BackoffRetry, RetryBudget};
+use crate::retry::BackoffRetry;
 use crate::{BackoffRetryLayer, CircuitBreakerLayer, ClassifyLayer, ConfigError, RateLimitLayer};
 
 /// The service a [`StandardLayer`] builds: retry, then circuit breaker, then rate limit, then
 /// classification, then your client.
 pub type StandardService<S> = BackoffRetry<
-    CircuitBreaker<
-        RateLimit<ClassifyService<S, DefaultClassifier>, EstimateTokens, NoKey, ()>,
-        NoKey,
-        (),
-    >,
+    CircuitBreaker<RateLimit<ClassifyService<S, DefaultClassifier>, EstimateTokens, NoKey>, NoKey>,
 >;
 
 /// The recommended order, built from a [`Policy`] in one call.
@@ -29,7 +25,7 @@ pub type StandardService<S> = BackoffRetry<
 /// refuses never waits for a permit; classification is innermost, so its verdict describes one
 /// attempt and every layer reads it. The request rate adapts to the provider's refusals: below
 /// the configured limit, which is a ceiling, or from nothing when none is set (and adopts the
-/// limit the provider's headers report). Set `policy.limits.limits.adaptive` to `None` for a
+/// limit the provider's headers report). Set `policy.limits.adaptive` to `None` for a
 /// strictly fixed limit; without limits, that limiter only pauses on a 429's hint.
 ///
 /// ```
@@ -39,7 +35,7 @@ pub type StandardService<S> = BackoffRetry<
 /// use tower::ServiceBuilder;
 ///
 /// let mut policy = Policy::preset(Provider::Anthropic);
-/// policy.limits.limits.requests = Some(Rate::per_minute(50));
+/// policy.limits.requests = Some(Rate::per_minute(50));
 /// let layer = StandardLayer::new(&policy)?;
 /// let breaker = layer.breaker_handle();
 /// # let client = tower::service_fn(|_: http::Request<String>| async { Ok::<_, std::convert::Infallible>(http::Response::new(http_body_util::Empty::<bytes::Bytes>::new())) });
@@ -55,14 +51,11 @@ pub struct StandardLayer {
     classify: ClassifyLayer,
 }
 
-/// A rate no client reaches: the limiter of a policy without limits only learns.
-const UNLIMITED: u64 = u64::MAX / 4;
-
 impl StandardLayer {
     /// Builds the four layers from `policy`, checking every setting.
     pub fn new(policy: &Policy) -> Result<Self, ConfigError> {
-        let (limit, _) = Self::limit(policy);
-        Self::assemble(policy, limit.build()?)
+        policy.validate()?;
+        Self::assemble(policy, Self::limit(policy).build()?)
     }
 
     /// Like [`new`](Self::new), with the rate limiter's buckets in `store`, shared with every
@@ -80,7 +73,7 @@ impl StandardLayer {
     /// use tollgate::Provider;
     ///
     /// let mut policy = Policy::preset(Provider::OpenAi);
-    /// policy.limits.limits.requests = Some(Rate::per_minute(500));
+    /// policy.limits.requests = Some(Rate::per_minute(500));
     /// let layer = StandardLayer::with_store(&policy, MyStore, OnStoreError::FailOpen { processes: 4 })?;
     /// # let _ = layer;
     /// # Ok::<(), tollgate::ConfigError>(())
@@ -90,90 +83,31 @@ impl StandardLayer {
         store: impl Store,
         on_error: OnStoreError,
     ) -> Result<Self, ConfigError> {
-        let (limit, unlimited) = Self::limit(policy);
-        if unlimited {
-            return Err(ConfigError::new(
-                "limits",
-                "a shared store holds request or token limits: set requests or tokens",
-            ));
-        }
-        Self::assemble(policy, limit.store(store, on_error).build()?)
+        policy.validate()?;
+        Self::assemble(policy, Self::limit(policy).store(store, on_error).build()?)
     }
 
-    /// The rate limiter's builder, and whether the policy set no limit at all.
-    fn limit(policy: &Policy) -> (RateLimitBuilder<EstimateTokens>, bool) {
-        let l = &policy.limits;
-        let mut limits = l.limits;
-        let mut unlimited = false;
-        if limits.requests.is_none() && limits.tokens.is_none() && limits.concurrency.is_none() {
-            unlimited = true;
-            if limits.adaptive.is_none() {
-                // A limiter that never waits but learns from the provider (it pauses everyone
-                // on a 429's hint and adopts the limit the headers report). Per minute, as
-                // providers report limits, so a learned limit keeps its meaning.
-                limits.requests = Some(Rate::per_minute(UNLIMITED));
-            }
-        }
-        let cost = if l.sum_token_estimate {
-            EstimateTokens::new().sum()
-        } else {
-            EstimateTokens::new()
-        };
-        let mut limit = RateLimitLayer::builder()
-            .limits(limits)
-            .adopt_provider_limits(l.adopt_provider_limits)
-            // A hint the retry layer would not wait for does not pause the quota either.
-            .max_pause(policy.retry.ceiling)
+    /// The rate limiter's builder: the policy's limits, named for the provider, pausing on a
+    /// 429's hint no longer than the retry layer would wait for it.
+    fn limit(policy: &Policy) -> RateLimitBuilder {
+        let mut limits = policy.limits;
+        limits.max_pause = limits.max_pause.min(policy.retry.ceiling);
+        RateLimitLayer::builder()
+            .config(limits)
             .name(policy.provider.name())
-            .cost(cost);
-        if let Some(max_wait) = l.max_wait {
-            limit = limit.max_wait(max_wait);
-        }
-        if let Some(max_queue) = l.max_queue {
-            limit = limit.max_queue(max_queue);
-        }
-        (limit, unlimited)
     }
 
     fn assemble(policy: &Policy, limit: RateLimitLayer) -> Result<Self, ConfigError> {
-        let r = &policy.retry;
-        let mut retry = BackoffRetryLayer::builder()
-            .max_attempts(r.max_attempts)
-            .base(r.base)
-            .factor(r.factor)
-            .cap(r.cap)
-            .jitter(r.jitter)
-            .ceiling(r.ceiling)
-            .over_ceiling(r.over_ceiling)
-            .name(policy.provider.name());
-        if let Some(deadline) = r.deadline {
-            retry = retry.deadline(deadline);
-        }
-        if let Some(timeout) = r.attempt_timeout {
-            retry = retry.attempt_timeout(timeout);
-        }
-        retry = match r.budget {
-            Some((ttl, min_per_sec, ratio)) => {
-                retry.budget(RetryBudget::new(ttl, min_per_sec, ratio)?)
-            }
-            None => retry.no_budget(),
-        };
-
-        let b = &policy.breaker;
-        let mut breaker = CircuitBreakerLayer::builder()
-            .trip(b.trip)
-            .break_duration(b.break_duration)
-            .probes(b.probes)
-            .name(policy.provider.name());
-        if let Some(slow) = b.slow_calls {
-            breaker = breaker.slow_calls(slow);
-        }
-        if let Some((factor, cap)) = b.growth {
-            breaker = breaker.grow_break(factor, cap);
-        }
+        let name = policy.provider.name();
         Ok(StandardLayer {
-            retry: retry.build()?,
-            breaker: breaker.build()?,
+            retry: BackoffRetryLayer::builder()
+                .config(policy.retry.clone())
+                .name(name)
+                .build()?,
+            breaker: CircuitBreakerLayer::builder()
+                .config(policy.breaker)
+                .name(name)
+                .build()?,
             limit,
             classify: ClassifyLayer::new(),
         })

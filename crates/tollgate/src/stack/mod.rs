@@ -17,7 +17,7 @@
 //! use tollgate::Provider;
 //!
 //! let mut policy = Policy::preset(Provider::OpenAi);
-//! policy.limits.limits.requests = Some(Rate::per_minute(500));
+//! policy.limits.requests = Some(Rate::per_minute(500));
 //! let layer = policy.layer()?;
 //! # let _ = layer;
 //! # Ok::<(), tollgate::ConfigError>(())
@@ -28,5 +28,5 @@ mod policy;
 mod route;
 
 pub use layer::{StandardLayer, StandardService};
-pub use policy::{BreakerSettings, LimitSettings, Policy, RetrySettings};
+pub use policy::Policy;
 pub use route::{NoRoute, RouteFuture, RouteLayer, RouteTo, Router};

@@ -12,6 +12,7 @@ use tower_service::Service;
 
 use super::layer::{StandardLayer, StandardService};
 use super::policy::Policy;
+#[cfg(feature = "config")]
 use crate::config::Config;
 use crate::retry::{ReplayBody, RetryError};
 use crate::{BoxError, ConfigError};
@@ -117,6 +118,7 @@ impl RouteLayer {
     }
 
     /// One route per provider of `config`.
+    #[cfg(feature = "config")]
     pub fn from_config(config: &Config) -> Result<Self, ConfigError> {
         config
             .providers

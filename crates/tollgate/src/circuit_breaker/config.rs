@@ -1,0 +1,394 @@
+//! [`BreakerConfig`], every setting of the circuit breaker in one value, and the builder over it.
+
+use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::layer::CircuitBreakerLayer;
+use super::settings::{FailureTable, Listener, Settings, StateChange};
+use super::window::Window;
+use crate::classify::Kind;
+use crate::key::{KeyType, NoKey};
+use crate::ConfigError;
+
+/// Every setting of a [`CircuitBreakerLayer`], with its default; the builder, a
+/// [`Policy`](crate::stack::Policy) and a config file's `[providers.NAME.breaker]` table
+/// (feature `serde`) all write into this value.
+///
+/// The circuit opens at `failure_ratio` of failures over `window` once it holds `min_calls`
+/// calls (resilience4j's and Polly's model), or, with `consecutive_failures` set, after that
+/// many failures in a row (pybreaker's model); and, with `slow_calls` set, when too many calls
+/// over the same window are slow.
+///
+/// ```
+/// use std::time::Duration;
+/// use tollgate::circuit_breaker::{BreakerConfig, Window};
+/// use tollgate::CircuitBreakerLayer;
+///
+/// let mut config = BreakerConfig::default();
+/// assert_eq!((config.failure_ratio, config.window, config.min_calls), (0.5, Window::Count(100), 20));
+/// config.consecutive_failures = Some(5);
+/// config.break_duration = Duration::from_secs(20);
+/// let layer = CircuitBreakerLayer::from_config(config)?;
+/// # let _ = layer;
+/// # Ok::<(), tollgate::ConfigError>(())
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq)]
+#[non_exhaustive]
+#[cfg_attr(
+    feature = "serde",
+    derive(serde::Serialize, serde::Deserialize),
+    serde(default, deny_unknown_fields)
+)]
+pub struct BreakerConfig {
+    /// Trip after this many failures in a row instead of on the ratio (default none).
+    pub consecutive_failures: Option<u32>,
+    /// Share of failures, above 0.0 and at most 1.0, that trips the circuit (default 0.5).
+    pub failure_ratio: f64,
+    /// The window ratios are computed over (default the last 100 calls; in a file, a number of
+    /// calls or a duration such as `"30s"`).
+    pub window: Window,
+    /// Calls the window must hold before a ratio counts (default 20).
+    pub min_calls: u32,
+    /// Also trip when too many calls are slow (default off).
+    pub slow_calls: Option<SlowCalls>,
+    /// How long the circuit stays open before probing (default 30 s).
+    #[cfg_attr(feature = "serde", serde(with = "crate::serde_forms::duration"))]
+    pub break_duration: Duration,
+    /// Grow the break on repeated trips (default off).
+    pub break_growth: Option<BreakGrowth>,
+    /// Probe calls admitted while half-open; all must succeed to close (default 1).
+    pub probes: u32,
+}
+
+impl Default for BreakerConfig {
+    fn default() -> Self {
+        BreakerConfig {
+            consecutive_failures: None,
+            failure_ratio: 0.5,
+            window: Window::Count(100),
+            min_calls: 20,
+            slow_calls: None,
+            break_duration: Duration::from_secs(30),
+            break_growth: None,
+            probes: 1,
+        }
+    }
+}
+
+/// Trip also when too many calls are slow (LLM latency spikes often come before failures).
+///
+/// ```
+/// use std::time::Duration;
+/// use tollgate::circuit_breaker::SlowCalls;
+///
+/// let slow = SlowCalls::new(Duration::from_secs(20), 0.8);
+/// assert_eq!(slow.ratio, 0.8);
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq)]
+#[non_exhaustive]
+#[cfg_attr(
+    feature = "serde",
+    derive(serde::Serialize, serde::Deserialize),
+    serde(deny_unknown_fields)
+)]
+pub struct SlowCalls {
+    /// A call taking at least this long is slow.
+    #[cfg_attr(feature = "serde", serde(with = "crate::serde_forms::duration"))]
+    pub threshold: Duration,
+    /// Share of slow calls, above 0.0 and at most 1.0, that trips the circuit.
+    pub ratio: f64,
+}
+
+impl SlowCalls {
+    /// Calls of at least `threshold` are slow; `ratio` of them trips the circuit.
+    pub const fn new(threshold: Duration, ratio: f64) -> Self {
+        SlowCalls { threshold, ratio }
+    }
+}
+
+/// The break grows by `factor` on each trip in a row, up to `cap`.
+///
+/// ```
+/// use std::time::Duration;
+/// use tollgate::circuit_breaker::BreakGrowth;
+///
+/// let growth = BreakGrowth::new(2.0, Duration::from_secs(300));
+/// assert_eq!(growth.cap, Duration::from_secs(300));
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq)]
+#[non_exhaustive]
+#[cfg_attr(
+    feature = "serde",
+    derive(serde::Serialize, serde::Deserialize),
+    serde(deny_unknown_fields)
+)]
+pub struct BreakGrowth {
+    /// Multiplier per trip in a row (at least 1.0).
+    pub factor: f64,
+    /// The longest break (at least `break_duration`).
+    #[cfg_attr(feature = "serde", serde(with = "crate::serde_forms::duration"))]
+    pub cap: Duration,
+}
+
+impl BreakGrowth {
+    /// Multiply the break by `factor` on each trip in a row, up to `cap`.
+    pub const fn new(factor: f64, cap: Duration) -> Self {
+        BreakGrowth { factor, cap }
+    }
+}
+
+impl BreakerConfig {
+    /// Checks every setting; the error names the field as the builder and the config file do.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.consecutive_failures == Some(0) {
+            return Err(ConfigError::new(
+                "consecutive_failures",
+                "must be at least 1; leave it out to trip on the failure ratio",
+            ));
+        }
+        check_ratio("failure_ratio", self.failure_ratio)?;
+        if self.min_calls == 0 {
+            return Err(ConfigError::new("min_calls", "must be at least 1"));
+        }
+        match self.window {
+            Window::Count(0) => {
+                return Err(ConfigError::new("window", "must hold at least 1 call"))
+            }
+            Window::Time { duration, buckets } if duration.is_zero() || buckets == 0 => {
+                return Err(ConfigError::new(
+                    "window",
+                    "a time window needs a duration above zero and at least 1 bucket",
+                ))
+            }
+            _ => {}
+        }
+        if let Some(slow) = self.slow_calls {
+            check_ratio("slow_calls.ratio", slow.ratio)?;
+            if slow.threshold.is_zero() {
+                return Err(ConfigError::new(
+                    "slow_calls.threshold",
+                    "must be above zero",
+                ));
+            }
+        }
+        if self.break_duration.is_zero() {
+            return Err(ConfigError::new(
+                "break_duration",
+                "must be above zero, e.g. \"30s\"",
+            ));
+        }
+        if let Some(growth) = self.break_growth {
+            if !(growth.factor.is_finite() && growth.factor >= 1.0) {
+                return Err(ConfigError::new(
+                    "break_growth.factor",
+                    format!("must be at least 1.0, got {}", growth.factor),
+                ));
+            }
+            if growth.cap < self.break_duration {
+                return Err(ConfigError::new(
+                    "break_growth.cap",
+                    "must be at least the break duration",
+                ));
+            }
+        }
+        if self.probes == 0 {
+            return Err(ConfigError::new("probes", "must be at least 1"));
+        }
+        Ok(())
+    }
+}
+
+fn check_ratio(field: &'static str, ratio: f64) -> Result<(), ConfigError> {
+    if ratio.is_finite() && ratio > 0.0 && ratio <= 1.0 {
+        Ok(())
+    } else {
+        Err(ConfigError::new(
+            field,
+            format!("must be above 0.0 and at most 1.0, got {ratio}"),
+        ))
+    }
+}
+
+/// Builds a [`CircuitBreakerLayer`]: setters over a [`BreakerConfig`] (see its fields for the
+/// defaults), plus what only code can give: which verdicts count as failures, a key extractor, a
+/// name and a listener. By default failures are overloaded answers, transient 5xx, timeouts and
+/// connection failures (not 429s, not client errors); local rejections are ignored.
+///
+/// ```
+/// use std::time::Duration;
+/// use tollgate::circuit_breaker::{SlowCalls, Window};
+/// use tollgate::classify::Kind;
+/// use tollgate::CircuitBreakerLayer;
+///
+/// let layer = CircuitBreakerLayer::builder()
+///     .failure_ratio(0.5)
+///     .window(Window::time(Duration::from_secs(30)))
+///     .min_calls(10)
+///     .slow_calls(SlowCalls::new(Duration::from_secs(20), 0.8))
+///     .break_duration(Duration::from_secs(15))
+///     .break_growth(2.0, Duration::from_secs(300))
+///     .probes(3)
+///     .count_as_failure(Kind::RateLimited, false)
+///     .name("anthropic")
+///     .on_state_change(|change| eprintln!("{:?} -> {:?}", change.from, change.to))
+///     .build()?;
+/// # let _ = layer;
+/// # Ok::<(), tollgate::ConfigError>(())
+/// ```
+pub struct CircuitBreakerBuilder<K = NoKey> {
+    config: BreakerConfig,
+    failures: FailureTable,
+    key: K,
+    name: Option<Arc<str>>,
+    listener: Option<Listener>,
+}
+
+impl<K> fmt::Debug for CircuitBreakerBuilder<K> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("CircuitBreakerBuilder")
+            .field("config", &self.config)
+            .field("name", &self.name)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Default for CircuitBreakerBuilder {
+    fn default() -> Self {
+        CircuitBreakerBuilder {
+            config: BreakerConfig::default(),
+            failures: FailureTable::default(),
+            key: NoKey,
+            name: None,
+            listener: None,
+        }
+    }
+}
+
+impl<K> CircuitBreakerBuilder<K> {
+    /// Replaces every setting of [`BreakerConfig`] with `config`.
+    pub fn config(mut self, config: BreakerConfig) -> Self {
+        self.config = config;
+        self
+    }
+
+    /// See [`BreakerConfig::consecutive_failures`].
+    pub fn consecutive_failures(mut self, failures: u32) -> Self {
+        self.config.consecutive_failures = Some(failures);
+        self
+    }
+
+    /// See [`BreakerConfig::failure_ratio`].
+    pub fn failure_ratio(mut self, ratio: f64) -> Self {
+        self.config.failure_ratio = ratio;
+        self
+    }
+
+    /// See [`BreakerConfig::window`].
+    pub fn window(mut self, window: Window) -> Self {
+        self.config.window = window;
+        self
+    }
+
+    /// See [`BreakerConfig::min_calls`].
+    pub fn min_calls(mut self, calls: u32) -> Self {
+        self.config.min_calls = calls;
+        self
+    }
+
+    /// See [`BreakerConfig::slow_calls`].
+    pub fn slow_calls(mut self, slow: SlowCalls) -> Self {
+        self.config.slow_calls = Some(slow);
+        self
+    }
+
+    /// See [`BreakerConfig::break_duration`].
+    pub fn break_duration(mut self, duration: Duration) -> Self {
+        self.config.break_duration = duration;
+        self
+    }
+
+    /// Multiply the break by `factor` on each trip in a row, up to `cap` (see [`BreakGrowth`]).
+    pub fn break_growth(mut self, factor: f64, cap: Duration) -> Self {
+        self.config.break_growth = Some(BreakGrowth::new(factor, cap));
+        self
+    }
+
+    /// See [`BreakerConfig::probes`].
+    pub fn probes(mut self, probes: u32) -> Self {
+        self.config.probes = probes;
+        self
+    }
+
+    /// Whether outcomes of `kind` count as failures (`true`) or successes (`false`).
+    pub fn count_as_failure(mut self, kind: Kind, failure: bool) -> Self {
+        self.failures.set(kind, failure);
+        self
+    }
+
+    /// A name for errors, logs and listeners ("openai", "claude-sonnet"...).
+    pub fn name(mut self, name: impl Into<Arc<str>>) -> Self {
+        self.name = Some(name.into());
+        self
+    }
+
+    /// Calls `listener` on every state change (to page on "provider X open").
+    pub fn on_state_change(
+        mut self,
+        listener: impl Fn(&StateChange) + Send + Sync + 'static,
+    ) -> Self {
+        self.listener = Some(Arc::new(listener));
+        self
+    }
+
+    /// Gives each key its own circuit (per host, per model; see [`key`](crate::key)).
+    pub fn key<K2: KeyType>(self, key: K2) -> CircuitBreakerBuilder<K2> {
+        CircuitBreakerBuilder {
+            config: self.config,
+            failures: self.failures,
+            key,
+            name: self.name,
+            listener: self.listener,
+        }
+    }
+
+    /// Checks the settings and builds the layer.
+    pub fn build(self) -> Result<CircuitBreakerLayer<K>, ConfigError>
+    where
+        K: KeyType,
+    {
+        self.config.validate()?;
+        Ok(CircuitBreakerLayer::with_settings(
+            Settings {
+                config: self.config,
+                failures: self.failures,
+                name: self.name,
+                listener: self.listener,
+            },
+            self.key,
+        ))
+    }
+}
+
+impl CircuitBreakerLayer {
+    /// A builder starting from [`BreakerConfig::default`].
+    pub fn builder() -> CircuitBreakerBuilder {
+        CircuitBreakerBuilder::default()
+    }
+
+    /// A layer with `config`'s settings, checked.
+    pub fn from_config(config: BreakerConfig) -> Result<Self, ConfigError> {
+        Self::builder().config(config).build()
+    }
+
+    /// A layer with the default settings (see [`BreakerConfig`]).
+    pub fn new() -> Self {
+        CircuitBreakerLayer::with_settings(Settings::from(BreakerConfig::default()), NoKey)
+    }
+}
+
+impl Default for CircuitBreakerLayer {
+    fn default() -> Self {
+        Self::new()
+    }
+}
