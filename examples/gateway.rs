@@ -30,7 +30,7 @@ async fn main() -> Result<(), BoxError> {
         }
     };
     let mut policy = Policy::preset(Provider::OpenAi);
-    policy.limits.limits.requests = Some(Rate::per_minute(600));
+    policy.limits.requests = Some(Rate::per_minute(600));
     policy.limits.max_wait = Some(Duration::from_secs(10));
     policy.retry.deadline = Some(Duration::from_secs(60));
     let stack = policy.layer()?.layer(http_client());

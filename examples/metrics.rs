@@ -30,7 +30,7 @@ async fn main() -> Result<(), BoxError> {
     })
     .await?;
     let mut policy = Policy::preset(Provider::OpenAi);
-    policy.limits.limits.requests = Some(Rate::per_minute(1_200).with_burst(5));
+    policy.limits.requests = Some(Rate::per_minute(1_200).with_burst(5));
     policy.retry.base = Duration::from_millis(50);
     let stack = policy.layer()?.layer(http_client());
     let calls: Vec<_> = (0..40)

@@ -27,7 +27,7 @@ async fn main() -> Result<(), BoxError> {
         }
     };
     let mut policy = Policy::preset(Provider::OpenAi);
-    policy.limits.limits.requests = Some(Rate::per_minute(500));
+    policy.limits.requests = Some(Rate::per_minute(500));
     let client = policy.layer()?.layer(https_client());
     let response = client
         .oneshot(chat_request(&base, &key, "Say hello in five words.", 20))

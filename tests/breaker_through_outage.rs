@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use http_body_util::BodyExt;
 use tokio::time::Instant;
-use tollgate::circuit_breaker::{BreakerState, Trip};
+use tollgate::circuit_breaker::BreakerState;
 use tollgate::{CircuitBreakerLayer, ClassifyLayer};
 use tollgate_e2e::{chat_request, http_client};
 use tollgate_mock::{Faults, MockConfig, MockServer};
@@ -25,7 +25,7 @@ async fn during_an_outage_only_probes_reach_the_provider() {
     .await
     .unwrap();
     let breaker = CircuitBreakerLayer::builder()
-        .trip(Trip::ConsecutiveFailures(3))
+        .consecutive_failures(3)
         .break_duration(Duration::from_millis(500))
         .build()
         .unwrap();

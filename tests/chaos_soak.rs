@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use http_body_util::BodyExt;
 use tokio::time::Instant;
-use tollgate::circuit_breaker::{BreakerState, Trip, Window};
+use tollgate::circuit_breaker::{BreakerState, Window};
 use tollgate::rate_limit::Rate;
 use tollgate::retry::{RetryError, RetryInfo};
 use tollgate::{BackoffRetryLayer, CircuitBreakerLayer, ClassifyLayer, RateLimitLayer};
@@ -83,11 +83,9 @@ async fn twenty_percent_faults_and_an_outage_lose_nothing_and_leak_nothing() {
     let heard = Arc::clone(&transitions);
     let started = Instant::now();
     let breaker = CircuitBreakerLayer::builder()
-        .trip(Trip::FailureRatio {
-            ratio: 0.5,
-            window: Window::Count(20),
-            min_calls: 10,
-        })
+        .failure_ratio(0.5)
+        .window(Window::Count(20))
+        .min_calls(10)
         .break_duration(Duration::from_millis(500))
         .name("mock")
         .on_state_change(move |change| heard.lock().unwrap().push((started.elapsed(), change.to)))

@@ -35,7 +35,7 @@ async fn forwards_through_the_stack_and_refuses_clearly() {
     .await
     .unwrap();
     let mut policy = Policy::preset(Provider::OpenAi);
-    policy.limits.limits.requests = Some(Rate::per_minute(60).with_burst(2));
+    policy.limits.requests = Some(Rate::per_minute(60).with_burst(2));
     policy.limits.max_wait = Some(Duration::from_millis(100));
     policy.retry.deadline = Some(Duration::from_millis(500));
     let layer = policy.layer().unwrap();

@@ -37,7 +37,7 @@ async fn attempts_retries_429s_waits_and_breaker_state_are_exported() {
     .await
     .unwrap();
     let mut policy = Policy::preset(Provider::Anthropic);
-    policy.limits.limits.requests = Some(Rate::per_second(10).with_burst(2));
+    policy.limits.requests = Some(Rate::per_second(10).with_burst(2));
     policy.retry.base = Duration::from_millis(20);
     let stack = policy.layer().unwrap().layer(http_client());
     for i in 0..20 {

@@ -8,7 +8,6 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion};
-use tollgate::circuit_breaker::Trip;
 use tollgate::{CircuitBreakerLayer, ClassifyLayer};
 use tollgate_bench::layers::*;
 use tollgate_bench::{request, CloneRequest, Instant200, NeverRetry};
@@ -187,7 +186,7 @@ fn success_path(c: &mut Criterion) {
     });
 
     let open = CircuitBreakerLayer::builder()
-        .trip(Trip::ConsecutiveFailures(1))
+        .consecutive_failures(1)
         .build()
         .unwrap();
     open.handle().isolate();

@@ -75,7 +75,7 @@ pub(crate) async fn run(args: DemoArgs) -> Result<ExitCode, String> {
             .await
         } else {
             let mut policy = Policy::preset(Provider::OpenAi);
-            policy.limits.limits.requests =
+            policy.limits.requests =
                 Some(Rate::per_minute(u64::from(args.rpm)).with_burst(u64::from(args.burst)));
             policy.retry.base = Duration::from_millis(250);
             policy.retry.max_attempts = 6;

@@ -109,7 +109,7 @@ fn bad_input_exits_non_zero_with_one_clear_message() {
     let input = prompts(&dir, 1, "");
     let output = dir.join("out.jsonl");
     let bad_config = dir.join("bad.toml");
-    std::fs::write(&bad_config, "[providers.x.limits]\nrpm = 0\n").unwrap();
+    std::fs::write(&bad_config, "[providers.x.limits]\nrequests = 0\n").unwrap();
     let cases: Vec<(Vec<String>, &str)> = vec![
         (
             vec![

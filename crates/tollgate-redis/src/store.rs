@@ -6,7 +6,8 @@ use std::time::Duration;
 
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::Script;
-use tollgate::rate_limit::{Charge, Grant, Rate, Store, StoreError, StoreFuture, Which};
+use tollgate::classify::LimitKind;
+use tollgate::rate_limit::{Charge, Grant, Rate, Store, StoreError, StoreFuture};
 use tollgate::ConfigError;
 
 /// A rate-limit [`Store`] on Redis: see the [crate documentation](crate).
@@ -142,12 +143,12 @@ impl RedisStoreBuilder {
 
 /// A limit's emission interval: microseconds per unit (fractional when the rate does not divide).
 fn interval_micros(rate: &Rate) -> f64 {
-    rate.interval.as_secs_f64() * 1e6 / rate.amount.max(1) as f64
+    rate.interval().as_secs_f64() * 1e6 / rate.amount().max(1) as f64
 }
 
-fn part(which: Which) -> &'static str {
+fn part(which: LimitKind) -> &'static str {
     match which {
-        Which::Tokens => "tokens",
+        LimitKind::Tokens => "tokens",
         _ => "requests",
     }
 }
@@ -178,17 +179,17 @@ impl Store for RedisStore {
         let mut keys = vec![self.key(&charge.quota, "pause")];
         let mut args = Vec::with_capacity(6);
         let limits = [
-            charge.requests.map(|rate| (Which::Requests, rate, 1)),
+            charge.requests.map(|rate| (LimitKind::Requests, rate, 1)),
             charge
                 .tokens
-                .map(|(rate, cost)| (Which::Tokens, rate, cost)),
+                .map(|(rate, cost)| (LimitKind::Tokens, rate, cost)),
         ];
-        let mut order = [Which::Paused; 3];
+        let mut order = [LimitKind::Paused; 3];
         for (index, (which, rate, cost)) in limits.into_iter().flatten().enumerate() {
             let interval = interval_micros(&rate);
             // As in process: the burst less the headroom, but a request as large as the burst
             // still goes once the bucket is full.
-            let tolerance = (rate.capacity as f64 * interval - charge.headroom.as_micros() as f64)
+            let tolerance = (rate.burst() as f64 * interval - charge.headroom.as_micros() as f64)
                 .max(cost as f64 * interval);
             keys.push(self.key(&charge.quota, part(which)));
             args.extend([
@@ -212,7 +213,7 @@ impl Store for RedisStore {
             }
             Ok(Grant::Wait {
                 wait: Duration::from_micros(wait.max(1) as u64),
-                which: order.get(which).copied().unwrap_or(Which::Requests),
+                which: order.get(which).copied().unwrap_or(LimitKind::Requests),
             })
         })
     }
@@ -228,7 +229,7 @@ impl Store for RedisStore {
         Box::pin(async move { call.await.map(drop) })
     }
 
-    fn lower(&self, quota: &str, which: Which, rate: Rate, remaining: u64) -> StoreFuture<()> {
+    fn lower(&self, quota: &str, which: LimitKind, rate: Rate, remaining: u64) -> StoreFuture<()> {
         let call = invoke::<i64>(
             self.connection.clone(),
             Arc::clone(&self.scripts),
@@ -236,7 +237,7 @@ impl Store for RedisStore {
             vec![self.key(quota, part(which))],
             vec![
                 interval_micros(&rate).to_string(),
-                rate.capacity.to_string(),
+                rate.burst().to_string(),
                 remaining.to_string(),
             ],
         );

@@ -10,7 +10,8 @@ use std::time::{Duration, Instant};
 
 use http::{Request, Response, StatusCode};
 use support::{logging_upstream, Log};
-use tollgate::rate_limit::{OnStoreError, Rate, RateLimitError, Which};
+use tollgate::classify::LimitKind;
+use tollgate::rate_limit::{OnStoreError, Rate, RateLimitError, Refusal};
 use tollgate::RateLimitLayer;
 use tollgate_e2e::redis_server::RedisServer;
 use tollgate_redis::RedisStore;
@@ -65,7 +66,7 @@ async fn one_clients_429_pauses_every_client() {
             Err(error) => {
                 let error = error.downcast::<RateLimitError>().unwrap();
                 assert!(
-                    matches!(*error, RateLimitError::WouldWait { limit: Which::Paused, wait, .. } if wait > Duration::from_secs(15)),
+                    matches!(error.refusal(), Refusal::WouldWait { limit: LimitKind::Paused, wait, .. } if wait > Duration::from_secs(15)),
                     "{error}"
                 );
                 break;
@@ -197,7 +198,7 @@ async fn failing_closed_refuses_with_a_typed_error_and_recovers() {
         .expect("no hang while Redis is down");
         let error = answer.expect_err("failing closed sends nothing");
         let error = error.downcast::<RateLimitError>().unwrap();
-        assert_eq!(*error, RateLimitError::StoreUnavailable);
+        assert_eq!(error.refusal(), Refusal::StoreUnavailable);
         assert!(error.to_string().contains("unreachable"));
     }
     assert!(handle.store_down());
@@ -246,9 +247,9 @@ async fn a_low_remaining_header_seen_by_one_client_holds_back_the_others() {
                 let error = error.downcast::<RateLimitError>().unwrap();
                 assert!(
                     matches!(
-                        *error,
-                        RateLimitError::WouldWait {
-                            limit: Which::Requests,
+                        error.refusal(),
+                        Refusal::WouldWait {
+                            limit: LimitKind::Requests,
                             ..
                         }
                     ),
@@ -373,7 +374,7 @@ async fn traffic_through_a_redis_crash(policy: OnStoreError) -> (u64, u64) {
                         Ok(_) => ok += 1,
                         Err(error) => {
                             let error = error.downcast::<RateLimitError>().unwrap();
-                            assert_eq!(*error, RateLimitError::StoreUnavailable);
+                            assert_eq!(error.refusal(), Refusal::StoreUnavailable);
                             refused += 1;
                         }
                     }

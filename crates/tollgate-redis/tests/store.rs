@@ -4,17 +4,13 @@
 use std::time::Duration;
 
 use redis::AsyncCommands;
-use tollgate::rate_limit::{Charge, Grant, Rate, Store, Which};
+use tollgate::classify::LimitKind;
+use tollgate::rate_limit::{Charge, Grant, Rate, Store};
 use tollgate_e2e::redis_server::RedisServer;
 use tollgate_redis::RedisStore;
 
 fn charge(quota: &str, requests: Option<Rate>, tokens: Option<(Rate, u64)>) -> Charge {
-    Charge {
-        quota: quota.into(),
-        requests,
-        tokens,
-        headroom: Duration::ZERO,
-    }
+    Charge::new(quota, requests, tokens, Duration::ZERO)
 }
 
 async fn raw(server: &RedisServer) -> redis::aio::MultiplexedConnection {
@@ -40,13 +36,13 @@ async fn a_request_refused_by_its_request_limit_is_charged_no_tokens() {
     for _ in 0..20 {
         match store.acquire(both()).await.unwrap() {
             Grant::Wait { wait, which } => {
-                assert_eq!(which, Which::Requests);
+                assert_eq!(which, LimitKind::Requests);
                 assert!(
                     wait > Duration::from_secs(600),
                     "one request per 12 minutes: {wait:?}"
                 );
             }
-            Grant::Admitted => panic!("a sixth request was admitted by a limit of five"),
+            other => panic!("a sixth request was not refused: {other:?}"),
         }
     }
     // 5 x 100 tokens were charged, none for the 20 refusals: exactly 500 remain.
@@ -58,7 +54,7 @@ async fn a_request_refused_by_its_request_limit_is_charged_no_tokens() {
     assert!(matches!(
         store.acquire(tokens_only(1)).await.unwrap(),
         Grant::Wait {
-            which: Which::Tokens,
+            which: LimitKind::Tokens,
             ..
         }
     ));
@@ -75,7 +71,7 @@ async fn a_request_refused_by_its_token_limit_takes_no_request_slot() {
         assert!(matches!(
             store.acquire(both(200)).await.unwrap(),
             Grant::Wait {
-                which: Which::Tokens,
+                which: LimitKind::Tokens,
                 ..
             }
         ));
@@ -92,7 +88,7 @@ async fn a_request_refused_by_its_token_limit_takes_no_request_slot() {
     assert!(matches!(
         store.acquire(requests_only()).await.unwrap(),
         Grant::Wait {
-            which: Which::Requests,
+            which: LimitKind::Requests,
             ..
         }
     ));
@@ -155,13 +151,13 @@ async fn a_pause_holds_every_admission_and_is_never_shortened() {
     store.pause("q", Duration::from_secs(1)).await.unwrap();
     match store.acquire(charge("q", rate, None)).await.unwrap() {
         Grant::Wait { wait, which } => {
-            assert_eq!(which, Which::Paused);
+            assert_eq!(which, LimitKind::Paused);
             assert!(
                 wait > Duration::from_secs(25),
                 "the longer pause holds: {wait:?}"
             );
         }
-        Grant::Admitted => panic!("admitted during a pause"),
+        other => panic!("admitted during a pause: {other:?}"),
     }
     // Another quota is not paused.
     assert_eq!(
@@ -178,15 +174,21 @@ async fn lowering_to_the_providers_remaining_never_raises() {
     let requests = || charge("q", Some(rate), None);
     assert_eq!(store.acquire(requests()).await.unwrap(), Grant::Admitted);
     // 9 remain here; the provider says 2 (someone else spends from the key).
-    store.lower("q", Which::Requests, rate, 2).await.unwrap();
-    store.lower("q", Which::Requests, rate, 8).await.unwrap();
+    store
+        .lower("q", LimitKind::Requests, rate, 2)
+        .await
+        .unwrap();
+    store
+        .lower("q", LimitKind::Requests, rate, 8)
+        .await
+        .unwrap();
     for _ in 0..2 {
         assert_eq!(store.acquire(requests()).await.unwrap(), Grant::Admitted);
     }
     assert!(matches!(
         store.acquire(requests()).await.unwrap(),
         Grant::Wait {
-            which: Which::Requests,
+            which: LimitKind::Requests,
             ..
         }
     ));

@@ -39,7 +39,12 @@
 //! # }
 //! ```
 #![deny(unsafe_code)]
-#![warn(missing_docs, unreachable_pub, rust_2018_idioms)]
+#![warn(
+    missing_docs,
+    missing_debug_implementations,
+    unreachable_pub,
+    rust_2018_idioms
+)]
 
 mod attempt;
 pub mod circuit_breaker;
@@ -68,22 +73,21 @@ pub use retry::BackoffRetryLayer;
 /// The boxed error type every tollgate layer returns, as tower's own layers do.
 pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
 
-/// The verdict carried by one of tollgate's own errors, if `error` is one: a rejection by a
-/// layer, an attempt timeout, or a retry layer that gave up.
-pub(crate) fn rejection_verdict(
-    error: &(dyn std::error::Error + 'static),
-) -> Option<classify::Classification> {
-    if error.is::<retry::AttemptTimedOut>() {
-        return Some(classify::Classification::new(classify::Kind::Timeout));
+/// The one rule for every tollgate future polled again after it completed: it answers this
+/// error instead of panicking (tower's contract makes that poll a caller's bug, but an error is
+/// the cheaper way to find it).
+#[derive(Debug)]
+struct PolledAfterCompletion(&'static str);
+
+impl std::fmt::Display for PolledAfterCompletion {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "the {} future was polled after it completed", self.0)
     }
-    if let Some(open) = error.downcast_ref::<circuit_breaker::CircuitOpen>() {
-        return Some(classify::rejected(open.retry_after()));
-    }
-    if let Some(refused) = error.downcast_ref::<rate_limit::RateLimitError>() {
-        return Some(classify::rejected(refused.retry_after()));
-    }
-    if let Some(gave_up) = error.downcast_ref::<retry::RetryError>() {
-        return Some(gave_up.last_verdict());
-    }
-    None
+}
+
+impl std::error::Error for PolledAfterCompletion {}
+
+/// The error a `layer` future answers when polled after it completed.
+pub(crate) fn polled_after_completion(layer: &'static str) -> BoxError {
+    Box::new(PolledAfterCompletion(layer))
 }

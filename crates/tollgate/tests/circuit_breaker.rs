@@ -8,12 +8,12 @@ use std::time::Duration;
 
 use http::Request;
 use support::{request, status, BoxError, Scripted, Step};
-use tollgate::circuit_breaker::{BreakerState, CircuitOpen, Refusal, SlowCalls, Trip, Window};
+use tollgate::circuit_breaker::{BreakerState, CircuitOpen, Refusal, SlowCalls, Window};
 use tollgate::key::key_fn;
 use tollgate::CircuitBreakerLayer;
 use tower::{Layer, ServiceExt};
 
-type Breaker = tollgate::circuit_breaker::CircuitBreaker<Scripted, tollgate::key::NoKey, ()>;
+type Breaker = tollgate::circuit_breaker::CircuitBreaker<Scripted, tollgate::key::NoKey>;
 
 async fn call(service: &Breaker) -> Result<u16, BoxError> {
     service
@@ -31,7 +31,7 @@ fn open_error(error: &BoxError) -> &CircuitOpen {
 
 fn consecutive(n: u32) -> tollgate::circuit_breaker::CircuitBreakerBuilder {
     CircuitBreakerLayer::builder()
-        .trip(Trip::ConsecutiveFailures(n))
+        .consecutive_failures(n)
         .break_duration(Duration::from_secs(10))
 }
 
@@ -77,11 +77,9 @@ async fn ratio_does_not_trip_below_the_minimum_number_of_calls() {
     let provider =
         Scripted::new((0..40).map(|i| if i % 5 < 3 { status(500) } else { status(200) }));
     let layer = CircuitBreakerLayer::builder()
-        .trip(Trip::FailureRatio {
-            ratio: 0.5,
-            window: Window::Count(100),
-            min_calls: 20,
-        })
+        .failure_ratio(0.5)
+        .window(Window::Count(100))
+        .min_calls(20)
         .build()
         .unwrap();
     let handle = layer.handle();
@@ -112,11 +110,9 @@ async fn count_window_keeps_only_the_last_n_calls() {
     .concat();
     let provider = Scripted::new(steps);
     let layer = CircuitBreakerLayer::builder()
-        .trip(Trip::FailureRatio {
-            ratio: 0.5,
-            window: Window::Count(10),
-            min_calls: 5,
-        })
+        .failure_ratio(0.5)
+        .window(Window::Count(10))
+        .min_calls(5)
         .build()
         .unwrap();
     let handle = layer.handle();
@@ -145,11 +141,9 @@ async fn time_window_forgets_old_failures() {
     .concat();
     let provider = Scripted::new(steps);
     let layer = CircuitBreakerLayer::builder()
-        .trip(Trip::FailureRatio {
-            ratio: 0.5,
-            window: Window::time(Duration::from_secs(10)),
-            min_calls: 6,
-        })
+        .failure_ratio(0.5)
+        .window(Window::time(Duration::from_secs(10)))
+        .min_calls(6)
         .build()
         .unwrap();
     let handle = layer.handle();
@@ -169,15 +163,10 @@ async fn time_window_forgets_old_failures() {
 async fn slow_calls_trip_the_circuit() {
     let provider = Scripted::new(vec![Step::Slow(200, Duration::from_secs(3)); 10]);
     let layer = CircuitBreakerLayer::builder()
-        .trip(Trip::FailureRatio {
-            ratio: 0.5,
-            window: Window::Count(10),
-            min_calls: 5,
-        })
-        .slow_calls(SlowCalls {
-            threshold: Duration::from_secs(2),
-            ratio: 0.8,
-        })
+        .failure_ratio(0.5)
+        .window(Window::Count(10))
+        .min_calls(5)
+        .slow_calls(SlowCalls::new(Duration::from_secs(2), 0.8))
         .build()
         .unwrap();
     let handle = layer.handle();
@@ -194,7 +183,7 @@ async fn slow_calls_trip_the_circuit() {
 async fn half_open_probe_success_closes_and_failure_reopens_for_longer() {
     let provider = Scripted::new([status(500), status(500), status(200), status(200)]);
     let layer = consecutive(1)
-        .grow_break(2.0, Duration::from_secs(60))
+        .break_growth(2.0, Duration::from_secs(60))
         .build()
         .unwrap();
     let handle = layer.handle();
@@ -320,7 +309,7 @@ async fn keyed_circuits_are_independent() {
             .get("x-model")
             .map(|v| v.to_str().unwrap().to_owned())
     });
-    let layer = consecutive(1).build_keyed(by_model).unwrap();
+    let layer = consecutive(1).key(by_model).build().unwrap();
     let handle = layer.handle();
     let service = layer.layer(provider.clone());
     let model = |name: &str| {
@@ -431,19 +420,21 @@ async fn an_outcome_from_before_a_transition_does_not_count() {
 
 #[test]
 fn bad_settings_are_typed_errors() {
-    let field =
-        |b: tollgate::circuit_breaker::CircuitBreakerBuilder| b.build().unwrap_err().field();
+    let field = |b: tollgate::circuit_breaker::CircuitBreakerBuilder| {
+        b.build().unwrap_err().field().to_owned()
+    };
     assert_eq!(
-        field(CircuitBreakerLayer::builder().trip(Trip::ConsecutiveFailures(0))),
-        "trip.consecutive_failures"
+        field(CircuitBreakerLayer::builder().consecutive_failures(0)),
+        "consecutive_failures"
     );
     assert_eq!(
-        field(CircuitBreakerLayer::builder().trip(Trip::FailureRatio {
-            ratio: 1.5,
-            window: Window::Count(10),
-            min_calls: 1
-        })),
-        "trip.ratio"
+        field(
+            CircuitBreakerLayer::builder()
+                .failure_ratio(1.5)
+                .window(Window::Count(10))
+                .min_calls(1)
+        ),
+        "failure_ratio"
     );
     assert_eq!(
         field(CircuitBreakerLayer::builder().break_duration(Duration::ZERO)),
@@ -451,7 +442,7 @@ fn bad_settings_are_typed_errors() {
     );
     assert_eq!(field(CircuitBreakerLayer::builder().probes(0)), "probes");
     assert_eq!(
-        field(CircuitBreakerLayer::builder().grow_break(2.0, Duration::from_secs(1))),
-        "grow_break.cap"
+        field(CircuitBreakerLayer::builder().break_growth(2.0, Duration::from_secs(1))),
+        "break_growth.cap"
     );
 }

@@ -6,10 +6,10 @@ use std::time::Duration;
 
 use proptest::prelude::*;
 use support::{request, status, with_header, Scripted, Step};
-use tollgate::circuit_breaker::{Trip, Window};
+use tollgate::circuit_breaker::{BreakGrowth, SlowCalls, Window};
 use tollgate::config::{Config, ConfigFileError};
 use tollgate::rate_limit::Rate;
-use tollgate::retry::{Jitter, OverCeiling, RetryInfo, StopReason};
+use tollgate::retry::{BudgetConfig, Jitter, OverCeiling, RetryInfo, StopReason};
 use tollgate::stack::{Policy, StandardLayer};
 use tollgate::Provider;
 use tower::{Layer, ServiceExt};
@@ -20,9 +20,8 @@ preset = "openai"
 hosts = ["api.openai.com", "*.example.net"]
 
 [providers.openai.limits]
-rpm = 500
-tpm = 200000
-burst = 50
+requests = { rate = "500/min", burst = 50 }
+tokens = 200000
 concurrency = 16
 max_wait = "30s"
 max_queue = 1000
@@ -42,16 +41,14 @@ budget = { ttl = "20s", min_per_sec = 5, ratio = 0.1 }
 failure_ratio = 0.25
 window = "30s"
 min_calls = 10
-slow_call_threshold = "20s"
-slow_call_ratio = 0.8
+slow_calls = { threshold = "20s", ratio = 0.8 }
 break_duration = "15s"
-break_growth = 2.0
-break_cap = "5m"
+break_growth = { factor = 2.0, cap = "5m" }
 probes = 3
 
 [providers.claude]
 preset = "anthropic"
-limits = { rpm = 50 }
+limits = { requests = 50 }
 breaker = { consecutive_failures = 5 }
 "#;
 
@@ -62,7 +59,7 @@ fn a_full_toml_file_overrides_the_preset_field_by_field() {
     assert_eq!(openai.provider, Provider::OpenAi);
     assert!(openai.serves_host("api.openai.com") && openai.serves_host("eu.example.net"));
     assert!(!openai.serves_host("example.net"));
-    let limits = openai.limits.limits;
+    let limits = openai.limits;
     assert_eq!(limits.requests, Some(Rate::per_minute(500).with_burst(50)));
     assert_eq!(limits.tokens, Some(Rate::per_minute(200_000)));
     assert_eq!(limits.concurrency, Some(16));
@@ -70,7 +67,7 @@ fn a_full_toml_file_overrides_the_preset_field_by_field() {
         (openai.limits.max_wait, openai.limits.max_queue),
         (Some(Duration::from_secs(30)), Some(1000))
     );
-    let retry = openai.retry;
+    let retry = &openai.retry;
     assert_eq!(
         (retry.max_attempts, retry.base, retry.cap),
         (4, Duration::from_millis(250), Duration::from_secs(20))
@@ -86,17 +83,24 @@ fn a_full_toml_file_overrides_the_preset_field_by_field() {
             Some(Duration::from_secs(45))
         )
     );
-    assert_eq!(retry.budget, Some((Duration::from_secs(20), 5, 0.1)));
+    assert_eq!(
+        retry.budget,
+        Some(BudgetConfig::new(Duration::from_secs(20), 5, 0.1))
+    );
     let breaker = openai.breaker;
     assert_eq!(
-        breaker.trip,
-        Trip::FailureRatio {
-            ratio: 0.25,
-            window: Window::time(Duration::from_secs(30)),
-            min_calls: 10
-        }
+        (breaker.failure_ratio, breaker.window, breaker.min_calls),
+        (0.25, Window::time(Duration::from_secs(30)), 10)
     );
-    assert_eq!(breaker.growth, Some((2.0, Duration::from_secs(300))));
+    assert_eq!(breaker.consecutive_failures, None);
+    assert_eq!(
+        breaker.slow_calls,
+        Some(SlowCalls::new(Duration::from_secs(20), 0.8))
+    );
+    assert_eq!(
+        breaker.break_growth,
+        Some(BreakGrowth::new(2.0, Duration::from_secs(300)))
+    );
     assert_eq!(breaker.probes, 3);
 
     let claude = config.provider("claude").unwrap();
@@ -105,7 +109,12 @@ fn a_full_toml_file_overrides_the_preset_field_by_field() {
         "unset fields keep the Anthropic preset"
     );
     assert!(claude.limits.sum_token_estimate);
-    assert_eq!(claude.breaker.trip, Trip::ConsecutiveFailures(5));
+    assert_eq!(claude.breaker.consecutive_failures, Some(5));
+    assert_eq!(
+        claude.limits.requests,
+        Some(Rate::per_minute(50)),
+        "a number is per minute"
+    );
     assert!(config
         .provider("gemini")
         .unwrap_err()
@@ -117,19 +126,16 @@ fn a_full_toml_file_overrides_the_preset_field_by_field() {
 fn adaptive_is_the_default_and_a_switch() {
     let config = Config::from_toml(
         "[providers.open]\npreset = \"openai-compatible\"\n\
-         [providers.tier]\npreset = \"openai\"\nlimits = { rpm = 500, adaptive = true }\n\
+         [providers.tier]\npreset = \"openai\"\nlimits = { requests = 500, adaptive = true }\n\
          [providers.fixed]\npreset = \"openai\"\nlimits = { adaptive = false }\n",
     )
     .unwrap();
     let open = config.provider("open").unwrap();
-    assert!(open.limits.limits.adaptive.is_some());
+    assert!(open.limits.adaptive.is_some());
     let tier = config.provider("tier").unwrap();
-    assert!(
-        tier.limits.limits.adaptive.is_some(),
-        "adapts below its 500 RPM"
-    );
+    assert!(tier.limits.adaptive.is_some(), "adapts below its 500 RPM");
     let fixed = config.provider("fixed").unwrap();
-    assert!(fixed.limits.limits.adaptive.is_none());
+    assert!(fixed.limits.adaptive.is_none());
     // Built without limits: the default adapts, `adaptive = false` only learns.
     let snapshot = |name| {
         let layer = config.provider(name).unwrap().layer().unwrap();
@@ -141,7 +147,7 @@ fn adaptive_is_the_default_and_a_switch() {
 
 #[test]
 fn json_says_the_same_as_toml() {
-    let json = r#"{"providers": {"claude": {"preset": "anthropic", "limits": {"rpm": 50},
+    let json = r#"{"providers": {"claude": {"preset": "anthropic", "limits": {"requests": 50},
         "breaker": {"consecutive_failures": 5}}}}"#;
     let from_json = Config::from_json(json).unwrap();
     let from_toml = Config::from_toml(FULL).unwrap();
@@ -153,77 +159,117 @@ fn error_of(text: &str) -> String {
 }
 
 #[test]
-fn type_and_range_errors_name_the_line_and_column() {
+fn type_and_range_errors_name_the_key_line_and_column() {
     let cases = [
-        ("[providers.x.limits]\nrpm = 0\n", "line 2", "nonzero"),
         (
-            "[providers.x.limits]\nrpm = \"many\"\n",
+            "[providers.x.limits]\nrequests = 0\n",
+            "providers.x.limits.requests",
             "line 2",
-            "invalid type: string",
+            "at least 1",
+        ),
+        (
+            "[providers.x.limits]\nrequests = \"many\"\n",
+            "providers.x.limits.requests",
+            "line 2",
+            "not a rate",
         ),
         (
             "[providers.x]\npreset = \"chatgpt\"\n",
+            "providers.x.preset",
             "line 2",
             "unknown variant `chatgpt`",
         ),
         (
             "[providers.x.retry]\nbase = \"soon\"\n",
+            "providers.x.retry.base",
             "line 2",
             "write it like",
         ),
         (
             "[providers.x.retry]\nretries = 3\n",
+            "providers.x.retry.retries",
             "line 2",
             "unknown field `retries`",
         ),
         (
             "[providers.x.retry]\njitter = \"some\"\n",
+            "providers.x.retry.jitter",
             "line 2",
             "unknown variant `some`",
         ),
         (
             "[providers.x]\nhosts = \"api.openai.com\"\n",
+            "providers.x.hosts",
             "line 2",
             "sequence",
         ),
-        ("[providers.x.breaker]\nprobes = -1\n", "line 2", "nonzero"),
-        ("[provider.x]\n", "line 1", "unknown field `provider`"),
-        ("[providers.x.limits\n", "line 1", ""),
+        (
+            "[providers.x.breaker]\nprobes = -1\n",
+            "providers.x.breaker.probes",
+            "line 2",
+            "u32",
+        ),
+        (
+            "[providers.x.retry]\nbudget = \"yes\"\n",
+            "providers.x.retry.budget",
+            "line 2",
+            "`false`, `true`",
+        ),
+        ("[provider.x]\n", "provider", "line 1", "unknown key"),
     ];
-    for (text, line, what) in cases {
+    for (text, key, line, what) in cases {
         let error = error_of(text);
         assert!(
-            error.contains(line) && error.contains(what),
+            error.contains(&format!("`{key}`")) && error.contains(line) && error.contains(what),
             "{text:?} gave: {error}"
         );
     }
+    let syntax = error_of("[providers.x.limits\n");
+    assert!(syntax.contains("line 1"), "{syntax}");
 }
 
 #[test]
-fn rules_between_fields_name_the_field_path() {
+fn rules_between_fields_name_the_config_key() {
     let cases = [
         ("[providers.x.retry]\nbase = \"2s\"\ncap = \"1s\"\n", "providers.x.retry.cap"),
         ("[providers.x.retry]\nfactor = 0.5\n", "providers.x.retry.factor"),
-        ("[providers.x.retry]\nbudget = { ttl = \"10s\", min_per_sec = 1, ratio = 2.0 }\n", "providers.x.retry.budget.ratio"),
+        ("[providers.x.retry]\nbudget = { ratio = 2.0 }\n", "providers.x.retry.budget.ratio"),
         ("[providers.x.breaker]\nfailure_ratio = 1.5\n", "providers.x.breaker.failure_ratio"),
-        ("[providers.x.breaker]\nconsecutive_failures = 3\nfailure_ratio = 0.5\n", "providers.x.breaker.consecutive_failures"),
-        ("[providers.x.breaker]\nwindow_calls = 10\nwindow = \"10s\"\n", "providers.x.breaker.window"),
-        ("[providers.x.breaker]\nslow_call_threshold = \"5s\"\n", "providers.x.breaker.slow_call_threshold"),
-        ("[providers.x.breaker]\nbreak_duration = \"10s\"\nbreak_growth = 2.0\nbreak_cap = \"1s\"\n", "providers.x.breaker.break_cap"),
-        ("[providers.x.limits]\nburst = 5\n", "providers.x.limits.burst"),
+        ("[providers.x.breaker]\nconsecutive_failures = 0\n", "providers.x.breaker.consecutive_failures"),
+        ("[providers.x.breaker]\nwindow = 0\n", "providers.x.breaker.window"),
+        ("[providers.x.breaker]\nslow_calls = { threshold = \"5s\", ratio = 0.0 }\n", "providers.x.breaker.slow_calls.ratio"),
+        ("[providers.x.breaker]\nbreak_duration = \"10s\"\nbreak_growth = { factor = 2.0, cap = \"1s\" }\n", "providers.x.breaker.break_growth.cap"),
+        ("[providers.x.limits]\nconcurrency = 0\n", "providers.x.limits.concurrency"),
+        ("[providers.x.limits]\nadaptive = { beta = 1.5 }\n", "providers.x.limits.adaptive.beta"),
     ];
     for (text, field) in cases {
         match Config::from_toml(text) {
             Err(ConfigFileError::Invalid {
                 field: got,
                 message,
+                position,
                 ..
             }) => {
                 assert_eq!(got, field, "{text:?}: {message}");
                 assert!(!message.is_empty());
+                assert!(position.is_some(), "{text:?}: the line of {field}");
             }
             other => panic!("{text:?} gave {other:?}"),
         }
+    }
+}
+
+#[test]
+fn a_policy_written_out_reads_back_the_same() {
+    for provider in Provider::ALL {
+        let mut policy = Policy::preset(provider);
+        policy.limits.requests = Some(Rate::per_second(50).with_burst(7));
+        policy.retry.deadline = Some(Duration::from_secs(90));
+        policy.breaker.break_growth = Some(BreakGrowth::new(2.0, Duration::from_secs(300)));
+        let json =
+            serde_json::json!({ "providers": { "p": serde_json::to_value(&policy).unwrap() } });
+        let back = Config::from_json(&json.to_string()).unwrap();
+        assert_eq!(back.providers["p"], policy, "{provider}");
     }
 }
 
@@ -276,7 +322,7 @@ async fn through(provider: Provider, steps: Vec<Step>) -> (http::Response<String
     policy.retry.jitter = Jitter::None;
     // A known limit, so the waits below are the hints alone (without limits the adaptive mode
     // would slow down after the 429s, which its own tests cover).
-    policy.limits.limits.requests = Some(Rate::per_second(1_000));
+    policy.limits.requests = Some(Rate::per_second(1_000));
     let provider_service = Scripted::new(steps);
     let stack = StandardLayer::new(&policy)
         .unwrap()
@@ -382,9 +428,9 @@ async fn each_preset_handles_its_providers_real_error_shapes() {
 async fn the_standard_stack_retries_limits_and_breaks_in_order() {
     let mut policy = Policy::preset(Provider::OpenAi);
     policy.retry.jitter = Jitter::None;
-    policy.limits.limits.requests = Some(Rate::per_second(1).with_burst(1));
-    policy.limits.limits.headroom = Duration::ZERO;
-    policy.breaker.trip = Trip::ConsecutiveFailures(10);
+    policy.limits.requests = Some(Rate::per_second(1).with_burst(1));
+    policy.limits.headroom = Duration::ZERO;
+    policy.breaker.consecutive_failures = Some(10);
     let layer = StandardLayer::new(&policy).unwrap();
     let limiter = layer.limit_handle();
     let provider = Scripted::new([status(503)]);
@@ -432,10 +478,10 @@ async fn routes_pick_a_policy_by_host_or_by_name_each_with_its_own_quota() {
         r#"
         [providers.openai]
         preset = "openai"
-        limits = { rpm = 60, burst = 1, headroom = "0s" }
+        limits = { requests = { rate = 60, burst = 1 }, headroom = "0s" }
         [providers.claude]
         preset = "anthropic"
-        limits = { rpm = 60, burst = 1, headroom = "0s" }
+        limits = { requests = { rate = 60, burst = 1 }, headroom = "0s" }
         [providers.local]
         hosts = ["127.0.0.1"]
         "#,
@@ -513,7 +559,7 @@ async fn routes_pick_a_policy_by_host_or_by_name_each_with_its_own_quota() {
 #[tokio::test(start_paused = true)]
 async fn a_preset_without_limits_takes_them_from_the_first_response() {
     let mut policy = Policy::preset(Provider::OpenAi);
-    policy.limits.limits.headroom = Duration::ZERO;
+    policy.limits.headroom = Duration::ZERO;
     let provider = Scripted::new([Step::Status(
         200,
         vec![

@@ -10,7 +10,9 @@ use http::{Request, Response};
 use proptest::prelude::*;
 use support::{request, status, with_header, Scripted, Step};
 use tokio::time::Instant;
-use tollgate::rate_limit::{key_fn, Limits, Rate, RateLimitError, TokenCost, Which};
+use tollgate::classify::LimitKind;
+use tollgate::key::key_fn;
+use tollgate::rate_limit::{Rate, RateLimitError, Refusal, TokenCost};
 use tollgate::RateLimitLayer;
 use tower::{Layer, Service, ServiceExt};
 
@@ -177,8 +179,11 @@ async fn bounds_refuse_at_once_with_typed_errors() {
 
     let too_large = service.clone().oneshot(costed(5_000)).await.unwrap_err();
     assert_eq!(
-        *too_large.downcast_ref::<RateLimitError>().unwrap(),
-        RateLimitError::TooLarge {
+        too_large
+            .downcast_ref::<RateLimitError>()
+            .unwrap()
+            .refusal(),
+        Refusal::TooLarge {
             cost: 5_000,
             capacity: 1_000
         }
@@ -193,8 +198,9 @@ async fn bounds_refuse_at_once_with_typed_errors() {
     let full = service.clone().oneshot(costed(1)).await.unwrap_err();
     assert_eq!(started.elapsed(), Duration::ZERO, "refused without waiting");
     assert!(matches!(
-        full.downcast_ref::<RateLimitError>(),
-        Some(RateLimitError::QueueFull { max_queue: 2, .. })
+        full.downcast_ref::<RateLimitError>()
+            .map(RateLimitError::refusal),
+        Some(Refusal::QueueFull { max_queue: 2, .. })
     ));
     first.await.unwrap().unwrap();
     second.await.unwrap().unwrap();
@@ -211,13 +217,16 @@ async fn bounds_refuse_at_once_with_typed_errors() {
     tokio::task::yield_now().await;
     // Behind one waiter due in 1 s, the next would wait 2 s: more than the 1.5 s allowed.
     let error = strict.clone().oneshot(request()).await.unwrap_err();
-    match error.downcast_ref::<RateLimitError>() {
-        Some(RateLimitError::WouldWait {
-            limit: Which::Requests,
+    match error
+        .downcast_ref::<RateLimitError>()
+        .map(RateLimitError::refusal)
+    {
+        Some(Refusal::WouldWait {
+            limit: LimitKind::Requests,
             wait,
             ..
         }) => {
-            assert_eq!(*wait, Duration::from_secs(2))
+            assert_eq!(wait, Duration::from_secs(2))
         }
         other => panic!("expected WouldWait, got {other:?}"),
     }
@@ -287,15 +296,17 @@ async fn limits_change_at_runtime_without_over_admitting() {
         .build()
         .unwrap();
     let handle = layer.handle();
+    let with_requests = |rate| {
+        let mut limits = handle.limits();
+        limits.requests = Some(rate);
+        limits
+    };
     let service = layer.layer(provider.clone());
     for _ in 0..5 {
         service.clone().oneshot(request()).await.unwrap();
     }
     handle
-        .set_limits(Limits {
-            requests: Some(Rate::per_second(100).with_burst(100)),
-            ..Limits::default()
-        })
+        .set_limits(with_requests(Rate::per_second(100).with_burst(100)))
         .unwrap();
     assert_eq!(
         handle.snapshot().requests_available,
@@ -303,10 +314,7 @@ async fn limits_change_at_runtime_without_over_admitting() {
         "raising the limit grants nothing at once"
     );
     handle
-        .set_limits(Limits {
-            requests: Some(Rate::per_second(2).with_burst(2)),
-            ..Limits::default()
-        })
+        .set_limits(with_requests(Rate::per_second(2).with_burst(2)))
         .unwrap();
     assert_eq!(
         handle.snapshot().requests_available,
@@ -314,11 +322,15 @@ async fn limits_change_at_runtime_without_over_admitting() {
         "lowering caps what is available"
     );
     assert!(handle
-        .set_limits(Limits {
-            requests: Some(Rate::per_second(0)),
-            ..Limits::default()
-        })
+        .set_limits(with_requests(Rate::per_second(0)))
         .is_err());
+    let mut fixed_at_build = handle.limits();
+    fixed_at_build.max_queue = Some(10);
+    assert_eq!(
+        handle.set_limits(fixed_at_build).unwrap_err().field(),
+        "max_queue",
+        "a setting that is not a limit is refused, not ignored"
+    );
 }
 
 #[tokio::test(start_paused = true)]
@@ -422,15 +434,9 @@ async fn provider_headers_lower_the_bucket_and_adopt_a_lower_limit() {
 
 #[test]
 fn bad_limits_are_typed_errors() {
-    assert_eq!(
-        RateLimitLayer::builder()
-            .headroom(Duration::ZERO)
-            .fixed()
-            .build()
-            .unwrap_err()
-            .field(),
-        "limits"
-    );
+    // Told nothing and fixed is not an error: that limiter only learns from the provider.
+    let learner = RateLimitLayer::builder().fixed().build().unwrap();
+    assert_eq!(learner.handle().limits().requests, None);
     assert_eq!(
         RateLimitLayer::builder()
             .headroom(Duration::ZERO)

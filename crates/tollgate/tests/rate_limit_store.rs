@@ -9,8 +9,9 @@ use std::time::Duration;
 
 use support::{request, Scripted};
 use tokio::time::Instant;
+use tollgate::classify::LimitKind;
 use tollgate::rate_limit::{
-    Charge, Grant, OnStoreError, Rate, RateLimitError, Store, StoreError, StoreFuture, Which,
+    Charge, Grant, OnStoreError, Rate, RateLimitError, Refusal, Store, StoreError, StoreFuture,
 };
 use tollgate::RateLimitLayer;
 use tower::{Layer, ServiceExt};
@@ -61,7 +62,7 @@ impl Store for FakeStore {
         Box::pin(async { Ok(()) })
     }
 
-    fn lower(&self, _: &str, _: Which, _: Rate, _: u64) -> StoreFuture<()> {
+    fn lower(&self, _: &str, _: LimitKind, _: Rate, _: u64) -> StoreFuture<()> {
         Box::pin(async { Ok(()) })
     }
 }
@@ -98,7 +99,7 @@ async fn every_admission_is_the_stores_and_carries_every_limit() {
 async fn a_wait_from_the_store_is_slept_exactly_then_asked_again() {
     let store = FakeStore::new(Answer::Grant(Grant::Wait {
         wait: Duration::from_millis(700),
-        which: Which::Tokens,
+        which: LimitKind::Tokens,
     }));
     let provider = Scripted::new([]);
     let service = layer(&store, OnStoreError::FailClosed).layer(provider.clone());
@@ -116,16 +117,16 @@ async fn a_wait_from_the_store_is_slept_exactly_then_asked_again() {
 async fn a_store_wait_beyond_max_wait_is_refused_at_once() {
     let store = FakeStore::new(Answer::Grant(Grant::Wait {
         wait: Duration::from_secs(30),
-        which: Which::Paused,
+        which: LimitKind::Paused,
     }));
     let provider = Scripted::new([]);
     let service = layer(&store, OnStoreError::FailClosed).layer(provider.clone());
     let error = service.oneshot(request()).await.unwrap_err();
     let error = error.downcast::<RateLimitError>().unwrap();
     assert_eq!(
-        *error,
-        RateLimitError::WouldWait {
-            limit: Which::Paused,
+        error.refusal(),
+        Refusal::WouldWait {
+            limit: LimitKind::Paused,
             wait: Duration::from_secs(30),
             max_wait: Duration::from_secs(5)
         }
@@ -175,7 +176,7 @@ async fn failing_closed_refuses_without_a_round_trip_until_the_next_probe() {
     for _ in 0..10 {
         let error = service.clone().oneshot(request()).await.unwrap_err();
         let error = error.downcast::<RateLimitError>().unwrap();
-        assert_eq!(*error, RateLimitError::StoreUnavailable);
+        assert_eq!(error.refusal(), Refusal::StoreUnavailable);
         assert_eq!(error.retry_after(), Some(Duration::from_secs(1)));
     }
     assert_eq!(

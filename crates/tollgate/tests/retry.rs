@@ -11,7 +11,7 @@ use http::StatusCode;
 use support::{request, status, with_header, Scripted, Step};
 use tokio::time::Instant;
 use tollgate::classify::{HintSource, Kind};
-use tollgate::retry::{Jitter, OverCeiling, RetryBudget, RetryError, RetryInfo, StopReason};
+use tollgate::retry::{BudgetConfig, Jitter, OverCeiling, RetryError, RetryInfo, StopReason};
 use tollgate::BackoffRetryLayer;
 use tower::{Layer, Service, ServiceExt};
 
@@ -277,7 +277,7 @@ async fn transport_errors_end_in_a_typed_error_that_says_what_happened() {
 #[tokio::test(start_paused = true)]
 async fn budget_runs_dry_under_a_burst_of_failures() {
     // No share of traffic, a floor of 1 retry per second over 10 s: 10 retries in all.
-    let budget = RetryBudget::new(Duration::from_secs(10), 1, 0.0).unwrap();
+    let budget = BudgetConfig::new(Duration::from_secs(10), 1, 0.0);
     let provider = Scripted::new(vec![status(503); 1000]);
     let layer = exact().max_attempts(3).budget(budget).build().unwrap();
     let service = layer.layer(provider.clone());
@@ -303,12 +303,12 @@ async fn budget_runs_dry_under_a_burst_of_failures() {
 
 #[tokio::test(start_paused = true)]
 async fn budget_share_grows_with_traffic() {
-    let budget = RetryBudget::new(Duration::from_secs(10), 0, 0.5).unwrap();
+    let budget = BudgetConfig::new(Duration::from_secs(10), 0, 0.5);
     let provider =
         Scripted::new((0..20).map(|i| if i % 2 == 0 { status(200) } else { status(503) }));
     let service = exact()
         .max_attempts(2)
-        .budget(budget.clone())
+        .budget(budget)
         .build()
         .unwrap()
         .layer(provider.clone());
@@ -502,7 +502,9 @@ fn bad_settings_are_typed_errors_naming_the_field() {
         assert_eq!(result.unwrap_err().field(), field);
     }
     assert_eq!(
-        RetryBudget::new(Duration::ZERO, 1, 0.1)
+        BackoffRetryLayer::builder()
+            .budget(BudgetConfig::new(Duration::ZERO, 1, 0.1))
+            .build()
             .unwrap_err()
             .field(),
         "budget.ttl"
@@ -511,7 +513,7 @@ fn bad_settings_are_typed_errors_naming_the_field() {
 
 #[tokio::test(start_paused = true)]
 async fn clones_share_one_budget() {
-    let budget = RetryBudget::new(Duration::from_secs(10), 1, 0.0).unwrap();
+    let budget = BudgetConfig::new(Duration::from_secs(10), 1, 0.0);
     let provider = Scripted::new(vec![status(503); 100]);
     let layer = exact().max_attempts(2).budget(budget).build().unwrap();
     let counter = Arc::new(AtomicU32::new(0));

@@ -96,7 +96,7 @@ where
 async fn run_policy(rpm: Option<u64>, hints: Hints) -> Outcome {
     let provider = LeakyProvider::new(RATE, BURST).hints(hints);
     let mut policy = Policy::preset(Provider::OpenAiCompatible);
-    policy.limits.limits.requests = rpm.map(Rate::per_minute);
+    policy.limits.requests = rpm.map(Rate::per_minute);
     let stack = policy.layer().unwrap().layer(provider.clone());
     drive(stack, &provider, N, TASKS).await
 }
@@ -203,11 +203,11 @@ async fn defect_1_a_limit_twice_too_high_costs_little() {
 /// against precise hints, stops no request for lack of budget.
 #[tokio::test(start_paused = true)]
 async fn defect_2_a_per_minute_limit_has_a_small_burst_and_429s_never_run_out_of_budget() {
-    assert_eq!(Rate::per_minute(6_000).capacity, 10);
+    assert_eq!(Rate::per_minute(6_000).burst(), 10);
     let provider = LeakyProvider::new(RATE, BURST).hints(Hints::RetryAfterMs);
     let mut policy = Policy::preset(Provider::OpenAiCompatible);
-    policy.limits.limits.requests = Some(Rate::per_minute(6_000));
-    policy.limits.limits.adaptive = None;
+    policy.limits.requests = Some(Rate::per_minute(6_000));
+    policy.limits.adaptive = None;
     let stack = policy.layer().unwrap().layer(provider.clone());
     let calls: Vec<_> = (0..N)
         .map(|_| tokio::spawn(stack.clone().oneshot(request())))
@@ -261,9 +261,9 @@ async fn defect_3_a_hint_over_the_ceiling_does_not_freeze_the_quota() {
     for adaptive in [false, true] {
         let provider = Scripted::new([with_header(429, "retry-after", "3600")]);
         let mut policy = Policy::preset(Provider::OpenAiCompatible);
-        policy.limits.limits.requests = Some(Rate::per_second(10));
+        policy.limits.requests = Some(Rate::per_second(10));
         if !adaptive {
-            policy.limits.limits.adaptive = None;
+            policy.limits.adaptive = None;
         }
         let layer = policy.layer().unwrap();
         let limiter = layer.limit_handle();
@@ -408,7 +408,7 @@ async fn defect_6_random_refusals_do_not_collapse_the_rate() {
             .latency(Duration::from_secs(1));
         let mut policy = Policy::preset(Provider::OpenAiCompatible);
         if !adaptive {
-            policy.limits.limits.adaptive = None;
+            policy.limits.adaptive = None;
         }
         // One failure in five: eight attempts, so that no request runs out of them by chance.
         policy.retry.max_attempts = 8;

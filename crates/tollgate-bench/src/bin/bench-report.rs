@@ -7,7 +7,7 @@
 
 use std::time::{Duration, Instant};
 
-use tollgate::circuit_breaker::{Trip, Window};
+use tollgate::circuit_breaker::Window;
 use tollgate::rate_limit::Rate;
 use tollgate::{BackoffRetryLayer, CircuitBreakerLayer, ClassifyLayer, RateLimitLayer};
 use tollgate_bench::layers::*;
@@ -120,7 +120,7 @@ fn overhead() {
     let classify = ns_per_call(ClassifyLayer::new().layer(Instant200), request);
     let stack = ns_per_call(full_stack(), request);
     let open = CircuitBreakerLayer::builder()
-        .trip(Trip::ConsecutiveFailures(1))
+        .consecutive_failures(1)
         .build()
         .expect("valid");
     open.handle().isolate();
@@ -240,11 +240,9 @@ async fn race(scenario: &Scenario) -> Result<(), BoxError> {
                     )
                     .layer(
                         CircuitBreakerLayer::builder()
-                            .trip(Trip::FailureRatio {
-                                ratio: 0.5,
-                                window: Window::Count(50),
-                                min_calls: 20,
-                            })
+                            .failure_ratio(0.5)
+                            .window(Window::Count(50))
+                            .min_calls(20)
                             .build()?,
                     )
                     .layer(limits.build()?)

@@ -80,9 +80,9 @@ struct Outcome {
 async fn run(mock: MockConfig, told: Told, n: u64) -> Result<Outcome, BoxError> {
     let mock = MockServer::spawn(mock).await?;
     let mut policy = Policy::preset(Provider::OpenAiCompatible);
-    policy.limits.limits.requests = told.rpm.map(Rate::per_minute);
+    policy.limits.requests = told.rpm.map(Rate::per_minute);
     if told.fixed {
-        policy.limits.limits.adaptive = None;
+        policy.limits.adaptive = None;
     }
     let stack = policy.layer()?.layer(http_client());
     let url = mock.url();

@@ -1,6 +1,7 @@
 //! `tollgate batch`: one request per input line through the standard stack, one result per
 //! line in the output, nothing lost and nothing sent twice across interruptions.
 
+mod flags;
 mod input;
 mod output;
 mod report;
@@ -51,32 +52,9 @@ pub(crate) struct BatchArgs {
     /// `max_tokens` for `prompt` lines.
     #[arg(long, default_value_t = 256)]
     max_tokens: u64,
-    /// Requests per minute (overrides the preset or config): a ceiling, not a promise. The rate
-    /// adapts below it to the provider's refusals (see --no-adaptive); without it, the rate is
-    /// found from the refusals alone.
-    #[arg(long)]
-    rpm: Option<u64>,
-    /// Tokens per minute.
-    #[arg(long)]
-    tpm: Option<u64>,
-    /// Requests at once after a quiet spell (default: a tenth of a second's worth of --rpm, at
-    /// least 1; providers enforce per-minute limits over much shorter windows).
-    #[arg(long)]
-    burst: Option<u64>,
-    /// Requests in flight at once (default: the config's concurrency, else a second's worth of
-    /// --rpm between 4 and 64, else 64; the rate limiter paces them).
-    #[arg(long)]
-    concurrency: Option<u32>,
-    /// Attempts per request, the first included.
-    #[arg(long)]
-    max_attempts: Option<u32>,
-    /// Timeout of each attempt, in seconds, from when it leaves the rate limiter's queue.
-    #[arg(long)]
-    timeout: Option<f64>,
-    /// Keep the request rate strictly fixed at `--rpm` (or the preset's) instead of adapting it
-    /// below to the provider's refusals: a 429 then pauses every request for its hint.
-    #[arg(long)]
-    no_adaptive: bool,
+    /// The flags that change the policy.
+    #[command(flatten)]
+    policy: flags::PolicyFlags,
     /// Share the quota with every process using this Redis (`redis://host:port/`): several
     /// batches on one API key then never exceed its limits together. Needs `--rpm` or `--tpm`.
     #[arg(long, env = "TOLLGATE_REDIS_URL", hide_env_values = true)]
@@ -268,12 +246,7 @@ pub(crate) async fn run(args: BatchArgs) -> Result<ExitCode, String> {
     });
     eprintln!("{}", totals.text());
     if let Some(path) = &args.report {
-        let limit = target
-            .policy
-            .limits
-            .limits
-            .requests
-            .map(|rate| rate.per_sec());
+        let limit = target.policy.limits.requests.map(|rate| rate.per_sec());
         report::write(path, &timeline, &totals, limit)?;
     }
     if let Some(path) = &args.summary_json {

@@ -7,7 +7,6 @@ use http::{HeaderValue, Request};
 use http_body_util::Full;
 use tollgate::config::Config;
 use tollgate::rate_limit::OnStoreError;
-use tollgate::rate_limit::Rate;
 use tollgate::stack::{Policy, StandardLayer};
 use tollgate::Provider;
 use tollgate_mock::{MockConfig, MockServer};
@@ -80,12 +79,12 @@ impl Target {
             }
             (None, None) => Policy::preset(Provider::OpenAi),
         };
-        apply_flags(&mut policy, args)?;
+        args.policy.apply(&mut policy)?;
         let layer = match &args.redis {
             // The quota is shared through Redis: its limits are the ones configured, the same in
             // every process (an adaptive rate would be each process's own guess).
             Some(url) => {
-                let limits = &policy.limits.limits;
+                let limits = &mut policy.limits;
                 if limits.requests.is_none() && limits.tokens.is_none() {
                     return Err(
                         "--redis shares the key's quota: say what it is with --rpm or \
@@ -93,7 +92,7 @@ impl Target {
                             .into(),
                     );
                 }
-                policy.limits.limits.adaptive = None;
+                limits.adaptive = None;
                 let store = tollgate_redis::RedisStore::builder(url.as_str())
                     .build()
                     .map_err(|e| format!("invalid --redis: {e}"))?;
@@ -102,13 +101,7 @@ impl Target {
                 };
                 StandardLayer::with_store(&policy, store, on_error)
             }
-            None => {
-                if args.no_adaptive {
-                    // The request rate stays at --rpm: a 429 pauses the quota for its hint.
-                    policy.limits.limits.adaptive = None;
-                }
-                policy.layer()
-            }
+            None => policy.layer(),
         }
         .map_err(|e| format!("invalid settings: {e}"))?;
         let provider = policy.provider;
@@ -128,16 +121,9 @@ impl Target {
                 (endpoint.to_owned(), key, None)
             }
             (None, None) => {
-                let rpm = policy
-                    .limits
-                    .limits
-                    .requests
-                    .map(|r| r.amount.min(u64::from(u32::MAX)) as u32);
-                let burst = policy
-                    .limits
-                    .limits
-                    .requests
-                    .map(|r| r.capacity.min(u64::from(u32::MAX)) as u32);
+                let requests = policy.limits.requests;
+                let rpm = requests.map(|r| r.amount().min(u64::from(u32::MAX)) as u32);
+                let burst = requests.map(|r| r.burst().min(u64::from(u32::MAX)) as u32);
                 let mock = MockServer::spawn(MockConfig {
                     rpm,
                     burst,
@@ -157,11 +143,11 @@ impl Target {
                 )
             }
         };
-        let concurrency = args
+        let concurrency = policy
+            .limits
             .concurrency
-            .or(policy.limits.limits.concurrency)
             .map(|c| c as usize)
-            .unwrap_or_else(|| match policy.limits.limits.requests {
+            .unwrap_or_else(|| match policy.limits.requests {
                 // Enough to keep the rate busy at about a second of latency.
                 Some(rate) => (rate.per_sec().ceil() as usize).clamp(4, 64),
                 // The rate is found as the batch goes: as many tasks as it may want, so that
@@ -213,32 +199,4 @@ impl Target {
         tollgate::redact_secrets(headers);
         request
     }
-}
-
-fn apply_flags(policy: &mut Policy, args: &BatchArgs) -> Result<(), String> {
-    let limits = &mut policy.limits.limits;
-    if let Some(rpm) = args.rpm {
-        let rate = Rate::per_minute(rpm);
-        limits.requests = Some(args.burst.map_or(rate, |burst| rate.with_burst(burst)));
-    } else if let (Some(burst), Some(rate)) = (args.burst, limits.requests) {
-        limits.requests = Some(rate.with_burst(burst));
-    } else if args.burst.is_some() {
-        return Err("--burst needs --rpm (or a request limit in the config)".into());
-    }
-    if let Some(tpm) = args.tpm {
-        limits.tokens = Some(Rate::per_minute(tpm));
-    }
-    if let Some(concurrency) = args.concurrency {
-        limits.concurrency = Some(concurrency);
-    }
-    if let Some(attempts) = args.max_attempts {
-        policy.retry.max_attempts = attempts;
-    }
-    if let Some(timeout) = args.timeout {
-        let timeout = std::time::Duration::try_from_secs_f64(timeout).map_err(|_| {
-            format!("--timeout must be a positive number of seconds, got {timeout}")
-        })?;
-        policy.retry.attempt_timeout = Some(timeout);
-    }
-    Ok(())
 }

@@ -11,8 +11,10 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
+use super::config::Outcome;
 use super::error::{CircuitOpen, Refusal};
-use super::settings::{BreakerState, Outcome, Settings, StateChange};
+use super::settings::Settings;
+use super::state::{BreakerState, StateChange};
 use super::window::Tally;
 
 const CLOSED: u64 = 0;
@@ -54,6 +56,7 @@ impl Phase {
 
 /// Counts since the circuit was created, for the handle.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct Metrics {
     /// Outcomes recorded as successes.
     pub successes: u64,

@@ -1,17 +1,17 @@
-//! [`BreakerConfig`], every setting of the circuit breaker in one value, and the builder over it.
+//! [`BreakerConfig`], every setting of the circuit breaker in one value, what counts as a
+//! failure, and the builder that writes them.
 
 use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::layer::CircuitBreakerLayer;
-use super::settings::{FailureTable, Listener, Settings, StateChange};
+use super::state::{Listener, StateChange};
 use super::window::Window;
 use crate::classify::Kind;
 use crate::key::{KeyType, NoKey};
 use crate::ConfigError;
 
-/// Every setting of a [`CircuitBreakerLayer`], with its default; the builder, a
+/// Every setting of a [`CircuitBreakerLayer`](super::CircuitBreakerLayer), with its default; the builder, a
 /// [`Policy`](crate::stack::Policy) and a config file's `[providers.NAME.breaker]` table
 /// (feature `serde`) all write into this value.
 ///
@@ -210,7 +210,54 @@ fn check_ratio(field: &'static str, ratio: f64) -> Result<(), ConfigError> {
     }
 }
 
-/// Builds a [`CircuitBreakerLayer`]: setters over a [`BreakerConfig`] (see its fields for the
+/// What a call's outcome means to the breaker.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Outcome {
+    Success,
+    Failure,
+    Ignored,
+}
+
+/// What each kind of verdict means to the breaker: by default a failure where
+/// [`Kind::is_failure`] says so, ignored for local rejections, else a success; the builder may
+/// override any kind. Slots are found by an exhaustive `match`, so a new kind cannot be missed.
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct FailureTable([Option<Outcome>; 10]);
+
+impl FailureTable {
+    fn slot(kind: Kind) -> usize {
+        match kind {
+            Kind::Success => 0,
+            Kind::RateLimited => 1,
+            Kind::Overloaded => 2,
+            Kind::ServerError => 3,
+            Kind::Timeout => 4,
+            Kind::Connection => 5,
+            Kind::ClientError => 6,
+            Kind::Auth => 7,
+            Kind::QuotaExhausted => 8,
+            Kind::Rejected => 9,
+        }
+    }
+
+    pub(crate) fn set(&mut self, kind: Kind, failure: bool) {
+        self.0[Self::slot(kind)] = Some(if failure {
+            Outcome::Failure
+        } else {
+            Outcome::Success
+        });
+    }
+
+    pub(crate) fn outcome(&self, kind: Kind) -> Outcome {
+        self.0[Self::slot(kind)].unwrap_or(match kind {
+            Kind::Rejected => Outcome::Ignored,
+            kind if kind.is_failure() => Outcome::Failure,
+            _ => Outcome::Success,
+        })
+    }
+}
+
+/// Builds a [`CircuitBreakerLayer`](super::CircuitBreakerLayer): setters over a [`BreakerConfig`] (see its fields for the
 /// defaults), plus what only code can give: which verdicts count as failures, a key extractor, a
 /// name and a listener. By default failures are overloaded answers, transient 5xx, timeouts and
 /// connection failures (not 429s, not client errors); local rejections are ignored.
@@ -237,11 +284,11 @@ fn check_ratio(field: &'static str, ratio: f64) -> Result<(), ConfigError> {
 /// # Ok::<(), tollgate::ConfigError>(())
 /// ```
 pub struct CircuitBreakerBuilder<K = NoKey> {
-    config: BreakerConfig,
-    failures: FailureTable,
-    key: K,
-    name: Option<Arc<str>>,
-    listener: Option<Listener>,
+    pub(super) config: BreakerConfig,
+    pub(super) failures: FailureTable,
+    pub(super) key: K,
+    pub(super) name: Option<Arc<str>>,
+    pub(super) listener: Option<Listener>,
 }
 
 impl<K> fmt::Debug for CircuitBreakerBuilder<K> {
@@ -350,45 +397,5 @@ impl<K> CircuitBreakerBuilder<K> {
             name: self.name,
             listener: self.listener,
         }
-    }
-
-    /// Checks the settings and builds the layer.
-    pub fn build(self) -> Result<CircuitBreakerLayer<K>, ConfigError>
-    where
-        K: KeyType,
-    {
-        self.config.validate()?;
-        Ok(CircuitBreakerLayer::with_settings(
-            Settings {
-                config: self.config,
-                failures: self.failures,
-                name: self.name,
-                listener: self.listener,
-            },
-            self.key,
-        ))
-    }
-}
-
-impl CircuitBreakerLayer {
-    /// A builder starting from [`BreakerConfig::default`].
-    pub fn builder() -> CircuitBreakerBuilder {
-        CircuitBreakerBuilder::default()
-    }
-
-    /// A layer with `config`'s settings, checked.
-    pub fn from_config(config: BreakerConfig) -> Result<Self, ConfigError> {
-        Self::builder().config(config).build()
-    }
-
-    /// A layer with the default settings (see [`BreakerConfig`]).
-    pub fn new() -> Self {
-        CircuitBreakerLayer::with_settings(Settings::from(BreakerConfig::default()), NoKey)
-    }
-}
-
-impl Default for CircuitBreakerLayer {
-    fn default() -> Self {
-        Self::new()
     }
 }

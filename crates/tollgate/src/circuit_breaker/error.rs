@@ -4,6 +4,8 @@ use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::classify::{rejected, Classification};
+
 /// Why the circuit refused a call.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
@@ -32,6 +34,7 @@ pub struct CircuitOpen {
     name: Option<Arc<str>>,
     open_for: Duration,
     retry_after: Option<Duration>,
+    verdict: Classification,
 }
 
 impl CircuitOpen {
@@ -47,6 +50,7 @@ impl CircuitOpen {
             name,
             open_for,
             retry_after,
+            verdict: rejected(retry_after),
         }
     }
 
@@ -98,4 +102,9 @@ impl fmt::Display for CircuitOpen {
     }
 }
 
-impl std::error::Error for CircuitOpen {}
+/// The source is the verdict: a local rejection, retryable after the break.
+impl std::error::Error for CircuitOpen {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        Some(&self.verdict)
+    }
+}

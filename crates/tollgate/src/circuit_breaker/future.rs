@@ -10,8 +10,8 @@ use pin_project_lite::pin_project;
 use tokio::time::Instant;
 
 use super::circuit::{Circuit, Ticket};
+use super::config::Outcome;
 use super::error::CircuitOpen;
-use super::settings::Outcome;
 use crate::classify::{error_verdict, response_verdict};
 use crate::BoxError;
 
@@ -53,6 +53,14 @@ pin_project! {
     }
 }
 
+impl<F> std::fmt::Debug for ResponseFuture<F> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("circuit_breaker::ResponseFuture")
+            .field("admitted", &self.inner.is_some())
+            .finish_non_exhaustive()
+    }
+}
+
 impl<F> ResponseFuture<F> {
     pub(crate) fn admitted(future: F, circuit: Arc<Circuit>, ticket: Ticket) -> Self {
         // Time is read only when slow calls are watched.
@@ -90,7 +98,7 @@ where
         let Some(inner) = this.inner.as_pin_mut() else {
             return Poll::Ready(Err(match this.refusal.take() {
                 Some(refusal) => Box::new(refusal),
-                None => "circuit breaker future polled after completion".into(),
+                None => crate::polled_after_completion("circuit breaker"),
             }));
         };
         let result = ready!(inner.poll(cx)).map_err(Into::into);

@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use super::breakers::Breakers;
 use super::circuit::{Circuit, Metrics};
-use super::settings::BreakerState;
+use super::state::BreakerState;
 
 /// Reads a breaker's state and counts, and lets an operator isolate or reset it. It answers
 /// like [`RateLimitHandle`](crate::rate_limit::RateLimitHandle): the default circuit, a keyed

@@ -6,10 +6,12 @@ use std::sync::Arc;
 use tower_layer::Layer;
 
 use super::breakers::Breakers;
+use super::config::{BreakerConfig, CircuitBreakerBuilder};
 use super::handle::CircuitBreakerHandle;
 use super::service::CircuitBreaker;
 use super::settings::Settings;
 use crate::key::{KeyType, NoKey};
+use crate::ConfigError;
 
 /// Fails fast while a provider is down, and finds out by itself when it is back.
 ///
@@ -70,5 +72,47 @@ impl<S, K: KeyType + Clone> Layer<S> for CircuitBreakerLayer<K> {
 
     fn layer(&self, inner: S) -> Self::Service {
         CircuitBreaker::new(inner, self.key.clone(), Arc::clone(&self.breakers))
+    }
+}
+
+impl CircuitBreakerLayer {
+    /// A builder starting from [`BreakerConfig::default`].
+    pub fn builder() -> CircuitBreakerBuilder {
+        CircuitBreakerBuilder::default()
+    }
+
+    /// A layer with `config`'s settings, checked.
+    pub fn from_config(config: BreakerConfig) -> Result<Self, ConfigError> {
+        Self::builder().config(config).build()
+    }
+
+    /// A layer with the default settings (see [`BreakerConfig`]).
+    pub fn new() -> Self {
+        CircuitBreakerLayer::with_settings(Settings::from(BreakerConfig::default()), NoKey)
+    }
+}
+
+impl Default for CircuitBreakerLayer {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl<K> CircuitBreakerBuilder<K> {
+    /// Checks the settings and builds the layer.
+    pub fn build(self) -> Result<CircuitBreakerLayer<K>, ConfigError>
+    where
+        K: KeyType,
+    {
+        self.config.validate()?;
+        Ok(CircuitBreakerLayer::with_settings(
+            Settings {
+                config: self.config,
+                failures: self.failures,
+                name: self.name,
+                listener: self.listener,
+            },
+            self.key,
+        ))
     }
 }

@@ -49,14 +49,15 @@ mod handle;
 mod layer;
 mod service;
 mod settings;
+mod state;
 mod window;
 
 pub use circuit::Metrics;
+pub use config::{BreakGrowth, BreakerConfig, CircuitBreakerBuilder, SlowCalls};
 pub use error::{CircuitOpen, Refusal};
 pub use future::ResponseFuture;
-pub use config::{BreakGrowth, BreakerConfig, CircuitBreakerBuilder, SlowCalls};
 pub use handle::CircuitBreakerHandle;
 pub use layer::CircuitBreakerLayer;
 pub use service::CircuitBreaker;
-pub use settings::{BreakerState, StateChange};
+pub use state::{BreakerState, StateChange};
 pub use window::Window;

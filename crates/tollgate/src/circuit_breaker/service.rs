@@ -7,8 +7,8 @@ use std::task::{Context, Poll};
 use http::{Request, Response};
 use tower_service::Service;
 
-use super::future::ResponseFuture;
 use super::breakers::Breakers;
+use super::future::ResponseFuture;
 use crate::key::{KeyFor, KeyType};
 use crate::BoxError;
 

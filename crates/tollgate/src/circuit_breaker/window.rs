@@ -48,7 +48,9 @@ impl serde::Serialize for Window {
     fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
         match self {
             Window::Count(calls) => serializer.serialize_u32(*calls),
-            Window::Time { duration, .. } => crate::serde_forms::duration::serialize(duration, serializer),
+            Window::Time { duration, .. } => {
+                crate::serde_forms::duration::serialize(duration, serializer)
+            }
         }
     }
 }

@@ -65,8 +65,9 @@ impl StdError for ClassifiedError {
 
 /// Judges an error from its type and source chain:
 ///
-/// - an error that already carries a verdict (a [`ClassifiedError`], or a tollgate layer's own
-///   rejection) keeps it;
+/// - an error that already carries a verdict keeps it: a [`ClassifiedError`], or an error with
+///   a [`Classification`] in its source chain (tollgate's own rejections, an attempt timeout and
+///   the retry layer's `RetryError` carry theirs that way, and an error of yours can too);
 /// - an elapsed timer or an `io::ErrorKind::TimedOut` is a [`Kind::Timeout`];
 /// - anything else from the transport is a [`Kind::Connection`] failure (refused, reset, closed
 ///   before a response): the request may not have reached the provider, so it is retryable.
@@ -95,8 +96,8 @@ fn known_verdict(err: &(dyn StdError + 'static)) -> Option<Classification> {
     if let Some(classified) = err.downcast_ref::<ClassifiedError>() {
         return Some(classified.classification());
     }
-    if let Some(rejection) = crate::rejection_verdict(err) {
-        return Some(rejection);
+    if let Some(carried) = err.downcast_ref::<Classification>() {
+        return Some(*carried);
     }
     if err.is::<tokio::time::error::Elapsed>() {
         return Some(Classification::new(Kind::Timeout));

@@ -29,6 +29,13 @@ pin_project! {
     }
 }
 
+impl<F, B, C> std::fmt::Debug for ResponseFuture<F, B, C> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("classify::ResponseFuture")
+            .finish_non_exhaustive()
+    }
+}
+
 pin_project! {
     #[project = StateProj]
     enum State<F, B> {
@@ -114,12 +121,13 @@ where
                     let (parts, body) = (parts.take(), body.take());
                     this.state.set(State::Done);
                     let (Some(parts), Some(body)) = (parts, body) else {
-                        unreachable!("Reading holds its parts and body until it completes")
+                        // Reading holds its parts and body until it completes.
+                        return Poll::Ready(Err(after_completion()));
                     };
                     let body = ClassifiedBody::replay(prefix, body, done, trailers);
                     return Poll::Ready(Ok(stamp(parts, body, refined)));
                 }
-                StateProj::Done => panic!("ResponseFuture polled after completion"),
+                StateProj::Done => return Poll::Ready(Err(after_completion())),
             }
         }
     }
@@ -166,4 +174,12 @@ fn stamp<B>(mut parts: Parts, body: B, verdict: Classification) -> Response<B> {
     }
     parts.extensions.insert(verdict);
     Response::from_parts(parts, body)
+}
+
+/// The classify future's answer when polled after it completed (a caller's bug, not retryable).
+fn after_completion() -> ClassifiedError {
+    ClassifiedError::new(
+        Classification::new(Kind::ClientError),
+        crate::polled_after_completion("classify"),
+    )
 }

@@ -142,6 +142,7 @@ pub fn parse_rfc3339_reset(value: &str, now: SystemTime) -> Option<Duration> {
 
 /// One limit as a provider reports it: its size, what is left, and when it is full again.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct LimitWindow {
     /// The limit (`x-ratelimit-limit-*`, `anthropic-ratelimit-*-limit`).
     pub limit: Option<u64>,
@@ -192,6 +193,7 @@ impl LimitWindow {
 /// assert_eq!(state.requests.reset, Some(Duration::from_secs(1)));
 /// ```
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct RateLimitState {
     /// Requests per interval (per minute for OpenAI and Anthropic, per day for Groq).
     pub requests: LimitWindow,

@@ -126,7 +126,14 @@ impl HintSource {
     }
 }
 
-/// Which provider limit a 429 was about, when the answer says.
+/// A kind of limit: the one a provider's 429 was about (requests or tokens, when the answer
+/// says), or the one that holds a request back in the rate limiter (also concurrency, or a
+/// pause after a 429).
+///
+/// ```
+/// use tollgate::classify::LimitKind;
+/// assert_eq!(LimitKind::Tokens.as_str(), "tokens");
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 #[non_exhaustive]
 pub enum LimitKind {
@@ -134,6 +141,22 @@ pub enum LimitKind {
     Requests,
     /// Tokens per interval.
     Tokens,
+    /// Requests in flight.
+    Concurrency,
+    /// A pause after the provider answered 429.
+    Paused,
+}
+
+impl LimitKind {
+    /// A short name for messages and logs.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            LimitKind::Requests => "requests",
+            LimitKind::Tokens => "tokens",
+            LimitKind::Concurrency => "concurrency",
+            LimitKind::Paused => "provider pause",
+        }
+    }
 }
 
 /// The one verdict on an attempt, computed once and read by every layer.
@@ -267,6 +290,12 @@ impl Classification {
         matches!(self.kind, Kind::Success)
     }
 }
+
+/// A verdict is also an error's cause: an error whose `source()` is a `Classification` carries
+/// its verdict, which [`classify_error_default`](super::classify_error_default) and the layers
+/// read without knowing the error's type. This is how each layer's rejection tells the others
+/// what it means, with `classify` knowing nothing of the layers.
+impl std::error::Error for Classification {}
 
 impl fmt::Display for Classification {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {

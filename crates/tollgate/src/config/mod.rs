@@ -16,8 +16,8 @@
 //! preset = "openai"
 //!
 //! [providers.openai.limits]
-//! requests = "500/min"   # or rpm = 500
-//! tokens = "200000/min"  # or tpm = 200000
+//! requests = "500/min"   # or 500: a number is per minute
+//! tokens = 200000
 //! concurrency = 16
 //! adaptive = true        # adapt below 500 RPM on refusals (the default; false keeps it fixed)
 //!
@@ -29,7 +29,7 @@
 //!
 //! [providers.claude]
 //! preset = "anthropic"
-//! limits = { rpm = 50, tpm = 40000 }
+//! limits = { requests = 50, tokens = 40000 }
 //! breaker = { consecutive_failures = 5, break_duration = "20s" }
 //! ```
 //!
@@ -44,8 +44,8 @@
 //! ```
 //! use tollgate::config::{Config, ConfigFileError};
 //!
-//! let error = Config::from_toml("[providers.x.limits]\nrpm = 0\n").unwrap_err();
-//! assert!(matches!(&error, ConfigFileError::Invalid { field, .. } if field == "providers.x.limits.rpm"));
+//! let error = Config::from_toml("[providers.x.limits]\nrequests = 0\n").unwrap_err();
+//! assert!(matches!(&error, ConfigFileError::Invalid { field, .. } if field == "providers.x.limits.requests"));
 //! assert!(error.to_string().contains("line 2"), "{error}");
 //! ```
 

@@ -28,7 +28,10 @@ pub(super) fn policies(
         message,
     };
     let Value::Object(mut file) = file else {
-        return Err(invalid(vec![], "a config file is a table of `[providers.NAME]` tables".into()));
+        return Err(invalid(
+            vec![],
+            "a config file is a table of `[providers.NAME]` tables".into(),
+        ));
     };
     let providers = file.remove("providers").unwrap_or_default();
     if let Some(key) = file.keys().next() {
@@ -40,7 +43,12 @@ pub(super) fn policies(
     let providers = match providers {
         Value::Null => Map::new(),
         Value::Object(providers) => providers,
-        _ => return Err(invalid(vec!["providers".into()], "must be a table of providers".into())),
+        _ => {
+            return Err(invalid(
+                vec!["providers".into()],
+                "must be a table of providers".into(),
+            ))
+        }
     };
     let mut policies = BTreeMap::new();
     for (name, table) in providers {

@@ -1,20 +1,18 @@
-//! [`LimitConfig`], every setting of the rate limiter in one value, and the builder over it.
+//! [`LimitConfig`], every setting of the rate limiter in one value, and the builder that writes
+//! it.
 
-use std::any::Any;
 use std::sync::Arc;
 use std::time::Duration;
 
 use super::adaptive::Adaptive;
 use super::cost::EstimateTokens;
-use super::layer::RateLimitLayer;
-use super::limiter::{Limiter, StoreSettings};
-use super::limits::Rate;
-use super::shared::SharedStore;
+use super::limits::{Limits, Rate};
+use super::shared::{SharedStore, StoreSettings};
 use super::store::{name_of, OnStoreError, QuotaName, Store};
 use crate::key::{KeyType, NoKey};
 use crate::ConfigError;
 
-/// Every setting of a [`RateLimitLayer`], with its default; the builder, a
+/// Every setting of a [`RateLimitLayer`](super::RateLimitLayer), with its default; the builder, a
 /// [`Policy`](crate::stack::Policy), a config file's `[providers.NAME.limits]` table (feature
 /// `serde`) and [`RateLimitHandle::set_limits`](super::RateLimitHandle::set_limits) all use
 /// this value.
@@ -45,12 +43,9 @@ use crate::ConfigError;
     serde(default, deny_unknown_fields)
 )]
 pub struct LimitConfig {
-    /// Requests per interval (default none; `rpm` in a file is the same key).
-    #[cfg_attr(feature = "serde", serde(alias = "rpm"))]
+    /// Requests per interval (default none; in a file, `requests = 500` is per minute).
     pub requests: Option<Rate>,
-    /// Tokens per interval; each request costs what the cost function says (default none;
-    /// `tpm` in a file is the same key).
-    #[cfg_attr(feature = "serde", serde(alias = "tpm"))]
+    /// Tokens per interval; each request costs what the cost function says (default none).
     pub tokens: Option<Rate>,
     /// Requests in flight at once, held until their response body ends (default none).
     pub concurrency: Option<u32>,
@@ -66,11 +61,11 @@ pub struct LimitConfig {
     /// hint).
     #[cfg_attr(feature = "serde", serde(with = "crate::serde_forms::switch"))]
     pub adaptive: Option<Adaptive>,
-    /// Refuse at once ([`RateLimitError::WouldWait`](super::RateLimitError::WouldWait)) a
+    /// Refuse at once ([`Refusal::WouldWait`](super::Refusal::WouldWait)) a
     /// request that would wait longer (default: wait without bound).
     #[cfg_attr(feature = "serde", serde(with = "crate::serde_forms::option_duration"))]
     pub max_wait: Option<Duration>,
-    /// Refuse at once ([`RateLimitError::QueueFull`](super::RateLimitError::QueueFull)) a
+    /// Refuse at once ([`Refusal::QueueFull`](super::Refusal::QueueFull)) a
     /// request when this many wait (default: no bound).
     pub max_queue: Option<usize>,
     /// Correct the quota from the provider's rate-limit headers and pause on its 429s
@@ -113,7 +108,27 @@ impl Default for LimitConfig {
     }
 }
 
+/// A rate no client reaches: a limiter told no limit and no adaptive rate only learns (it pauses
+/// on a 429's hint and adopts the limit the headers report). Per minute, as providers report
+/// limits, so a learned limit keeps its meaning.
+const UNLIMITED: Rate = Rate::per_minute(u64::MAX / 4);
+
 impl LimitConfig {
+    /// The limits a quota's buckets are shaped from.
+    pub(crate) fn limits(&self) -> Limits {
+        let told_nothing = self.requests.is_none()
+            && self.tokens.is_none()
+            && self.concurrency.is_none()
+            && self.adaptive.is_none();
+        Limits {
+            requests: self.requests.or(told_nothing.then_some(UNLIMITED)),
+            tokens: self.tokens,
+            concurrency: self.concurrency,
+            headroom: self.headroom,
+            adaptive: self.adaptive,
+        }
+    }
+
     /// Checks every setting; the error names the field as the builder and the config file do.
     pub fn validate(&self) -> Result<(), ConfigError> {
         if let Some(rate) = &self.requests {
@@ -138,7 +153,7 @@ impl LimitConfig {
     }
 }
 
-/// Builds a [`RateLimitLayer`]: setters over a [`LimitConfig`] (see its fields for the
+/// Builds a [`RateLimitLayer`](super::RateLimitLayer): setters over a [`LimitConfig`] (see its fields for the
 /// defaults), plus what only code can give: the cost function, a key extractor, a shared store
 /// and a name.
 ///
@@ -158,14 +173,14 @@ impl LimitConfig {
 /// ```
 #[derive(Debug)]
 pub struct RateLimitBuilder<C = EstimateTokens, K = NoKey> {
-    config: LimitConfig,
-    cost: C,
-    key: K,
-    name: Option<Arc<str>>,
-    store: Option<StoreSettings>,
+    pub(super) config: LimitConfig,
+    pub(super) cost: C,
+    pub(super) key: K,
+    pub(super) name: Option<Arc<str>>,
+    pub(super) store: Option<StoreSettings>,
     /// Whether [`adaptive`](Self::adaptive) was called (not just the default), which a store
     /// refuses.
-    adaptive_asked: bool,
+    pub(super) adaptive_asked: bool,
 }
 
 impl<C, K> RateLimitBuilder<C, K> {
@@ -276,7 +291,7 @@ impl<C, K> RateLimitBuilder<C, K> {
         }
     }
 
-    /// Gives each key its own quota (see [`by_host`](super::by_host), [`key_fn`](super::key_fn)).
+    /// Gives each key its own quota (see [`by_host`](crate::key::by_host), [`key_fn`](crate::key::key_fn)).
     pub fn key<K2: KeyType>(self, key: K2) -> RateLimitBuilder<C, K2> {
         RateLimitBuilder {
             config: self.config,
@@ -308,74 +323,5 @@ impl<C, K> RateLimitBuilder<C, K> {
             name_of: Some(name_of::<K::Key>),
         });
         self
-    }
-
-    /// Checks the settings and builds the layer.
-    pub fn build(mut self) -> Result<RateLimitLayer<C, K>, ConfigError>
-    where
-        C: 'static,
-        K: KeyType,
-    {
-        if self.store.is_some() && !self.adaptive_asked {
-            self.config.adaptive = None;
-        }
-        self.config.validate()?;
-        if let Some(store) = &self.store {
-            check_store(&self.config, store)?;
-        }
-        // The default cost follows the config's estimate rule; a cost of the caller's is theirs.
-        if let Some(estimate) = (&mut self.cost as &mut dyn Any).downcast_mut::<EstimateTokens>() {
-            *estimate = (*estimate).summing(self.config.sum_token_estimate);
-        }
-        let limiter = Limiter::new(self.config, self.name, self.store);
-        Ok(RateLimitLayer::with_limiter(self.cost, self.key, limiter))
-    }
-}
-
-fn check_store(config: &LimitConfig, store: &StoreSettings) -> Result<(), ConfigError> {
-    if config.adaptive.is_some() {
-        return Err(ConfigError::new(
-            "adaptive",
-            "adaptive limits are per process; with a shared store, set the limit itself",
-        ));
-    }
-    if config.requests.is_none() && config.tokens.is_none() {
-        return Err(ConfigError::new(
-            "store",
-            "a shared store holds request or token limits: set requests or tokens",
-        ));
-    }
-    if store.store.on_error == (OnStoreError::FailOpen { processes: 0 }) {
-        return Err(ConfigError::new(
-            "store",
-            "FailOpen needs the number of processes sharing the quota (at least 1)",
-        ));
-    }
-    if store.name_of.is_none() {
-        return Err(ConfigError::new(
-            "store",
-            "the key was set after the store: call .key() before .store()",
-        ));
-    }
-    Ok(())
-}
-
-impl RateLimitLayer {
-    /// A builder starting from [`LimitConfig::default`]: no limit set, so the request rate is
-    /// found from the provider's refusals until you set one.
-    pub fn builder() -> RateLimitBuilder {
-        RateLimitBuilder {
-            config: LimitConfig::default(),
-            cost: EstimateTokens::new(),
-            key: NoKey,
-            name: None,
-            store: None,
-            adaptive_asked: false,
-        }
-    }
-
-    /// A layer with `config`'s settings, checked.
-    pub fn from_config(config: LimitConfig) -> Result<Self, ConfigError> {
-        Self::builder().config(config).build()
     }
 }

@@ -3,21 +3,66 @@
 use std::fmt;
 use std::time::Duration;
 
-use super::partition::Which;
+use crate::classify::{rejected, Classification, LimitKind};
 
-/// The limiter refused a request at once, instead of letting it wait without bound.
+/// The limiter refused a request at once, instead of letting it wait without bound. It carries
+/// its verdict (a local rejection, retryable after [`retry_after`](Self::retry_after)) as its
+/// `source()`, where [`classify_error_default`](crate::classify::classify_error_default) and
+/// the outer layers find it.
 ///
 /// ```
 /// use std::time::Duration;
-/// use tollgate::rate_limit::{RateLimitError, Which};
+/// use tollgate::classify::{classify_error_default, Kind};
+/// use tollgate::classify::LimitKind;
+/// use tollgate::rate_limit::{RateLimitError, Refusal};
 ///
-/// let error = RateLimitError::WouldWait { limit: Which::Tokens, wait: Duration::from_secs(90), max_wait: Duration::from_secs(30) };
+/// let error = RateLimitError::new(Refusal::WouldWait { limit: LimitKind::Tokens, wait: Duration::from_secs(90), max_wait: Duration::from_secs(30) });
 /// assert!(error.to_string().contains("tokens"));
 /// assert_eq!(error.retry_after(), Some(Duration::from_secs(90)));
+/// assert_eq!(classify_error_default(&error).kind(), Kind::Rejected);
 /// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RateLimitError {
+    refusal: Refusal,
+    verdict: Classification,
+}
+
+impl RateLimitError {
+    /// Builds the rejection (the layer does this; public for tests and adapters).
+    pub fn new(refusal: Refusal) -> Self {
+        RateLimitError {
+            refusal,
+            verdict: rejected(refusal.retry_after()),
+        }
+    }
+
+    /// Why the request was refused.
+    pub fn refusal(&self) -> Refusal {
+        self.refusal
+    }
+
+    /// How long until trying again could succeed (`None` when it never can).
+    pub fn retry_after(&self) -> Option<Duration> {
+        self.refusal.retry_after()
+    }
+}
+
+impl fmt::Display for RateLimitError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.refusal.fmt(f)
+    }
+}
+
+impl std::error::Error for RateLimitError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        Some(&self.verdict)
+    }
+}
+
+/// Why a [`RateLimitError`] refused a request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
-pub enum RateLimitError {
+pub enum Refusal {
     /// The request costs more tokens than the bucket holds: it can never be admitted (the
     /// provider would answer "Request too large").
     TooLarge {
@@ -36,7 +81,7 @@ pub enum RateLimitError {
     /// The request would wait longer than the maximum wait.
     WouldWait {
         /// The limit that holds it back.
-        limit: Which,
+        limit: LimitKind,
         /// How long it would have waited.
         wait: Duration,
         /// The configured maximum.
@@ -48,32 +93,32 @@ pub enum RateLimitError {
     StoreUnavailable,
 }
 
-impl RateLimitError {
+impl Refusal {
     /// How long until trying again could succeed (`None` when it never can).
     pub fn retry_after(&self) -> Option<Duration> {
         match self {
-            RateLimitError::TooLarge { .. } => None,
-            RateLimitError::QueueFull { wait, .. } => Some(wait.unwrap_or(Duration::from_secs(1))),
-            RateLimitError::WouldWait { wait, .. } => Some(*wait),
-            RateLimitError::StoreUnavailable => Some(super::shared::PROBE_EVERY),
+            Refusal::TooLarge { .. } => None,
+            Refusal::QueueFull { wait, .. } => Some(wait.unwrap_or(Duration::from_secs(1))),
+            Refusal::WouldWait { wait, .. } => Some(*wait),
+            Refusal::StoreUnavailable => Some(super::shared::PROBE_EVERY),
         }
     }
 }
 
-impl fmt::Display for RateLimitError {
+impl fmt::Display for Refusal {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            RateLimitError::TooLarge { cost, capacity } => write!(
+            Refusal::TooLarge { cost, capacity } => write!(
                 f,
                 "request too large: it costs {cost} tokens but the token limit holds at most \
                  {capacity}; lower max_tokens or the prompt, or raise the token burst"
             ),
-            RateLimitError::QueueFull { max_queue, .. } => write!(
+            Refusal::QueueFull { max_queue, .. } => write!(
                 f,
                 "rate limit queue full: {max_queue} requests are already waiting; \
                  send fewer at once or raise max_queue"
             ),
-            RateLimitError::WouldWait {
+            Refusal::WouldWait {
                 limit,
                 wait,
                 max_wait,
@@ -84,12 +129,10 @@ impl fmt::Display for RateLimitError {
                 wait.as_secs_f64(),
                 max_wait.as_secs_f64()
             ),
-            RateLimitError::StoreUnavailable => f.write_str(
+            Refusal::StoreUnavailable => f.write_str(
                 "the shared rate-limit store is unreachable and the limiter fails closed; \
                  check the store (Redis) or choose OnStoreError::FailOpen",
             ),
         }
     }
 }
-
-impl std::error::Error for RateLimitError {}

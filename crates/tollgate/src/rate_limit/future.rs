@@ -14,9 +14,9 @@ use tokio::time::{sleep_until, Instant, Sleep};
 use tower_service::Service;
 
 use super::body::{Permit, RateLimitBody};
-use super::error::RateLimitError;
+use super::error::{RateLimitError, Refusal};
 use super::limiter::Settings;
-use super::partition::{Admit, Blocked, Partition, Which};
+use super::partition::{Admit, Blocked, Partition};
 use super::shared::{Route, SharedQuota};
 use super::store::{Grant, OnStoreError, StoreFuture};
 use crate::attempt::AttemptClock;
@@ -36,6 +36,13 @@ pin_project! {
         partition: Arc<Partition>,
         #[pin]
         state: State<S, B>,
+    }
+}
+
+impl<S: Service<Request<B>>, B> std::fmt::Debug for ResponseFuture<S, B> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("rate_limit::ResponseFuture")
+            .finish_non_exhaustive()
     }
 }
 
@@ -86,7 +93,7 @@ impl Wait {
         &mut self,
         cx: &mut Context<'_>,
         max_wait: Option<Duration>,
-    ) -> Poll<Result<bool, RateLimitError>> {
+    ) -> Poll<Result<bool, Refusal>> {
         loop {
             let Some(id) = self.id else {
                 return Poll::Ready(Ok(false));
@@ -109,7 +116,7 @@ impl Wait {
                         shared.store.answered(now);
                         if let Some(max_wait) = max_wait.filter(|max| wait > *max) {
                             self.leave();
-                            return Poll::Ready(Err(RateLimitError::WouldWait {
+                            return Poll::Ready(Err(Refusal::WouldWait {
                                 limit: which,
                                 wait,
                                 max_wait,
@@ -121,7 +128,7 @@ impl Wait {
                         shared.store.failed(&error, now);
                         if shared.store.on_error == OnStoreError::FailClosed {
                             self.leave();
-                            return Poll::Ready(Err(RateLimitError::StoreUnavailable));
+                            return Poll::Ready(Err(Refusal::StoreUnavailable));
                         }
                         // Failing open: the next turn of the loop goes through the local buckets.
                     }
@@ -139,7 +146,7 @@ impl Wait {
             if route == Some(Route::Refuse) {
                 drop(state);
                 self.leave();
-                return Poll::Ready(Err(RateLimitError::StoreUnavailable));
+                return Poll::Ready(Err(Refusal::StoreUnavailable));
             }
             let result = state.poll_queued(id, cx.waker(), route == Some(Route::Store), now);
             match result {
@@ -256,7 +263,7 @@ where
                     this.state.set(State::Done);
                     return Poll::Ready(Err(match error {
                         Some(error) => Box::new(error),
-                        None => "rate limit future polled after completion".into(),
+                        None => crate::polled_after_completion("rate limit"),
                     }));
                 }
                 StateProj::Waiting {
@@ -273,11 +280,11 @@ where
                             Err(error) => {
                                 this.state.set(State::Done);
                                 let reason = match error {
-                                    RateLimitError::StoreUnavailable => "store_unavailable",
+                                    Refusal::StoreUnavailable => "store_unavailable",
                                     _ => "would_wait",
                                 };
                                 crate::telemetry::limiter_rejection(&this.partition.name, reason);
-                                return Poll::Ready(Err(Box::new(error)));
+                                return Poll::Ready(Err(Box::new(RateLimitError::new(error))));
                             }
                         };
                         *admitted = true;
@@ -300,9 +307,7 @@ where
                     }
                     let Some(request) = request.take() else {
                         this.state.set(State::Done);
-                        return Poll::Ready(
-                            Err("rate limit future polled after completion".into()),
-                        );
+                        return Poll::Ready(Err(crate::polled_after_completion("rate limit")));
                     };
                     let sent_at = Instant::now();
                     if let Some(clock) = request.extensions().get::<AttemptClock>() {
@@ -330,7 +335,9 @@ where
                     }
                     return Poll::Ready(Ok(response.map(|body| RateLimitBody::new(body, permit))));
                 }
-                StateProj::Done => panic!("rate limit future polled after completion"),
+                StateProj::Done => {
+                    return Poll::Ready(Err(crate::polled_after_completion("rate limit")))
+                }
             }
         }
     }
@@ -404,7 +411,7 @@ fn learn<B>(settings: &Settings, partition: &Partition, response: &Response<B>, 
             None => {
                 state.drain_requests(now);
                 if let (Some(shared), Some(rate)) = (&partition.shared, state.charged().requests) {
-                    shared.lower(Which::Requests, rate, 0);
+                    shared.lower(LimitKind::Requests, rate, 0);
                 }
             }
         }
@@ -412,8 +419,12 @@ fn learn<B>(settings: &Settings, partition: &Partition, response: &Response<B>, 
     if let (Some(server), Some(shared)) = (server, &partition.shared) {
         let charged = partition.lock().charged();
         let windows = [
-            (Which::Requests, charged.requests, server.requests.remaining),
-            (Which::Tokens, charged.tokens, server.tokens.remaining),
+            (
+                LimitKind::Requests,
+                charged.requests,
+                server.requests.remaining,
+            ),
+            (LimitKind::Tokens, charged.tokens, server.tokens.remaining),
         ];
         for (which, rate, remaining) in windows {
             // Only a quota running low is worth a round trip: the store is already right unless

@@ -9,7 +9,6 @@ use tokio::time::Instant;
 
 use super::config::LimitConfig;
 use super::limiter::{lock, Limiter, Settings};
-use super::limits::Limits;
 use super::partition::Snapshot;
 use crate::ConfigError;
 
@@ -77,7 +76,7 @@ impl<K: Hash + Eq + Clone + 'static> RateLimitHandle<K> {
             ));
         }
         *lock(&self.limiter.config) = config;
-        let limits = Limits::from(&config);
+        let limits = config.limits();
         let now = Instant::now();
         self.limiter.quotas.each(|p| p.reconfigure(&limits, now));
         Ok(())
@@ -85,7 +84,11 @@ impl<K: Hash + Eq + Clone + 'static> RateLimitHandle<K> {
 
     /// The default quota right now.
     pub fn snapshot(&self) -> Snapshot {
-        self.limiter.quotas.default().lock().snapshot(Instant::now())
+        self.limiter
+            .quotas
+            .default()
+            .lock()
+            .snapshot(Instant::now())
     }
 
     /// The quota of `key` right now, if it exists.

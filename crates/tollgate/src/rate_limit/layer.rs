@@ -1,15 +1,20 @@
 //! [`RateLimitLayer`].
 
+use std::any::Any;
 use std::fmt;
 use std::sync::Arc;
 
 use tower_layer::Layer;
 
+use super::config::{LimitConfig, RateLimitBuilder};
 use super::cost::EstimateTokens;
 use super::handle::RateLimitHandle;
 use super::limiter::Limiter;
 use super::service::RateLimit;
+use super::shared::StoreSettings;
+use super::store::OnStoreError;
 use crate::key::{KeyType, NoKey};
+use crate::ConfigError;
 
 /// Keeps a client under the provider's limits: requests per interval, tokens per interval and
 /// requests in flight, all at once, shared by every clone.
@@ -82,5 +87,76 @@ impl<S, C: Clone, K: KeyType + Clone> Layer<S> for RateLimitLayer<C, K> {
             self.key.clone(),
             Arc::clone(&self.limiter),
         )
+    }
+}
+
+impl<C, K> RateLimitBuilder<C, K> {
+    /// Checks the settings and builds the layer.
+    pub fn build(mut self) -> Result<RateLimitLayer<C, K>, ConfigError>
+    where
+        C: 'static,
+        K: KeyType,
+    {
+        if self.store.is_some() && !self.adaptive_asked {
+            self.config.adaptive = None;
+        }
+        self.config.validate()?;
+        if let Some(store) = &self.store {
+            check_store(&self.config, store)?;
+        }
+        // The default cost follows the config's estimate rule; a cost of the caller's is theirs.
+        if let Some(estimate) = (&mut self.cost as &mut dyn Any).downcast_mut::<EstimateTokens>() {
+            *estimate = (*estimate).summing(self.config.sum_token_estimate);
+        }
+        let limiter = Limiter::new(self.config, self.name, self.store);
+        Ok(RateLimitLayer::with_limiter(self.cost, self.key, limiter))
+    }
+}
+
+fn check_store(config: &LimitConfig, store: &StoreSettings) -> Result<(), ConfigError> {
+    if config.adaptive.is_some() {
+        return Err(ConfigError::new(
+            "adaptive",
+            "adaptive limits are per process; with a shared store, set the limit itself",
+        ));
+    }
+    if config.requests.is_none() && config.tokens.is_none() {
+        return Err(ConfigError::new(
+            "store",
+            "a shared store holds request or token limits: set requests or tokens",
+        ));
+    }
+    if store.store.on_error == (OnStoreError::FailOpen { processes: 0 }) {
+        return Err(ConfigError::new(
+            "store",
+            "FailOpen needs the number of processes sharing the quota (at least 1)",
+        ));
+    }
+    if store.name_of.is_none() {
+        return Err(ConfigError::new(
+            "store",
+            "the key was set after the store: call .key() before .store()",
+        ));
+    }
+    Ok(())
+}
+
+impl RateLimitLayer {
+    /// A builder starting from [`LimitConfig::default`]: no limit set, so the request rate is
+    /// found from the provider's refusals until you set one.
+    pub fn builder() -> RateLimitBuilder {
+        RateLimitBuilder {
+            config: LimitConfig::default(),
+            cost: EstimateTokens::new(),
+            key: NoKey,
+            name: None,
+            store: None,
+            adaptive_asked: false,
+        }
+    }
+
+    /// A layer with `config`'s settings, checked.
+    pub fn from_config(config: LimitConfig) -> Result<Self, ConfigError> {
+        Self::builder().config(config).build()
     }
 }

@@ -9,9 +9,8 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 use super::config::LimitConfig;
-use super::limits::Limits;
 use super::partition::Partition;
-use super::shared::{SharedQuota, SharedStore};
+use super::shared::StoreSettings;
 use crate::key::Keyed;
 
 /// The settings every admission reads, taken from the [`LimitConfig`] once (they do not change
@@ -38,31 +37,6 @@ impl From<&LimitConfig> for Settings {
             slow_wait: config.slow_wait,
             max_pause: config.max_pause,
         }
-    }
-}
-
-/// A store shared with other processes, and how this limiter's keys are named in it.
-pub(crate) struct StoreSettings {
-    pub(crate) store: Arc<SharedStore>,
-    /// `None` when the key changed after the store was set (a build error).
-    pub(crate) name_of: Option<fn(&dyn std::any::Any) -> Option<String>>,
-}
-
-impl StoreSettings {
-    /// The place in the store of the quota named `quota`.
-    fn quota(&self, quota: &str) -> SharedQuota {
-        SharedQuota {
-            store: Arc::clone(&self.store),
-            quota: Arc::from(quota),
-        }
-    }
-}
-
-impl fmt::Debug for StoreSettings {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("StoreSettings")
-            .field("store", &self.store)
-            .finish_non_exhaustive()
     }
 }
 
@@ -95,10 +69,15 @@ impl<K: Hash + Eq + Clone + 'static> Limiter<K> {
         store: Option<StoreSettings>,
     ) -> Self {
         let shared = store.as_ref().map(|s| s.quota("default"));
-        let limits = Limits::from(&config);
+        let limits = config.limits();
         Limiter {
             settings: Settings::from(&config),
-            quotas: Keyed::new(Partition::new(&limits, name.clone(), shared, Instant::now())),
+            quotas: Keyed::new(Partition::new(
+                &limits,
+                name.clone(),
+                shared,
+                Instant::now(),
+            )),
             name,
             config: Mutex::new(config),
             store,
@@ -117,7 +96,7 @@ impl<K: Hash + Eq + Clone + 'static> Limiter<K> {
                     s.quota(name.as_deref().unwrap_or_default())
                 });
                 // The handle never holds this lock while it walks the quotas.
-                let limits = Limits::from(&*lock(&self.config));
+                let limits = lock(&self.config).limits();
                 Partition::new(&limits, self.name.clone(), shared, now)
             },
             |partition| partition.lock().is_idle(now),

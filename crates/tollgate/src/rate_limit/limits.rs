@@ -3,7 +3,6 @@
 use std::time::Duration;
 
 use super::adaptive::Adaptive;
-use super::config::LimitConfig;
 use crate::ConfigError;
 
 /// A rate limit: `amount` per `interval`, with a bucket of `burst` (its capacity).
@@ -220,7 +219,8 @@ mod forms {
     }
 }
 
-/// The limits of one quota, as its buckets are shaped from a [`LimitConfig`]; the handle may
+/// The limits of one quota, as its buckets are shaped from a
+/// [`LimitConfig`](super::LimitConfig); the handle may
 /// change them at runtime.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub(crate) struct Limits {
@@ -229,25 +229,4 @@ pub(crate) struct Limits {
     pub(crate) concurrency: Option<u32>,
     pub(crate) headroom: Duration,
     pub(crate) adaptive: Option<Adaptive>,
-}
-
-/// A rate no client reaches: a limiter told no limit and no adaptive rate only learns (it pauses
-/// on a 429's hint and adopts the limit the headers report). Per minute, as providers report
-/// limits, so a learned limit keeps its meaning.
-const UNLIMITED: Rate = Rate::per_minute(u64::MAX / 4);
-
-impl From<&LimitConfig> for Limits {
-    fn from(config: &LimitConfig) -> Self {
-        let told_nothing = config.requests.is_none()
-            && config.tokens.is_none()
-            && config.concurrency.is_none()
-            && config.adaptive.is_none();
-        Limits {
-            requests: config.requests.or(told_nothing.then_some(UNLIMITED)),
-            tokens: config.tokens,
-            concurrency: config.concurrency,
-            headroom: config.headroom,
-            adaptive: config.adaptive,
-        }
-    }
 }

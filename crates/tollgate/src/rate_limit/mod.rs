@@ -12,7 +12,7 @@
 //! request is admitted when every limit allows it, and takes from all of them at once: a request
 //! held back by the token limit consumes no request slot. Its cost in tokens comes from a
 //! [`Cost`] function, by default [`EstimateTokens`] (OpenAI's admission rule); a request that
-//! costs more than the token bucket holds fails at once with [`RateLimitError::TooLarge`].
+//! costs more than the token bucket holds fails at once with a [`RateLimitError`] ([`Refusal::TooLarge`]).
 //!
 //! Requests that cannot go at once wait in a FIFO queue, so a large request is not starved by
 //! small ones. Only the head of the queue holds a timer, set to the instant its tokens are due;
@@ -98,16 +98,15 @@ mod service;
 mod shared;
 mod store;
 
-pub use crate::key::{by_host, key_fn, ByHost, KeyFn, KeyFor, KeyType, NoKey};
 pub use adaptive::Adaptive;
 pub use body::RateLimitBody;
-pub use cost::{Cost, EstimateTokens, PeekBody, TokenCost};
-pub use error::RateLimitError;
-pub use future::ResponseFuture;
 pub use config::{LimitConfig, RateLimitBuilder};
+pub use cost::{Cost, EstimateTokens, PeekBody, TokenCost};
+pub use error::{RateLimitError, Refusal};
+pub use future::ResponseFuture;
 pub use handle::RateLimitHandle;
 pub use layer::RateLimitLayer;
 pub use limits::Rate;
-pub use partition::{Snapshot, Which};
+pub use partition::Snapshot;
 pub use service::RateLimit;
 pub use store::{Charge, Grant, OnStoreError, QuotaName, Store, StoreError, StoreFuture};

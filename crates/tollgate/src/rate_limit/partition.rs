@@ -19,41 +19,15 @@ use super::limits::Limits;
 use super::limits::Rate;
 use super::shared::SharedQuota;
 use super::store::Charge;
-use crate::classify::RateLimitState;
+use crate::classify::{LimitKind, RateLimitState};
 
 /// Why a request cannot be admitted right now.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Blocked {
     /// A bucket (or a pause) frees up after this long.
-    For(Duration, Which),
+    For(Duration, LimitKind),
     /// All concurrency permits are held; a release wakes the queue.
     Concurrency,
-}
-
-/// Which limit holds a request back.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-#[non_exhaustive]
-pub enum Which {
-    /// Requests per interval.
-    Requests,
-    /// Tokens per interval.
-    Tokens,
-    /// Requests in flight.
-    Concurrency,
-    /// A pause after the provider answered 429.
-    Paused,
-}
-
-impl Which {
-    /// A short name for messages and logs.
-    pub const fn as_str(self) -> &'static str {
-        match self {
-            Which::Requests => "requests",
-            Which::Tokens => "tokens",
-            Which::Concurrency => "concurrency",
-            Which::Paused => "provider pause",
-        }
-    }
 }
 
 #[derive(Debug)]
@@ -225,20 +199,20 @@ impl State {
         now: Instant,
     ) -> Result<(), Blocked> {
         self.refill(now);
-        let mut wait = (Duration::ZERO, Which::Requests);
+        let mut wait = (Duration::ZERO, LimitKind::Requests);
         if let Some(until) = self.paused_until {
-            wait = (until - now, Which::Paused);
+            wait = (until - now, LimitKind::Paused);
         }
         if let Some(bucket) = self.requests.as_ref().filter(|_| buckets) {
             let w = bucket.wait_for(ahead.0, 1, now);
             if w > wait.0 {
-                wait = (w, Which::Requests);
+                wait = (w, LimitKind::Requests);
             }
         }
         if let Some(bucket) = self.tokens.as_ref().filter(|_| buckets) {
             let w = bucket.wait_for(ahead.1, cost, now);
             if w > wait.0 {
-                wait = (w, Which::Tokens);
+                wait = (w, LimitKind::Tokens);
             }
         }
         if !wait.0.is_zero() {
@@ -278,7 +252,11 @@ impl State {
     }
 
     /// How long a new request of `cost` would wait behind the queue (for the max-wait bound).
-    pub(crate) fn estimated_wait(&mut self, cost: u64, now: Instant) -> Option<(Duration, Which)> {
+    pub(crate) fn estimated_wait(
+        &mut self,
+        cost: u64,
+        now: Instant,
+    ) -> Option<(Duration, LimitKind)> {
         let ahead = (self.queue.len() as u64, self.queued_tokens);
         match self.check(cost, ahead, true, now) {
             Ok(()) | Err(Blocked::Concurrency) => None,
@@ -586,6 +564,7 @@ fn reconfigure_bucket(
 
 /// What a quota looks like right now, from [`RateLimitHandle::snapshot`](super::RateLimitHandle::snapshot).
 #[derive(Debug, Clone, Copy, PartialEq)]
+#[non_exhaustive]
 pub struct Snapshot {
     /// Requests that could be admitted now (`None`: no request limit).
     pub requests_available: Option<u64>,

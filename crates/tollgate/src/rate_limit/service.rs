@@ -10,7 +10,7 @@ use tower_service::Service;
 
 use super::body::{Permit, RateLimitBody};
 use super::cost::Cost;
-use super::error::RateLimitError;
+use super::error::{RateLimitError, Refusal};
 use super::future::{ResponseFuture, Wait};
 use super::limiter::Limiter;
 use crate::attempt::AttemptClock;
@@ -95,7 +95,7 @@ where
             return ResponseFuture::rejected(
                 settings,
                 partition,
-                RateLimitError::TooLarge { cost, capacity },
+                RateLimitError::new(Refusal::TooLarge { cost, capacity }),
             );
         }
         // With a store, every admission is the store's: the request queues and its future asks.
@@ -120,10 +120,10 @@ where
             if state.queue_len() >= max_queue {
                 drop(state);
                 crate::telemetry::limiter_rejection(&partition.name, "queue_full");
-                let error = RateLimitError::QueueFull {
+                let error = RateLimitError::new(Refusal::QueueFull {
                     max_queue,
                     wait: estimate.map(|(wait, _)| wait),
-                };
+                });
                 return ResponseFuture::rejected(settings, partition, error);
             }
         }
@@ -131,11 +131,11 @@ where
             if wait > max_wait {
                 drop(state);
                 crate::telemetry::limiter_rejection(&partition.name, "would_wait");
-                let error = RateLimitError::WouldWait {
+                let error = RateLimitError::new(Refusal::WouldWait {
                     limit,
                     wait,
                     max_wait,
-                };
+                });
                 return ResponseFuture::rejected(settings, partition, error);
             }
         }

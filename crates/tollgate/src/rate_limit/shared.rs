@@ -1,14 +1,15 @@
 //! The limiter's side of a [`Store`]: which admissions go to it, and the switch to local
 //! buckets (or to refusals) while it is down, logged once each way.
 
+use std::fmt;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tokio::time::Instant;
 
 use super::limits::{Limits, Rate};
-use super::partition::Which;
 use super::store::{OnStoreError, Store, StoreError, StoreFuture};
+use crate::classify::LimitKind;
 
 /// While the store is down, one admission per this interval tries it again.
 pub(crate) const PROBE_EVERY: Duration = Duration::from_secs(1);
@@ -136,7 +137,7 @@ impl SharedQuota {
     }
 
     /// Lowers the store's bucket for `which` to `remaining`, without waiting for the answer.
-    pub(crate) fn lower(&self, which: Which, rate: Rate, remaining: u64) {
+    pub(crate) fn lower(&self, which: LimitKind, rate: Rate, remaining: u64) {
         tell(self.store.store.lower(&self.quota, which, rate, remaining));
     }
 }
@@ -150,5 +151,30 @@ fn tell(call: StoreFuture<()>) {
                 tracing::debug!(%error, "could not tell the rate-limit store");
             }
         });
+    }
+}
+
+/// A store shared with other processes, and how this limiter's keys are named in it.
+pub(crate) struct StoreSettings {
+    pub(crate) store: Arc<SharedStore>,
+    /// `None` when the key changed after the store was set (a build error).
+    pub(crate) name_of: Option<fn(&dyn std::any::Any) -> Option<String>>,
+}
+
+impl StoreSettings {
+    /// The place in the store of the quota named `quota`.
+    pub(crate) fn quota(&self, quota: &str) -> SharedQuota {
+        SharedQuota {
+            store: Arc::clone(&self.store),
+            quota: Arc::from(quota),
+        }
+    }
+}
+
+impl fmt::Debug for StoreSettings {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("StoreSettings")
+            .field("store", &self.store)
+            .finish_non_exhaustive()
     }
 }

@@ -10,7 +10,7 @@
 //!
 //! When the store cannot be reached, [`OnStoreError`] decides: fail open onto local buckets
 //! sized to this process's fair share, or fail closed with
-//! [`RateLimitError::StoreUnavailable`](super::RateLimitError::StoreUnavailable). While open,
+//! [`Refusal::StoreUnavailable`](super::Refusal::StoreUnavailable). While open,
 //! one request per probe interval tries the store again, and the first answer switches back.
 
 use std::borrow::Cow;
@@ -21,7 +21,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::limits::Rate;
-use super::partition::Which;
+use crate::classify::LimitKind;
 use crate::BoxError;
 
 /// The future a [`Store`] returns: a network round trip, boxed once per call (noise next to
@@ -33,7 +33,8 @@ pub type StoreFuture<T> = Pin<Box<dyn Future<Output = Result<T, StoreError>> + S
 ///
 /// ```
 /// use std::time::Duration;
-/// use tollgate::rate_limit::{Charge, Grant, Rate, Store, StoreFuture, Which};
+/// use tollgate::classify::LimitKind;
+/// use tollgate::rate_limit::{Charge, Grant, Rate, Store, StoreFuture};
 ///
 /// /// A store that refuses everything for a second (a test double).
 /// #[derive(Debug)]
@@ -41,12 +42,12 @@ pub type StoreFuture<T> = Pin<Box<dyn Future<Output = Result<T, StoreError>> + S
 ///
 /// impl Store for AlwaysWait {
 ///     fn acquire(&self, _: Charge) -> StoreFuture<Grant> {
-///         Box::pin(async { Ok(Grant::Wait { wait: Duration::from_secs(1), which: Which::Requests }) })
+///         Box::pin(async { Ok(Grant::Wait { wait: Duration::from_secs(1), which: LimitKind::Requests }) })
 ///     }
 ///     fn pause(&self, _: &str, _: Duration) -> StoreFuture<()> {
 ///         Box::pin(async { Ok(()) })
 ///     }
-///     fn lower(&self, _: &str, _: Which, _: Rate, _: u64) -> StoreFuture<()> {
+///     fn lower(&self, _: &str, _: LimitKind, _: Rate, _: u64) -> StoreFuture<()> {
 ///         Box::pin(async { Ok(()) })
 ///     }
 /// }
@@ -61,11 +62,12 @@ pub trait Store: fmt::Debug + Send + Sync + 'static {
     fn pause(&self, quota: &str, duration: Duration) -> StoreFuture<()>;
 
     /// Lowers what `quota`'s bucket for `which` holds to `remaining` (never raises it).
-    fn lower(&self, quota: &str, which: Which, rate: Rate, remaining: u64) -> StoreFuture<()>;
+    fn lower(&self, quota: &str, which: LimitKind, rate: Rate, remaining: u64) -> StoreFuture<()>;
 }
 
 /// One admission asked of a [`Store`]: the quota, and each limit with the request's cost.
 #[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
 pub struct Charge {
     /// The quota's name (`"default"`, or the name of its key).
     pub quota: Arc<str>,
@@ -77,8 +79,27 @@ pub struct Charge {
     pub headroom: Duration,
 }
 
+impl Charge {
+    /// An admission of `quota` against these limits (the limiter builds them; public for a
+    /// store's own tests).
+    pub fn new(
+        quota: impl Into<Arc<str>>,
+        requests: Option<Rate>,
+        tokens: Option<(Rate, u64)>,
+        headroom: Duration,
+    ) -> Self {
+        Charge {
+            quota: quota.into(),
+            requests,
+            tokens,
+            headroom,
+        }
+    }
+}
+
 /// A store's answer to [`Store::acquire`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum Grant {
     /// Every limit allowed: the request was charged.
     Admitted,
@@ -87,7 +108,7 @@ pub enum Grant {
         /// How long until the request could be admitted.
         wait: Duration,
         /// The limit that holds it back.
-        which: Which,
+        which: LimitKind,
     },
 }
 
@@ -116,6 +137,7 @@ impl std::error::Error for StoreError {
 
 /// What the limiter does while its [`Store`] cannot be reached.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum OnStoreError {
     /// Keep sending, through local buckets holding this process's fair share of each limit
     /// (the limit divided by `processes`).
@@ -124,7 +146,7 @@ pub enum OnStoreError {
         processes: u32,
     },
     /// Refuse every request with
-    /// [`RateLimitError::StoreUnavailable`](super::RateLimitError::StoreUnavailable).
+    /// [`Refusal::StoreUnavailable`](super::Refusal::StoreUnavailable).
     FailClosed,
 }
 

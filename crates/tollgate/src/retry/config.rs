@@ -1,15 +1,15 @@
-//! [`RetryConfig`], every setting of the retry layer in one value, and the builder over it.
+//! [`RetryConfig`], every setting of the retry layer in one value, the builder that writes
+//! it, and what a retry hook receives.
 
 use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
 
 use super::backoff::Jitter;
-use super::layer::BackoffRetryLayer;
-use super::policy::{OverCeiling, RetryEvent, RetryHook, RetryPolicy};
+use crate::classify::{Classification, HintSource};
 use crate::ConfigError;
 
-/// Every setting of a [`BackoffRetryLayer`], with its default; the builder, a
+/// Every setting of a [`BackoffRetryLayer`](super::BackoffRetryLayer), with its default; the builder, a
 /// [`Policy`](crate::stack::Policy) and a config file's `[providers.NAME.retry]` table (feature
 /// `serde`, durations as `"500ms"`) all write into this value.
 ///
@@ -103,7 +103,10 @@ impl RetryConfig {
         if !(self.factor.is_finite() && self.factor >= 1.0) {
             return Err(ConfigError::new(
                 "factor",
-                format!("must be a finite number of at least 1.0, got {}", self.factor),
+                format!(
+                    "must be a finite number of at least 1.0, got {}",
+                    self.factor
+                ),
             ));
         }
         if self.cap < self.base {
@@ -204,7 +207,42 @@ impl BudgetConfig {
     }
 }
 
-/// Builds a [`BackoffRetryLayer`]: setters over a [`RetryConfig`] (see its fields for the
+/// What to do when the server asks for a wait longer than the ceiling.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+#[cfg_attr(
+    feature = "serde",
+    derive(serde::Serialize, serde::Deserialize),
+    serde(rename_all = "kebab-case")
+)]
+pub enum OverCeiling {
+    /// Stop and return the last answer or a [`StopReason::HintOverCeiling`](super::StopReason::HintOverCeiling) error (the default,
+    /// as openai-python does above 120 s: Gemini's per-day quota answers "retry in 10h17m").
+    #[default]
+    GiveUp,
+    /// Ignore the hint and use the normal backoff (as the Anthropic SDK does above 60 s).
+    /// Written `backoff` in a config file.
+    #[cfg_attr(feature = "serde", serde(rename = "backoff"))]
+    UseBackoff,
+}
+
+/// One retry about to happen, as reported to an `on_retry` hook.
+#[derive(Debug, Clone, Copy)]
+#[non_exhaustive]
+pub struct RetryEvent {
+    /// The attempt that failed (1 for the first).
+    pub attempt: u32,
+    /// How long the layer waits before the next attempt.
+    pub delay: Duration,
+    /// The failed attempt's verdict.
+    pub verdict: Classification,
+    /// Where the delay came from, when a server hint set it.
+    pub hint: Option<HintSource>,
+}
+
+pub(crate) type RetryHook = Arc<dyn Fn(&RetryEvent) + Send + Sync>;
+
+/// Builds a [`BackoffRetryLayer`](super::BackoffRetryLayer): setters over a [`RetryConfig`] (see its fields for the
 /// defaults), plus what only code can give (a hook, a seed, a name); [`build`](Self::build)
 /// checks them all.
 ///
@@ -229,10 +267,10 @@ impl BudgetConfig {
 /// ```
 #[derive(Default)]
 pub struct BackoffRetryBuilder {
-    config: RetryConfig,
-    seed: Option<u64>,
-    on_retry: Option<RetryHook>,
-    name: Option<Arc<str>>,
+    pub(super) config: RetryConfig,
+    pub(super) seed: Option<u64>,
+    pub(super) on_retry: Option<RetryHook>,
+    pub(super) name: Option<Arc<str>>,
 }
 
 impl fmt::Debug for BackoffRetryBuilder {
@@ -341,39 +379,5 @@ impl BackoffRetryBuilder {
     pub fn on_retry(mut self, hook: impl Fn(&RetryEvent) + Send + Sync + 'static) -> Self {
         self.on_retry = Some(Arc::new(hook));
         self
-    }
-
-    /// Checks the settings and builds the layer.
-    pub fn build(self) -> Result<BackoffRetryLayer, ConfigError> {
-        self.config.validate()?;
-        Ok(BackoffRetryLayer::from_policy(RetryPolicy::new(
-            self.config,
-            self.seed,
-            self.on_retry,
-            self.name,
-        )))
-    }
-}
-
-impl BackoffRetryLayer {
-    /// A builder starting from [`RetryConfig::default`].
-    pub fn builder() -> BackoffRetryBuilder {
-        BackoffRetryBuilder::default()
-    }
-
-    /// A layer with `config`'s settings, checked.
-    pub fn from_config(config: RetryConfig) -> Result<Self, ConfigError> {
-        Self::builder().config(config).build()
-    }
-
-    /// A layer with the default settings (see [`RetryConfig`]).
-    pub fn new() -> Self {
-        BackoffRetryLayer::from_policy(RetryPolicy::new(RetryConfig::default(), None, None, None))
-    }
-}
-
-impl Default for BackoffRetryLayer {
-    fn default() -> Self {
-        Self::new()
     }
 }

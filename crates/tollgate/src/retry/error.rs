@@ -4,7 +4,7 @@
 use std::fmt;
 use std::time::Duration;
 
-use crate::classify::Classification;
+use crate::classify::{Classification, Kind};
 use crate::BoxError;
 
 /// Why the retry layer stopped trying.
@@ -64,6 +64,7 @@ impl fmt::Display for StopReason {
 /// assert!(info.to_string().contains("3 attempts"));
 /// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct RetryInfo {
     /// Attempts made, the first included.
     pub attempts: u32,
@@ -170,11 +171,37 @@ impl std::error::Error for RetryError {
     }
 }
 
-/// An attempt did not answer within the per-attempt timeout. Classified as a timeout.
+/// An attempt did not answer within the per-attempt timeout. Classified as a timeout (its
+/// source is that verdict).
+///
+/// ```
+/// use std::time::Duration;
+/// use tollgate::classify::{classify_error_default, Kind};
+/// use tollgate::retry::AttemptTimedOut;
+///
+/// let error = AttemptTimedOut::new(Duration::from_secs(30));
+/// assert_eq!(error.after(), Duration::from_secs(30));
+/// assert_eq!(classify_error_default(&error).kind(), Kind::Timeout);
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct AttemptTimedOut {
+    after: Duration,
+    verdict: Classification,
+}
+
+impl AttemptTimedOut {
+    /// The error for an attempt that took longer than `after`.
+    pub fn new(after: Duration) -> Self {
+        AttemptTimedOut {
+            after,
+            verdict: Classification::new(Kind::Timeout),
+        }
+    }
+
     /// The timeout that elapsed.
-    pub after: Duration,
+    pub fn after(&self) -> Duration {
+        self.after
+    }
 }
 
 impl fmt::Display for AttemptTimedOut {
@@ -183,4 +210,8 @@ impl fmt::Display for AttemptTimedOut {
     }
 }
 
-impl std::error::Error for AttemptTimedOut {}
+impl std::error::Error for AttemptTimedOut {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        Some(&self.verdict)
+    }
+}

@@ -11,8 +11,9 @@ use pin_project_lite::pin_project;
 use tokio::time::{sleep_until, Instant, Sleep};
 use tower_service::Service;
 
+use super::config::RetryEvent;
 use super::error::{AttemptTimedOut, RetryError, RetryInfo, StopReason};
-use super::policy::{Decision, RetryEvent, RetryPolicy};
+use super::policy::{Decision, RetryPolicy};
 use super::replay::{try_clone_request, ReplayBody};
 use crate::attempt::{AttemptClock, Progress};
 use crate::classify::{error_verdict, response_verdict, Classification, Kind};
@@ -42,6 +43,14 @@ pin_project! {
         clock: Option<AttemptClock>,
         #[pin]
         state: State<S::Future>,
+    }
+}
+
+impl<S: Service<Request<B>>, B> std::fmt::Debug for ResponseFuture<S, B> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("retry::ResponseFuture")
+            .field("attempts", &self.attempts)
+            .finish_non_exhaustive()
     }
 }
 
@@ -145,7 +154,7 @@ where
                             };
                             let after = timer.deadline().saturating_duration_since(*this.started);
                             if *this.timer_is_deadline {
-                                let error: BoxError = Box::new(AttemptTimedOut { after });
+                                let error: BoxError = Box::new(AttemptTimedOut::new(after));
                                 let verdict = Classification::new(Kind::Timeout);
                                 return Poll::Ready(Err(give_up(
                                     StopReason::Deadline,
@@ -156,7 +165,7 @@ where
                                 )));
                             }
                             let timeout = this.policy.attempt_timeout.unwrap_or(after);
-                            let error: BoxError = Box::new(AttemptTimedOut { after: timeout });
+                            let error: BoxError = Box::new(AttemptTimedOut::new(timeout));
                             (Classification::new(Kind::Timeout), Failure::Error(error))
                         }
                     };
@@ -224,7 +233,18 @@ where
                         )));
                     }
                     let Some(request) = this.replay.take() else {
-                        unreachable!("a retry is only decided when the request can be replayed")
+                        // A retry is only decided with a copy in hand: without one, the future
+                        // already answered.
+                        let error = crate::polled_after_completion("retry");
+                        let verdict = Classification::new(Kind::ClientError);
+                        let reason = StopReason::NotReplayable;
+                        return Poll::Ready(Err(give_up(
+                            reason,
+                            *this.attempts,
+                            *this.started,
+                            verdict,
+                            error,
+                        )));
                     };
                     *this.replay = try_clone_request(&request);
                     *this.attempts += 1;

@@ -4,8 +4,10 @@ use std::sync::Arc;
 
 use tower_layer::Layer;
 
+use super::config::{BackoffRetryBuilder, RetryConfig};
 use super::policy::RetryPolicy;
 use super::service::BackoffRetry;
+use crate::ConfigError;
 
 /// Retries attempts that can succeed, with jittered exponential backoff and the server's hints.
 ///
@@ -42,5 +44,41 @@ impl<S> Layer<S> for BackoffRetryLayer {
 
     fn layer(&self, inner: S) -> Self::Service {
         BackoffRetry::new(inner, Arc::clone(&self.policy))
+    }
+}
+
+impl BackoffRetryLayer {
+    /// A builder starting from [`RetryConfig::default`].
+    pub fn builder() -> BackoffRetryBuilder {
+        BackoffRetryBuilder::default()
+    }
+
+    /// A layer with `config`'s settings, checked.
+    pub fn from_config(config: RetryConfig) -> Result<Self, ConfigError> {
+        Self::builder().config(config).build()
+    }
+
+    /// A layer with the default settings (see [`RetryConfig`]).
+    pub fn new() -> Self {
+        BackoffRetryLayer::from_policy(RetryPolicy::new(RetryConfig::default(), None, None, None))
+    }
+}
+
+impl Default for BackoffRetryLayer {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl BackoffRetryBuilder {
+    /// Checks the settings and builds the layer.
+    pub fn build(self) -> Result<BackoffRetryLayer, ConfigError> {
+        self.config.validate()?;
+        Ok(BackoffRetryLayer::from_policy(RetryPolicy::new(
+            self.config,
+            self.seed,
+            self.on_retry,
+            self.name,
+        )))
     }
 }

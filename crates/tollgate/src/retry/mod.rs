@@ -59,10 +59,9 @@ mod replay;
 mod service;
 
 pub use backoff::Jitter;
-pub use config::{BackoffRetryBuilder, BudgetConfig, RetryConfig};
+pub use config::{BackoffRetryBuilder, BudgetConfig, OverCeiling, RetryConfig, RetryEvent};
 pub use error::{AttemptTimedOut, RetryError, RetryInfo, StopReason};
 pub use future::ResponseFuture;
 pub use layer::BackoffRetryLayer;
-pub use policy::{OverCeiling, RetryEvent};
 pub use replay::ReplayBody;
 pub use service::BackoffRetry;

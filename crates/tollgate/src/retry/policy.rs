@@ -10,44 +10,9 @@ use tokio::time::Instant;
 
 use super::backoff::{Backoff, Jitter};
 use super::budget::RetryBudget;
-use super::config::RetryConfig;
+use super::config::{OverCeiling, RetryConfig, RetryEvent, RetryHook};
 use super::error::StopReason;
 use crate::classify::{Classification, HintSource, Kind};
-
-/// What to do when the server asks for a wait longer than the ceiling.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-#[non_exhaustive]
-#[cfg_attr(
-    feature = "serde",
-    derive(serde::Serialize, serde::Deserialize),
-    serde(rename_all = "kebab-case")
-)]
-pub enum OverCeiling {
-    /// Stop and return the last answer or a [`StopReason::HintOverCeiling`] error (the default,
-    /// as openai-python does above 120 s: Gemini's per-day quota answers "retry in 10h17m").
-    #[default]
-    GiveUp,
-    /// Ignore the hint and use the normal backoff (as the Anthropic SDK does above 60 s).
-    /// Written `backoff` in a config file.
-    #[cfg_attr(feature = "serde", serde(rename = "backoff"))]
-    UseBackoff,
-}
-
-/// One retry about to happen, as reported to an `on_retry` hook.
-#[derive(Debug, Clone, Copy)]
-#[non_exhaustive]
-pub struct RetryEvent {
-    /// The attempt that failed (1 for the first).
-    pub attempt: u32,
-    /// How long the layer waits before the next attempt.
-    pub delay: Duration,
-    /// The failed attempt's verdict.
-    pub verdict: Classification,
-    /// Where the delay came from, when a server hint set it.
-    pub hint: Option<HintSource>,
-}
-
-pub(crate) type RetryHook = Arc<dyn Fn(&RetryEvent) + Send + Sync>;
 
 /// The retry decision rules, shared (in an `Arc`) by every service one layer builds.
 pub(crate) struct RetryPolicy {

@@ -66,7 +66,7 @@ impl StandardLayer {
     /// # impl tollgate::rate_limit::Store for MyStore {
     /// #     fn acquire(&self, _: tollgate::rate_limit::Charge) -> tollgate::rate_limit::StoreFuture<tollgate::rate_limit::Grant> { Box::pin(async { Ok(tollgate::rate_limit::Grant::Admitted) }) }
     /// #     fn pause(&self, _: &str, _: std::time::Duration) -> tollgate::rate_limit::StoreFuture<()> { Box::pin(async { Ok(()) }) }
-    /// #     fn lower(&self, _: &str, _: tollgate::rate_limit::Which, _: Rate, _: u64) -> tollgate::rate_limit::StoreFuture<()> { Box::pin(async { Ok(()) }) }
+    /// #     fn lower(&self, _: &str, _: tollgate::classify::LimitKind, _: Rate, _: u64) -> tollgate::rate_limit::StoreFuture<()> { Box::pin(async { Ok(()) }) }
     /// # }
     /// use tollgate::rate_limit::{OnStoreError, Rate};
     /// use tollgate::stack::{Policy, StandardLayer};

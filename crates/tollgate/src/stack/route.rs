@@ -35,6 +35,7 @@ impl RouteTo {
 
 /// No route serves a request: it named no known route and its host matches no policy.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct NoRoute {
     /// The request's host, if it had one.
     pub host: Option<String>,
@@ -80,10 +81,10 @@ struct Route {
 /// let config = Config::from_toml(r#"
 ///     [providers.openai]
 ///     preset = "openai"
-///     limits = { rpm = 500 }
+///     limits = { requests = 500 }
 ///     [providers.claude]
 ///     preset = "anthropic"
-///     limits = { rpm = 50 }
+///     limits = { requests = 50 }
 /// "#).unwrap();
 /// let routes = RouteLayer::from_config(&config).unwrap();
 /// assert_eq!(routes.names(), ["claude", "openai"]);
@@ -244,6 +245,12 @@ pin_project! {
     }
 }
 
+impl<F> std::fmt::Debug for RouteFuture<F> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RouteFuture").finish_non_exhaustive()
+    }
+}
+
 pin_project! {
     #[project = RouteStateProj]
     enum RouteState<F> {
@@ -263,7 +270,7 @@ where
             RouteStateProj::Routed { future } => future.poll(cx).map_err(BoxError::from),
             RouteStateProj::NoRoute { error } => Poll::Ready(Err(match error.take() {
                 Some(error) => Box::new(error),
-                None => "route future polled after completion".into(),
+                None => crate::polled_after_completion("route"),
             })),
         }
     }
