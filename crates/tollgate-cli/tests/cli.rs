@@ -10,8 +10,10 @@ use serde_json::Value;
 fn tollgate() -> Command {
     let mut command = Command::new(env!("CARGO_BIN_EXE_tollgate"));
     // No key in the environment: the batch runs against the embedded mock.
-    for key in ["OPENAI_API_KEY", "ANTHROPIC_API_KEY", "TOLLGATE_API_KEY"] {
-        command.env_remove(key);
+    for provider in tollgate::Provider::ALL {
+        for key in provider.auth().env {
+            command.env_remove(key);
+        }
     }
     command
 }

@@ -83,8 +83,15 @@ where
             let stats = serde_json::to_value(shared.recorder.snapshot()).unwrap_or(Value::Null);
             return Ok(json_response(StatusCode::OK, &stats));
         }
-        (&Method::POST, "/v1/chat/completions") => Api::OpenAi,
         (&Method::POST, "/v1/messages") => Api::Anthropic,
+        // OpenAI's path and the OpenAI-compatible ones under other prefixes (Groq's
+        // `/openai/v1/`, Gemini's `/v1beta/openai/`); Gemini's native `:generateContent` is
+        // answered in OpenAI's shape too, so that every preset meets the same limits and faults.
+        (&Method::POST, path)
+            if path.ends_with("/chat/completions") || path.ends_with(":generateContent") =>
+        {
+            Api::OpenAi
+        }
         _ => {
             let body = error_body(
                 Api::OpenAi,
@@ -104,7 +111,7 @@ where
         Ok(json_response(status, &body))
     };
 
-    let Some(key) = api_key(request.headers()) else {
+    let Some(key) = api_key(request.headers(), request.uri().query()) else {
         let body = error_body(api, "authentication_error", "no API key was given");
         return answer(StatusCode::UNAUTHORIZED, body);
     };
@@ -326,14 +333,20 @@ fn admit(shared: &Shared, key: &str, cost: u64, now: Instant) -> Admission {
     }
 }
 
-fn api_key(headers: &HeaderMap) -> Option<&str> {
+/// The API key, in any provider's way: a bearer token, Anthropic's `x-api-key`, Azure's
+/// `api-key`, Gemini's `x-goog-api-key` or its `?key=` query parameter.
+fn api_key<'a>(headers: &'a HeaderMap, query: Option<&'a str>) -> Option<&'a str> {
     let bearer = headers
         .get(http::header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "));
+    let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
+    let in_query = || query?.split('&').find_map(|pair| pair.strip_prefix("key="));
     bearer
-        .or_else(|| headers.get("x-api-key").and_then(|v| v.to_str().ok()))
-        .or_else(|| headers.get("api-key").and_then(|v| v.to_str().ok()))
+        .or_else(|| header("x-api-key"))
+        .or_else(|| header("api-key"))
+        .or_else(|| header("x-goog-api-key"))
+        .or_else(in_query)
         .map(str::trim)
         .filter(|k| !k.is_empty())
 }

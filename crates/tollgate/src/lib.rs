@@ -47,6 +47,7 @@
 )]
 
 mod attempt;
+mod builder_ext;
 pub mod circuit_breaker;
 pub mod classify;
 #[cfg(feature = "config")]
@@ -62,12 +63,13 @@ mod serde_forms;
 pub mod stack;
 mod telemetry;
 
+pub use builder_ext::ServiceBuilderExt;
 pub use circuit_breaker::CircuitBreakerLayer;
 pub use classify::ClassifyLayer;
 pub use config_error::ConfigError;
-pub use provider::{Provider, UnknownProvider};
+pub use provider::{Auth, Provider, UnknownProvider};
 pub use rate_limit::RateLimitLayer;
-pub use redact::{redact_secrets, SECRET_HEADERS};
+pub use redact::{redact_secrets, redact_uri, SECRET_HEADERS};
 pub use retry::BackoffRetryLayer;
 
 /// The boxed error type every tollgate layer returns, as tower's own layers do.

@@ -95,12 +95,118 @@ impl Provider {
         }
     }
 
+    /// How the provider takes an API key: the header (and its form), the query parameter it
+    /// also accepts, and where the `tollgate` command reads the key from.
+    pub const fn auth(self) -> Auth {
+        const BEARER: Auth = Auth {
+            header: "authorization",
+            bearer: true,
+            query: None,
+            env: &["TOLLGATE_API_KEY"],
+        };
+        match self {
+            Provider::OpenAi => Auth {
+                env: &["OPENAI_API_KEY", "TOLLGATE_API_KEY"],
+                ..BEARER
+            },
+            Provider::Anthropic => Auth {
+                header: "x-api-key",
+                bearer: false,
+                query: None,
+                env: &["ANTHROPIC_API_KEY", "TOLLGATE_API_KEY"],
+            },
+            Provider::Groq => Auth {
+                env: &["GROQ_API_KEY", "TOLLGATE_API_KEY"],
+                ..BEARER
+            },
+            Provider::AzureOpenAi => Auth {
+                header: "api-key",
+                bearer: false,
+                query: None,
+                env: &["AZURE_OPENAI_API_KEY", "TOLLGATE_API_KEY"],
+            },
+            Provider::Gemini => Auth {
+                header: "x-goog-api-key",
+                bearer: false,
+                query: Some("key"),
+                env: &["GEMINI_API_KEY", "TOLLGATE_API_KEY"],
+            },
+            Provider::GeminiOpenAi => Auth {
+                env: &["GEMINI_API_KEY", "TOLLGATE_API_KEY"],
+                ..BEARER
+            },
+            Provider::OpenAiCompatible => BEARER,
+        }
+    }
+
+    /// The provider's public base URL (`None` for a server of your own).
+    pub const fn default_endpoint(self) -> Option<&'static str> {
+        match self {
+            Provider::OpenAi => Some("https://api.openai.com"),
+            Provider::Anthropic => Some("https://api.anthropic.com"),
+            Provider::Groq => Some("https://api.groq.com"),
+            Provider::Gemini | Provider::GeminiOpenAi => {
+                Some("https://generativelanguage.googleapis.com")
+            }
+            Provider::AzureOpenAi | Provider::OpenAiCompatible => None,
+        }
+    }
+
+    /// Puts `key` on `request` the provider's way (and the headers it requires with it, such
+    /// as `anthropic-version`), marked sensitive so that no `Debug` output shows it.
+    ///
+    /// ```
+    /// use tollgate::Provider;
+    ///
+    /// let mut request = http::Request::new(());
+    /// Provider::Anthropic.authorize(&mut request, "sk-ant-secret").unwrap();
+    /// assert_eq!(request.headers()["x-api-key"], "sk-ant-secret");
+    /// assert!(!format!("{request:?}").contains("sk-ant-secret"));
+    /// ```
+    pub fn authorize<B>(
+        self,
+        request: &mut http::Request<B>,
+        key: &str,
+    ) -> Result<(), http::header::InvalidHeaderValue> {
+        let auth = self.auth();
+        let mut value = if auth.bearer {
+            http::HeaderValue::from_str(&format!("Bearer {key}"))?
+        } else {
+            http::HeaderValue::from_str(key)?
+        };
+        value.set_sensitive(true);
+        let headers = request.headers_mut();
+        headers.insert(auth.header, value);
+        if self == Provider::Anthropic {
+            headers.insert(
+                "anthropic-version",
+                http::HeaderValue::from_static("2023-06-01"),
+            );
+        }
+        Ok(())
+    }
+
     /// Whether `host` is one of this provider's hosts.
     pub fn matches_host(self, host: &str) -> bool {
         self.hosts()
             .iter()
             .any(|pattern| host_matches(pattern, host))
     }
+}
+
+/// How a provider takes an API key (see [`Provider::auth`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Auth {
+    /// The request header the key goes in (lowercase).
+    pub header: &'static str,
+    /// Whether the header's value is `Bearer <key>` rather than the key itself.
+    pub bearer: bool,
+    /// The query parameter the provider also accepts the key in (Gemini's `?key=`): it is
+    /// redacted from any URI tollgate writes out.
+    pub query: Option<&'static str>,
+    /// The environment variables the `tollgate` command reads the key from, the first set wins.
+    pub env: &'static [&'static str],
 }
 
 /// Whether `host` matches `pattern`: equal (ignoring case), or a subdomain of `*.suffix`.

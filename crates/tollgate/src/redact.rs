@@ -2,15 +2,64 @@
 
 use http::HeaderMap;
 
-/// The request headers that carry provider credentials: OpenAI-style bearer tokens, Anthropic's
-/// `x-api-key`, Azure OpenAI's `api-key`, Gemini's `x-goog-api-key`, and proxy credentials.
-pub const SECRET_HEADERS: [&str; 5] = [
-    "authorization",
-    "x-api-key",
-    "api-key",
-    "x-goog-api-key",
-    "proxy-authorization",
-];
+use crate::Provider;
+
+/// The request headers that carry credentials: every preset's [`Auth::header`]
+/// (OpenAI-style bearer tokens, Anthropic's `x-api-key`, Azure OpenAI's `api-key`, Gemini's
+/// `x-goog-api-key`), derived from [`Provider::auth`], and proxy credentials. A header may
+/// appear more than once.
+///
+/// [`Auth::header`]: crate::Auth::header
+///
+/// ```
+/// for provider in tollgate::Provider::ALL {
+///     assert!(tollgate::SECRET_HEADERS.contains(&provider.auth().header));
+/// }
+/// ```
+pub const SECRET_HEADERS: [&str; Provider::ALL.len() + 1] = secret_headers();
+
+const fn secret_headers() -> [&'static str; Provider::ALL.len() + 1] {
+    let mut headers = ["proxy-authorization"; Provider::ALL.len() + 1];
+    let mut i = 0;
+    while i < Provider::ALL.len() {
+        headers[i] = Provider::ALL[i].auth().header;
+        i += 1;
+    }
+    headers
+}
+
+/// The query parameters that carry credentials (Gemini's `key`), derived from
+/// [`Provider::auth`].
+fn secret_query_parameters() -> impl Iterator<Item = &'static str> {
+    Provider::ALL.into_iter().filter_map(|p| p.auth().query)
+}
+
+/// `uri` with the value of every credential query parameter (Gemini's `?key=`) replaced by
+/// `REDACTED`, for writing it out.
+///
+/// ```
+/// let uri: http::Uri = "https://generativelanguage.googleapis.com/v1beta/models/m:generateContent?alt=sse&key=AIza-secret".parse().unwrap();
+/// assert_eq!(
+///     tollgate::redact_uri(&uri),
+///     "https://generativelanguage.googleapis.com/v1beta/models/m:generateContent?alt=sse&key=REDACTED"
+/// );
+/// ```
+pub fn redact_uri(uri: &http::Uri) -> String {
+    let text = uri.to_string();
+    let Some((before, query)) = text.split_once('?') else {
+        return text;
+    };
+    let pairs: Vec<String> = query
+        .split('&')
+        .map(|pair| match pair.split_once('=') {
+            Some((name, _)) if secret_query_parameters().any(|secret| secret == name) => {
+                format!("{name}=REDACTED")
+            }
+            _ => pair.to_owned(),
+        })
+        .collect();
+    format!("{before}?{}", pairs.join("&"))
+}
 
 /// Marks every credential header in `headers` as sensitive, so that `Debug` output of the
 /// request (and of anything that prints its headers) shows `Sensitive` instead of the key.

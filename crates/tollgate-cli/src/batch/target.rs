@@ -3,7 +3,7 @@
 use std::sync::Arc;
 
 use bytes::Bytes;
-use http::{HeaderValue, Request};
+use http::Request;
 use http_body_util::Full;
 use tollgate::config::Config;
 use tollgate::rate_limit::OnStoreError;
@@ -32,30 +32,6 @@ struct Secret(String);
 impl std::fmt::Debug for Secret {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str("Secret(..)")
-    }
-}
-
-/// The environment variables an API key is read from, per provider (never from a flag).
-fn key_variables(provider: Provider) -> &'static [&'static str] {
-    match provider {
-        Provider::OpenAi => &["OPENAI_API_KEY", "TOLLGATE_API_KEY"],
-        Provider::Anthropic => &["ANTHROPIC_API_KEY", "TOLLGATE_API_KEY"],
-        Provider::Groq => &["GROQ_API_KEY", "TOLLGATE_API_KEY"],
-        Provider::AzureOpenAi => &["AZURE_OPENAI_API_KEY", "TOLLGATE_API_KEY"],
-        Provider::Gemini | Provider::GeminiOpenAi => &["GEMINI_API_KEY", "TOLLGATE_API_KEY"],
-        _ => &["TOLLGATE_API_KEY"],
-    }
-}
-
-fn default_endpoint(provider: Provider) -> Option<&'static str> {
-    match provider {
-        Provider::OpenAi => Some("https://api.openai.com"),
-        Provider::Anthropic => Some("https://api.anthropic.com"),
-        Provider::Groq => Some("https://api.groq.com"),
-        Provider::Gemini | Provider::GeminiOpenAi => {
-            Some("https://generativelanguage.googleapis.com")
-        }
-        _ => None,
     }
 }
 
@@ -105,9 +81,24 @@ impl Target {
         }
         .map_err(|e| format!("invalid settings: {e}"))?;
         let provider = policy.provider;
-        let key = key_variables(provider)
+        // The key comes from the environment, never a flag (it would show in `ps`).
+        let key = provider
+            .auth()
+            .env
             .iter()
             .find_map(|name| std::env::var(name).ok().filter(|k| !k.is_empty()));
+        if let Some(key) = &key {
+            // Checked once here, so that every request carries it (never printed).
+            provider
+                .authorize(&mut Request::new(()), key)
+                .map_err(|_| {
+                    format!(
+                        "the API key in {} is not a valid header value (a stray newline or \
+                         quote?)",
+                        provider.auth().env.join(" or ")
+                    )
+                })?;
+        }
         let (url, key, mock) = match (&args.endpoint, key) {
             (Some(endpoint), key) => (
                 endpoint.trim_end_matches('/').to_owned(),
@@ -115,7 +106,7 @@ impl Target {
                 None,
             ),
             (None, Some(key)) => {
-                let endpoint = default_endpoint(provider).ok_or_else(|| {
+                let endpoint = provider.default_endpoint().ok_or_else(|| {
                     format!("provider `{provider}` has no default endpoint: give --endpoint")
                 })?;
                 (endpoint.to_owned(), key, None)
@@ -133,7 +124,7 @@ impl Target {
                 .map_err(|e| format!("cannot start the embedded mock provider: {e}"))?;
                 eprintln!(
                     "tollgate: no --endpoint and no API key in {}: using the embedded mock provider at {}",
-                    key_variables(provider).join(" or "),
+                    provider.auth().env.join(" or "),
                     mock.url()
                 );
                 (
@@ -170,33 +161,8 @@ impl Target {
             .header(http::header::CONTENT_TYPE, "application/json")
             .body(Full::new(body))
             .unwrap_or_default();
-        let key = &self.key.0;
-        let headers = request.headers_mut();
-        let value = |v: String| HeaderValue::from_str(&v).ok();
-        match self.policy.provider {
-            Provider::Anthropic => {
-                if let Some(v) = value(key.clone()) {
-                    headers.insert("x-api-key", v);
-                }
-                headers.insert("anthropic-version", HeaderValue::from_static("2023-06-01"));
-            }
-            Provider::AzureOpenAi => {
-                if let Some(v) = value(key.clone()) {
-                    headers.insert("api-key", v);
-                }
-            }
-            Provider::Gemini => {
-                if let Some(v) = value(key.clone()) {
-                    headers.insert("x-goog-api-key", v);
-                }
-            }
-            _ => {
-                if let Some(v) = value(format!("Bearer {key}")) {
-                    headers.insert(http::header::AUTHORIZATION, v);
-                }
-            }
-        }
-        tollgate::redact_secrets(headers);
+        // Checked in `resolve`: a key that is not a valid header value stops the batch there.
+        let _ = self.policy.provider.authorize(&mut request, &self.key.0);
         request
     }
 }

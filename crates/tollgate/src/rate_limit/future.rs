@@ -3,10 +3,9 @@
 
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::task::{ready, Context, Poll};
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use http::{Request, Response};
 use pin_project_lite::pin_project;
@@ -15,12 +14,13 @@ use tower_service::Service;
 
 use super::body::{Permit, RateLimitBody};
 use super::error::{RateLimitError, Refusal};
+use super::learn::learn;
 use super::limiter::Settings;
-use super::partition::{Admit, Blocked, Partition};
+use super::partition::{Admit, Partition};
+use super::quota::Blocked;
 use super::shared::{Route, SharedQuota};
 use super::store::{Grant, OnStoreError, StoreFuture};
 use crate::attempt::AttemptClock;
-use crate::classify::{response_verdict, Kind, LimitKind, RateLimitState};
 use crate::BoxError;
 
 pin_project! {
@@ -156,7 +156,7 @@ impl Wait {
                 }
                 Ok(Admit::AskStore) => {
                     if let Some(SharedQuota { store, quota }) = &self.partition.shared {
-                        let charge = state.charge(quota, self.cost);
+                        let charge = state.quota.charge(quota, self.cost);
                         self.asking = Some(store.store.acquire(charge));
                     }
                 }
@@ -339,119 +339,6 @@ where
                     return Poll::Ready(Err(crate::polled_after_completion("rate limit")))
                 }
             }
-        }
-    }
-}
-
-/// A provider's `remaining` at or below 1/this of the burst is told to a shared store.
-const LOW_REMAINING: u64 = 4;
-
-/// Reacts to the provider's answer to a request sent at `sent_at`: a 429 about our rate lowers
-/// the adaptive rate, or pauses (or drains) a fixed quota, and rate-limit headers correct it.
-fn learn<B>(settings: &Settings, partition: &Partition, response: &Response<B>, sent_at: Instant) {
-    let verdict = response_verdict(response);
-    let limited = verdict.kind() == Kind::RateLimited;
-    if limited {
-        crate::telemetry::rate_limited_response(&partition.name);
-    }
-    let server = match response.extensions().get::<RateLimitState>() {
-        Some(state) => Some(*state),
-        None => RateLimitState::from_headers_with(response.headers(), SystemTime::now),
-    };
-    // A hint longer than the retry layer honours (a daily quota's "retry in 10 hours") neither
-    // pauses the quota nor says anything about the rate: the retry layer gives up on it.
-    let hint = verdict.retry_after();
-    let over_ceiling = hint.is_some_and(|wait| wait > settings.max_pause);
-    // A 429 about tokens is the token bucket's when there is one (it empties; the headers
-    // correct it), else the request rate is the only lever. One while the provider says
-    // requests remain is not about our request rate (load shedding).
-    let about_tokens = limited
-        && verdict.limit() == Some(LimitKind::Tokens)
-        && partition.charges_tokens.load(Ordering::Relaxed);
-    let about_requests =
-        !about_tokens && server.is_none_or(|s| s.requests.remaining.is_none_or(|r| r == 0));
-    let refused = limited && about_requests && !over_ceiling;
-    if partition.adaptive {
-        // The rate adapts instead of everyone pausing: the refused request's own retry waits
-        // for the hint, the others go on at the lowered rate.
-        // A success on a settled rate changes nothing: no lock on the success path.
-        let changed = if refused || about_tokens || !partition.settled.load(Ordering::Relaxed) {
-            let mut state = partition.lock();
-            let now = Instant::now();
-            if about_tokens && !over_ceiling {
-                state.drain_tokens(now);
-            }
-            let changed = state.answered(refused, sent_at, now);
-            partition
-                .settled
-                .store(state.adaptive_settled(), Ordering::Relaxed);
-            changed
-        } else {
-            None
-        };
-        if let Some(change) = changed {
-            crate::telemetry::limiter_adaptive_rate(&partition.name, change.rate());
-            tracing::info!(
-                rate_per_sec = change.rate(),
-                ?change,
-                "adaptive rate limit changed"
-            );
-        }
-    } else if limited && !over_ceiling {
-        let now = Instant::now();
-        let mut state = partition.lock();
-        match hint {
-            Some(wait) => {
-                state.pause_until(now + wait);
-                // One process's 429 pauses every process that shares the quota.
-                if let Some(shared) = &partition.shared {
-                    shared.pause(wait);
-                }
-            }
-            None => {
-                state.drain_requests(now);
-                if let (Some(shared), Some(rate)) = (&partition.shared, state.charged().requests) {
-                    shared.lower(LimitKind::Requests, rate, 0);
-                }
-            }
-        }
-    }
-    if let (Some(server), Some(shared)) = (server, &partition.shared) {
-        let charged = partition.lock().charged();
-        let windows = [
-            (
-                LimitKind::Requests,
-                charged.requests,
-                server.requests.remaining,
-            ),
-            (LimitKind::Tokens, charged.tokens, server.tokens.remaining),
-        ];
-        for (which, rate, remaining) in windows {
-            // Only a quota running low is worth a round trip: the store is already right unless
-            // someone outside it spends from the same key.
-            if let (Some(rate), Some(remaining)) = (rate, remaining) {
-                if remaining.saturating_mul(LOW_REMAINING) <= rate.capacity {
-                    shared.lower(which, rate, remaining);
-                }
-            }
-        }
-    } else if let Some(server) = server {
-        let mut state = partition.lock();
-        let changed = state.adapt(&server, settings.adopt_limits, Instant::now());
-        partition
-            .settled
-            .store(state.adaptive_settled(), Ordering::Relaxed);
-        if state.has_token_limit() {
-            // A token limit adopted from the headers: requests are costed from now on.
-            partition.charges_tokens.store(true, Ordering::Relaxed);
-        }
-        drop(state);
-        if changed {
-            tracing::info!(
-                remaining_requests = server.requests.remaining,
-                remaining_tokens = server.tokens.remaining,
-                "rate limiter adjusted to the provider's headers"
-            );
         }
     }
 }

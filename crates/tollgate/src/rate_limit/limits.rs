@@ -219,6 +219,26 @@ mod forms {
     }
 }
 
+/// The request bucket of an adaptive rate: a tenth of a second's worth (the default burst), or
+/// the configured burst scaled by the rate adopted when that is smaller.
+pub(crate) fn adaptive_bucket_rate(per_sec: f64, configured: Option<Rate>) -> Rate {
+    // Millirequests per second, so fractional rates keep their precision.
+    let amount = (per_sec * 1000.0).round().max(1.0) as u64;
+    let tenth = (per_sec / 10.0).ceil();
+    let capacity = match configured {
+        Some(rate) => (rate.capacity as f64 * per_sec / rate.per_sec())
+            .round()
+            .min(tenth),
+        None => tenth,
+    }
+    .max(1.0) as u64;
+    Rate {
+        amount,
+        interval: Duration::from_secs(1000),
+        capacity,
+    }
+}
+
 /// The limits of one quota, as its buckets are shaped from a
 /// [`LimitConfig`](super::LimitConfig); the handle may
 /// change them at runtime.

@@ -89,7 +89,7 @@ where
         let now = Instant::now();
         let mut state = partition.lock();
         let shared = partition.shared.is_some();
-        if let Some(capacity) = state.too_large(cost, shared) {
+        if let Some(capacity) = state.quota.too_large(cost, shared) {
             drop(state);
             crate::telemetry::limiter_rejection(&partition.name, "too_large");
             return ResponseFuture::rejected(

@@ -57,11 +57,17 @@ impl fmt::Display for StopReason {
 /// gets the last response unchanged (a 429 stays a 429) and can read what happened here.
 ///
 /// ```
-/// use std::time::Duration;
 /// use tollgate::retry::{RetryInfo, StopReason};
 ///
-/// let info = RetryInfo { attempts: 3, elapsed: Duration::from_secs(2), stopped: Some(StopReason::AttemptsExhausted) };
-/// assert!(info.to_string().contains("3 attempts"));
+/// fn report<B>(response: &http::Response<B>) {
+///     if let Some(info) = response.extensions().get::<RetryInfo>() {
+///         eprintln!("{info}"); // "3 attempts in 2.1s, gave up: attempts exhausted"
+///         if info.stopped == Some(StopReason::BudgetExhausted) {
+///             eprintln!("the provider is failing: retries are capped");
+///         }
+///     }
+/// }
+/// report(&http::Response::new(()));
 /// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]

@@ -1,0 +1,239 @@
+//! Learning from the provider: its 429s and rate-limit headers turned into adjustments of one
+//! quota (the adaptive rate, a pause, drained or lowered buckets, adopted limits), and of the
+//! shared store's quota when there is one.
+
+use std::sync::atomic::Ordering;
+use std::time::SystemTime;
+
+use http::Response;
+use tokio::time::Instant;
+
+use super::adaptive::{Change, Controller};
+use super::bucket::Bucket;
+use super::limiter::Settings;
+use super::limits::{adaptive_bucket_rate, Rate};
+use super::partition::{Partition, State};
+use crate::classify::{response_verdict, Kind, LimitKind, RateLimitState};
+
+/// A provider's `remaining` at or below 1/this of the burst is told to a shared store.
+const LOW_REMAINING: u64 = 4;
+
+/// Reacts to the provider's answer to a request sent at `sent_at`: a 429 about our rate lowers
+/// the adaptive rate, or pauses (or drains) a fixed quota, and rate-limit headers correct it.
+pub(crate) fn learn<B>(
+    settings: &Settings,
+    partition: &Partition,
+    response: &Response<B>,
+    sent_at: Instant,
+) {
+    let verdict = response_verdict(response);
+    let limited = verdict.kind() == Kind::RateLimited;
+    if limited {
+        crate::telemetry::rate_limited_response(&partition.name);
+    }
+    let server = match response.extensions().get::<RateLimitState>() {
+        Some(state) => Some(*state),
+        None => RateLimitState::from_headers_with(response.headers(), SystemTime::now),
+    };
+    // A hint longer than the retry layer honours (a daily quota's "retry in 10 hours") neither
+    // pauses the quota nor says anything about the rate: the retry layer gives up on it.
+    let hint = verdict.retry_after();
+    let over_ceiling = hint.is_some_and(|wait| wait > settings.max_pause);
+    // A 429 about tokens is the token bucket's when there is one (it empties; the headers
+    // correct it), else the request rate is the only lever. One while the provider says
+    // requests remain is not about our request rate (load shedding).
+    let about_tokens = limited
+        && verdict.limit() == Some(LimitKind::Tokens)
+        && partition.charges_tokens.load(Ordering::Relaxed);
+    let about_requests =
+        !about_tokens && server.is_none_or(|s| s.requests.remaining.is_none_or(|r| r == 0));
+    let refused = limited && about_requests && !over_ceiling;
+    if partition.adaptive {
+        // The rate adapts instead of everyone pausing: the refused request's own retry waits
+        // for the hint, the others go on at the lowered rate.
+        // A success on a settled rate changes nothing: no lock on the success path.
+        let changed = if refused || about_tokens || !partition.settled.load(Ordering::Relaxed) {
+            let mut state = partition.lock();
+            let now = Instant::now();
+            if about_tokens && !over_ceiling {
+                state.quota.drain_tokens(now);
+            }
+            let changed = state.answered(refused, sent_at, now);
+            partition
+                .settled
+                .store(state.adaptive_settled(), Ordering::Relaxed);
+            changed
+        } else {
+            None
+        };
+        if let Some(change) = changed {
+            crate::telemetry::limiter_adaptive_rate(&partition.name, change.rate());
+            tracing::info!(
+                rate_per_sec = change.rate(),
+                ?change,
+                "adaptive rate limit changed"
+            );
+        }
+    } else if limited && !over_ceiling {
+        let now = Instant::now();
+        let mut state = partition.lock();
+        match hint {
+            Some(wait) => {
+                state.pause_until(now + wait);
+                // One process's 429 pauses every process that shares the quota.
+                if let Some(shared) = &partition.shared {
+                    shared.pause(wait);
+                }
+            }
+            None => {
+                state.quota.drain_requests(now);
+                if let (Some(shared), Some(rate)) =
+                    (&partition.shared, state.quota.charged.requests)
+                {
+                    shared.lower(LimitKind::Requests, rate, 0);
+                }
+            }
+        }
+    }
+    if let (Some(server), Some(shared)) = (server, &partition.shared) {
+        let charged = partition.lock().quota.charged;
+        let windows = [
+            (
+                LimitKind::Requests,
+                charged.requests,
+                server.requests.remaining,
+            ),
+            (LimitKind::Tokens, charged.tokens, server.tokens.remaining),
+        ];
+        for (which, rate, remaining) in windows {
+            // Only a quota running low is worth a round trip: the store is already right unless
+            // someone outside it spends from the same key.
+            if let (Some(rate), Some(remaining)) = (rate, remaining) {
+                if remaining.saturating_mul(LOW_REMAINING) <= rate.capacity {
+                    shared.lower(which, rate, remaining);
+                }
+            }
+        }
+    } else if let Some(server) = server {
+        let mut state = partition.lock();
+        let changed = state.apply_headers(&server, settings.adopt_limits, Instant::now());
+        partition
+            .settled
+            .store(state.adaptive_settled(), Ordering::Relaxed);
+        if state.quota.tokens.is_some() {
+            // A token limit adopted from the headers: requests are costed from now on.
+            partition.charges_tokens.store(true, Ordering::Relaxed);
+        }
+        drop(state);
+        if changed {
+            tracing::info!(
+                remaining_requests = server.requests.remaining,
+                remaining_tokens = server.tokens.remaining,
+                "rate limiter adjusted to the provider's headers"
+            );
+        }
+    }
+}
+
+impl State {
+    /// Whether the adaptive controller is settled (see [`Partition::settled`]).
+    pub(crate) fn adaptive_settled(&self) -> bool {
+        self.adaptive.as_ref().is_some_and(Controller::settled)
+    }
+
+    /// The adaptive rate in requests per second, once known.
+    pub(crate) fn adaptive_rate(&self) -> Option<f64> {
+        self.adaptive.as_ref().map(Controller::rate)
+    }
+
+    /// The provider answered a request sent at `sent_at`, refusing it for its rate or not: the
+    /// adaptive rate learns from it. Returns what changed.
+    pub(crate) fn answered(
+        &mut self,
+        refused: bool,
+        sent_at: Instant,
+        now: Instant,
+    ) -> Option<Change> {
+        let backlog = !self.queue.is_empty();
+        let change = self
+            .adaptive
+            .as_mut()?
+            .answered(refused, sent_at, now, backlog)?;
+        self.apply_rate(change.rate(), now);
+        Some(change)
+    }
+
+    /// Sets the request bucket to the adaptive rate `per_sec`.
+    fn apply_rate(&mut self, per_sec: f64, now: Instant) {
+        let quota = &mut self.quota;
+        let rate = adaptive_bucket_rate(per_sec, quota.configured_requests);
+        match &mut quota.requests {
+            Some(bucket) => bucket.reconfigure(rate, now),
+            None => {
+                let mut bucket = Bucket::new(rate, quota.headroom, now);
+                bucket.drain(now);
+                quota.requests = Some(bucket);
+            }
+        }
+        self.queue.wake_head();
+    }
+
+    /// Applies the provider's rate-limit headers: lowers the buckets to what it says remains,
+    /// and adopts a lower limit (or, with none configured, its limit). Returns whether anything
+    /// changed.
+    pub(crate) fn apply_headers(
+        &mut self,
+        server: &RateLimitState,
+        adopt_limits: bool,
+        now: Instant,
+    ) -> bool {
+        let mut changed = false;
+        if adopt_limits {
+            if let (Some(controller), Some(limit)) = (&mut self.adaptive, server.requests.limit) {
+                // The provider's own word takes precedence over what the adaptive mode infers.
+                if let Some(rate) = controller.cap(limit as f64 / 60.0, now) {
+                    self.apply_rate(rate, now);
+                    changed = true;
+                }
+            }
+        }
+        // The adaptive controller sets the request bucket's rate itself.
+        let adopt_requests = adopt_limits && self.adaptive.is_none();
+        let quota = &mut self.quota;
+        let headroom = quota.headroom;
+        let pairs = [
+            (&mut quota.requests, server.requests, adopt_requests),
+            (&mut quota.tokens, server.tokens, adopt_limits),
+        ];
+        for (bucket, window, adopt_limits) in pairs {
+            let Some(bucket) = bucket else {
+                // No limit configured here: the provider's, per minute, becomes the limit.
+                if let Some(limit) = window.limit.filter(|l| adopt_limits && *l > 0) {
+                    let mut adopted = Bucket::new(Rate::per_minute(limit), headroom, now);
+                    if let Some(remaining) = window.remaining {
+                        adopted.lower_to(remaining, now);
+                    }
+                    *bucket = Some(adopted);
+                    changed = true;
+                }
+                continue;
+            };
+            if let Some(remaining) = window.remaining {
+                if remaining < bucket.level(now) {
+                    bucket.lower_to(remaining, now);
+                    changed = true;
+                }
+            }
+            if let Some(limit) = window.limit.filter(|_| adopt_limits) {
+                // Providers report their limit per minute: adopt it when it is below ours.
+                let rate = bucket.rate();
+                if limit > 0 && (limit as f64) < rate.per_sec() * 60.0 - 0.5 {
+                    let adopted = Rate::per_minute(limit).with_burst(rate.capacity.min(limit));
+                    bucket.reconfigure(adopted, now);
+                    changed = true;
+                }
+            }
+        }
+        changed
+    }
+}
