@@ -7,7 +7,8 @@ use std::time::Duration;
 use http_body_util::BodyExt;
 use tokio::time::Instant;
 use tollgate::circuit_breaker::BreakerState;
-use tollgate::{CircuitBreakerLayer, ClassifyLayer};
+use tollgate::circuit_breaker::CircuitBreakerLayer;
+use tollgate::classify::ClassifyLayer;
 use tollgate_e2e::{chat_request, http_client};
 use tollgate_mock::{Faults, MockConfig, MockServer};
 use tower::{ServiceBuilder, ServiceExt};
@@ -53,7 +54,7 @@ async fn during_an_outage_only_probes_reach_the_provider() {
             }
             Err(_) => rejected += 1,
         }
-        if handle.state() == BreakerState::Open && at < Duration::from_secs(3) {
+        if handle.snapshot().state == BreakerState::Open && at < Duration::from_secs(3) {
             opened_during_outage = true;
         }
         tokio::time::sleep(Duration::from_millis(10)).await;
@@ -75,5 +76,5 @@ async fn during_an_outage_only_probes_reach_the_provider() {
         resumed <= Duration::from_millis(3_500 + 20),
         "resumed at {resumed:?}, within one break of the end"
     );
-    assert_eq!(handle.state(), BreakerState::Closed);
+    assert_eq!(handle.snapshot().state, BreakerState::Closed);
 }

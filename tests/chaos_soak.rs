@@ -14,10 +14,13 @@ use std::time::Duration;
 
 use http_body_util::BodyExt;
 use tokio::time::Instant;
+use tollgate::circuit_breaker::CircuitBreakerLayer;
 use tollgate::circuit_breaker::{BreakerState, Window};
+use tollgate::classify::ClassifyLayer;
 use tollgate::rate_limit::Rate;
+use tollgate::rate_limit::RateLimitLayer;
+use tollgate::retry::BackoffRetryLayer;
 use tollgate::retry::{RetryError, RetryInfo};
-use tollgate::{BackoffRetryLayer, CircuitBreakerLayer, ClassifyLayer, RateLimitLayer};
 use tollgate_e2e::{chat_request, http_client};
 use tollgate_mock::{FaultMix, Faults, MockConfig, MockServer};
 use tower::{ServiceBuilder, ServiceExt};
@@ -218,7 +221,7 @@ async fn twenty_percent_faults_and_an_outage_lose_nothing_and_leak_nothing() {
         "the breaker opened during the outage: {transitions:?}"
     );
     assert_eq!(
-        breaker_handle.state(),
+        breaker_handle.snapshot().state,
         BreakerState::Closed,
         "and closed after it"
     );

@@ -3,10 +3,10 @@
 use std::time::Duration;
 
 use http_body_util::BodyExt;
+use tollgate::classify::ClassifyLayer;
 use tollgate::classify::{
     response_verdict, ClassifiedError, HintSource, Kind, LimitKind, RateLimitState,
 };
-use tollgate::ClassifyLayer;
 use tollgate_e2e::{chat_request, http_client};
 use tollgate_mock::{FaultMix, Faults, MockConfig, MockServer};
 use tower::{Layer, ServiceExt};

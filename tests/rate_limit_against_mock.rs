@@ -4,8 +4,9 @@
 use std::time::Duration;
 
 use http_body_util::BodyExt;
+use tollgate::classify::ClassifyLayer;
 use tollgate::rate_limit::Rate;
-use tollgate::{ClassifyLayer, RateLimitLayer};
+use tollgate::rate_limit::RateLimitLayer;
 use tollgate_e2e::{chat_request, http_client};
 use tollgate_mock::{MockConfig, MockServer};
 use tower::{ServiceBuilder, ServiceExt};

@@ -5,8 +5,9 @@
 use std::time::Duration;
 
 use http_body_util::BodyExt;
+use tollgate::classify::ClassifyLayer;
+use tollgate::retry::BackoffRetryLayer;
 use tollgate::retry::{RetryError, RetryInfo};
-use tollgate::{BackoffRetryLayer, ClassifyLayer};
 use tollgate_e2e::{chat_request, http_client};
 use tollgate_mock::{FaultMix, Faults, MockConfig, MockServer};
 use tower::{ServiceBuilder, ServiceExt};

@@ -8,7 +8,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion};
-use tollgate::{CircuitBreakerLayer, ClassifyLayer};
+use tollgate::circuit_breaker::CircuitBreakerLayer;
+use tollgate::classify::ClassifyLayer;
 use tollgate_bench::layers::*;
 use tollgate_bench::{request, CloneRequest, Instant200, NeverRetry};
 use tower::{Layer, Service, ServiceExt};

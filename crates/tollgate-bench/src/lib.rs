@@ -99,8 +99,11 @@ pub fn clone_parts(request: &Request<Body>) -> Request<Body> {
 pub mod layers {
     use std::time::Duration;
 
+    use tollgate::circuit_breaker::CircuitBreakerLayer;
+    use tollgate::classify::ClassifyLayer;
     use tollgate::rate_limit::Rate;
-    use tollgate::{BackoffRetryLayer, CircuitBreakerLayer, ClassifyLayer, RateLimitLayer};
+    use tollgate::rate_limit::RateLimitLayer;
+    use tollgate::retry::BackoffRetryLayer;
     use tower::{Service, ServiceBuilder};
 
     use super::{Body, CloneRequest, Instant200};

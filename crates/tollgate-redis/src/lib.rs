@@ -1,8 +1,8 @@
 //! One API key's quota shared by many processes and hosts, through Redis.
 //!
-//! A provider's rate limit belongs to the API key, not to the process: ten replicas that each
-//! limit themselves to 500 requests per minute send 5,000. [`RedisStore`] keeps the buckets of
-//! tollgate's [`RateLimitLayer`](tollgate::RateLimitLayer) in Redis, so every process that uses
+//! A provider's rate limit belongs to the API key, not to the process: ten replicas that each limit
+//! themselves to 500 requests per minute send 5,000. [`RedisStore`] keeps the buckets of tollgate's
+//! [`RateLimitLayer`](tollgate::rate_limit::RateLimitLayer) in Redis, so every process that uses
 //! the same Redis and the same quota names draws from one quota.
 //!
 //! # How it works
@@ -37,7 +37,7 @@
 //!
 //! ```
 //! use tollgate::rate_limit::{OnStoreError, Rate};
-//! use tollgate::RateLimitLayer;
+//! use tollgate::rate_limit::RateLimitLayer;
 //! use tollgate_redis::RedisStore;
 //!
 //! # let _runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;

@@ -9,8 +9,8 @@ use std::time::{Duration, Instant};
 
 use http::Request;
 use support::{logging_upstream, Log};
+use tollgate::rate_limit::RateLimitLayer;
 use tollgate::rate_limit::{OnStoreError, Rate};
-use tollgate::RateLimitLayer;
 use tollgate_e2e::redis_server::RedisServer;
 use tollgate_redis::RedisStore;
 use tower::{Layer, ServiceExt};

@@ -4,10 +4,14 @@ use tower::ServiceBuilder;
 use tower_layer::Stack;
 
 use crate::circuit_breaker::BreakerConfig;
+use crate::circuit_breaker::CircuitBreakerLayer;
+use crate::classify::ClassifyLayer;
 use crate::rate_limit::LimitConfig;
+use crate::rate_limit::RateLimitLayer;
+use crate::retry::BackoffRetryLayer;
 use crate::retry::RetryConfig;
 use crate::stack::{Policy, StandardLayer};
-use crate::{BackoffRetryLayer, CircuitBreakerLayer, ClassifyLayer, ConfigError, RateLimitLayer};
+use crate::ConfigError;
 
 /// tollgate's layers as methods of [`ServiceBuilder`], in tower-http's manner: the whole stack
 /// from a [`Policy`] in one call, or one layer at a time from its settings value. The methods

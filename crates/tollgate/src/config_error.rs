@@ -7,7 +7,7 @@ use std::fmt;
 ///
 /// ```
 /// use std::time::Duration;
-/// use tollgate::BackoffRetryLayer;
+/// use tollgate::retry::BackoffRetryLayer;
 ///
 /// let error = BackoffRetryLayer::builder().max_attempts(0).build().unwrap_err();
 /// assert_eq!(error.field(), "max_attempts");

@@ -1,15 +1,24 @@
 //! Tower middleware that makes any tower-based HTTP client survive the rate limits and failures
 //! of AI APIs (OpenAI, Anthropic, Groq, Azure OpenAI, Gemini, any OpenAI-compatible server).
 //!
-//! The layers:
+//! The layers, one module each:
 //!
-//! - [`ClassifyLayer`] judges each attempt once (rate limited, overloaded, transient, permanent,
-//!   auth, ...) and parses the provider's rate-limit headers; the other layers act on its verdict.
-//! - [`RateLimitLayer`] keeps requests, tokens and concurrency under the provider's limits, with
-//!   buckets shared by every clone, and learns from the provider's headers and 429s.
-//! - [`BackoffRetryLayer`] retries what can succeed, with jittered exponential backoff, server
-//!   wait hints, a retry budget and deadlines.
-//! - [`CircuitBreakerLayer`] fails fast while a provider is down and probes until it is back.
+//! - [`ClassifyLayer`](classify::ClassifyLayer) judges each attempt once (rate limited,
+//!   overloaded, transient, permanent, auth, ...) and parses the provider's rate-limit headers;
+//!   the other layers act on its verdict.
+//! - [`RateLimitLayer`](rate_limit::RateLimitLayer) keeps requests, tokens and concurrency under
+//!   the provider's limits, with buckets shared by every clone; a configured limit is a ceiling
+//!   the rate adapts below, to what the provider really allows.
+//! - [`BackoffRetryLayer`](retry::BackoffRetryLayer) retries what can succeed, with jittered
+//!   exponential backoff, server wait hints, a retry budget and deadlines.
+//! - [`CircuitBreakerLayer`](circuit_breaker::CircuitBreakerLayer) fails fast while a provider is
+//!   down and probes until it is back.
+//!
+//! Each layer has one settings value ([`LimitConfig`](rate_limit::LimitConfig),
+//! [`RetryConfig`](retry::RetryConfig), [`BreakerConfig`](circuit_breaker::BreakerConfig)) that
+//! its builder, a [`Policy`](stack::Policy) (the four layers for one [`Provider`]) and a config
+//! file (feature `config`) all write into. [`ServiceBuilderExt`] adds them to tower's
+//! `ServiceBuilder`: `ServiceBuilder::new().tollgate(&policy)?`.
 //!
 //! Every layer keeps its shared state in an `Arc` owned by the layer, so every clone of a service
 //! (and every service one layer builds, as axum does per connection) shares one quota, budget or
@@ -22,7 +31,7 @@
 //! use http_body_util::Full;
 //! use hyper_util::client::legacy::Client;
 //! use hyper_util::rt::TokioExecutor;
-//! use tollgate::ClassifyLayer;
+//! use tollgate::classify::ClassifyLayer;
 //! use tower::{Service, ServiceBuilder, ServiceExt};
 //!
 //! # async fn run() -> Result<(), tollgate::BoxError> {
@@ -64,13 +73,9 @@ pub mod stack;
 mod telemetry;
 
 pub use builder_ext::ServiceBuilderExt;
-pub use circuit_breaker::CircuitBreakerLayer;
-pub use classify::ClassifyLayer;
 pub use config_error::ConfigError;
 pub use provider::{Auth, Provider, UnknownProvider};
-pub use rate_limit::RateLimitLayer;
 pub use redact::{redact_secrets, redact_uri, SECRET_HEADERS};
-pub use retry::BackoffRetryLayer;
 
 /// The boxed error type every tollgate layer returns, as tower's own layers do.
 pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;

@@ -64,7 +64,7 @@ pub fn redact_uri(uri: &http::Uri) -> String {
 /// Marks every credential header in `headers` as sensitive, so that `Debug` output of the
 /// request (and of anything that prints its headers) shows `Sensitive` instead of the key.
 ///
-/// [`ClassifyLayer`](crate::ClassifyLayer) does this to every request it sends.
+/// [`ClassifyLayer`](crate::classify::ClassifyLayer) does this to every request it sends.
 ///
 /// ```
 /// let mut request = http::Request::new(());

@@ -8,8 +8,9 @@ use std::time::Duration;
 
 use support::{request, LeakyProvider};
 use tokio::time::Instant;
+use tollgate::rate_limit::RateLimitLayer;
 use tollgate::rate_limit::{Adaptive, Rate};
-use tollgate::{BackoffRetryLayer, RateLimitLayer};
+use tollgate::retry::BackoffRetryLayer;
 use tower::{ServiceBuilder, ServiceExt};
 
 struct Run {

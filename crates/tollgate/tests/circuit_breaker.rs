@@ -8,9 +8,9 @@ use std::time::Duration;
 
 use http::Request;
 use support::{request, status, BoxError, Scripted, Step};
+use tollgate::circuit_breaker::CircuitBreakerLayer;
 use tollgate::circuit_breaker::{BreakerState, CircuitOpen, Refusal, SlowCalls, Window};
 use tollgate::key::key_fn;
-use tollgate::CircuitBreakerLayer;
 use tower::{Layer, ServiceExt};
 
 type Breaker = tollgate::circuit_breaker::CircuitBreaker<Scripted, tollgate::key::NoKey>;
@@ -52,12 +52,12 @@ async fn trips_after_n_consecutive_failures_and_then_fails_fast() {
         assert_eq!(call(&service).await.unwrap(), expected);
     }
     assert_eq!(
-        handle.state(),
+        handle.snapshot().state,
         BreakerState::Closed,
         "the 200 broke the run"
     );
     assert_eq!(call(&service).await.unwrap(), 504);
-    assert_eq!(handle.state(), BreakerState::Open);
+    assert_eq!(handle.snapshot().state, BreakerState::Open);
     tokio::time::advance(Duration::from_secs(4)).await;
     let error = call(&service).await.unwrap_err();
     let open = open_error(&error);
@@ -69,7 +69,7 @@ async fn trips_after_n_consecutive_failures_and_then_fails_fast() {
         6,
         "the rejected call never reached the provider"
     );
-    assert_eq!(handle.metrics().rejected, 1);
+    assert_eq!(handle.snapshot().rejected, 1);
 }
 
 #[tokio::test(start_paused = true)]
@@ -88,13 +88,13 @@ async fn ratio_does_not_trip_below_the_minimum_number_of_calls() {
         call(&service).await.unwrap();
     }
     assert_eq!(
-        handle.state(),
+        handle.snapshot().state,
         BreakerState::Closed,
         "60% failures but only 19 calls"
     );
     call(&service).await.unwrap();
     assert_eq!(
-        handle.state(),
+        handle.snapshot().state,
         BreakerState::Open,
         "the 20th call makes the ratio count"
     );
@@ -120,15 +120,15 @@ async fn count_window_keeps_only_the_last_n_calls() {
     for _ in 0..4 {
         call(&service).await.unwrap();
     }
-    assert_eq!(handle.state(), BreakerState::Closed);
+    assert_eq!(handle.snapshot().state, BreakerState::Closed);
     call(&service).await.unwrap();
-    assert_eq!(handle.state(), BreakerState::Open, "5 of 5 failed");
+    assert_eq!(handle.snapshot().state, BreakerState::Open, "5 of 5 failed");
     handle.reset();
     for _ in 0..14 {
         call(&service).await.unwrap();
     }
     // The last 10 calls hold 6 successes and 4 failures: 40%, under the ratio.
-    assert_eq!(handle.state(), BreakerState::Closed);
+    assert_eq!(handle.snapshot().state, BreakerState::Closed);
 }
 
 #[tokio::test(start_paused = true)]
@@ -156,7 +156,7 @@ async fn time_window_forgets_old_failures() {
         call(&service).await.unwrap();
     }
     // Counting the old failures it would be 7 of 11; within the last 10 s it is 3 of 7.
-    assert_eq!(handle.state(), BreakerState::Closed);
+    assert_eq!(handle.snapshot().state, BreakerState::Closed);
 }
 
 #[tokio::test(start_paused = true)]
@@ -174,9 +174,13 @@ async fn slow_calls_trip_the_circuit() {
     for _ in 0..4 {
         assert_eq!(call(&service).await.unwrap(), 200);
     }
-    assert_eq!(handle.state(), BreakerState::Closed);
+    assert_eq!(handle.snapshot().state, BreakerState::Closed);
     call(&service).await.unwrap();
-    assert_eq!(handle.state(), BreakerState::Open, "5 of 5 calls took 3 s");
+    assert_eq!(
+        handle.snapshot().state,
+        BreakerState::Open,
+        "5 of 5 calls took 3 s"
+    );
 }
 
 #[tokio::test(start_paused = true)]
@@ -189,9 +193,9 @@ async fn half_open_probe_success_closes_and_failure_reopens_for_longer() {
     let handle = layer.handle();
     let service = layer.layer(provider.clone());
     call(&service).await.unwrap();
-    assert_eq!(handle.state(), BreakerState::Open);
+    assert_eq!(handle.snapshot().state, BreakerState::Open);
     tokio::time::advance(Duration::from_secs(10)).await;
-    assert_eq!(handle.state(), BreakerState::HalfOpen);
+    assert_eq!(handle.snapshot().state, BreakerState::HalfOpen);
     assert_eq!(
         call(&service).await.unwrap(),
         500,
@@ -205,9 +209,9 @@ async fn half_open_probe_success_closes_and_failure_reopens_for_longer() {
     );
     tokio::time::advance(Duration::from_secs(20)).await;
     assert_eq!(call(&service).await.unwrap(), 200);
-    assert_eq!(handle.state(), BreakerState::Closed);
+    assert_eq!(handle.snapshot().state, BreakerState::Closed);
     assert_eq!(call(&service).await.unwrap(), 200);
-    assert_eq!(handle.metrics().trips, 2);
+    assert_eq!(handle.snapshot().trips, 2);
 }
 
 #[tokio::test(start_paused = true)]
@@ -234,7 +238,7 @@ async fn calls_beyond_the_probes_are_rejected_while_half_open() {
     assert_eq!(open_error(&third).refusal(), Refusal::ProbesBusy);
     assert_eq!((first.await.unwrap(), second.await.unwrap()), (200, 200));
     assert_eq!(
-        layer.handle().state(),
+        layer.handle().snapshot().state,
         BreakerState::Closed,
         "both probes succeeded"
     );
@@ -256,7 +260,7 @@ async fn a_dropped_probe_frees_its_slot() {
     hung.abort();
     let _ = hung.await;
     assert_eq!(call(&service).await.unwrap(), 200, "another probe may go");
-    assert_eq!(layer.handle().state(), BreakerState::Closed);
+    assert_eq!(layer.handle().snapshot().state, BreakerState::Closed);
 }
 
 #[tokio::test(start_paused = true)]
@@ -274,7 +278,7 @@ async fn rate_limits_and_client_errors_do_not_trip_by_default() {
     for _ in 0..6 {
         call(&service).await.unwrap();
     }
-    assert_eq!(layer.handle().state(), BreakerState::Closed);
+    assert_eq!(layer.handle().snapshot().state, BreakerState::Closed);
 
     let provider = Scripted::new([status(429), status(429)]);
     let strict = consecutive(2)
@@ -285,7 +289,7 @@ async fn rate_limits_and_client_errors_do_not_trip_by_default() {
     call(&service).await.unwrap();
     call(&service).await.unwrap();
     assert_eq!(
-        strict.handle().state(),
+        strict.handle().snapshot().state,
         BreakerState::Open,
         "configured to count 429s"
     );
@@ -298,7 +302,7 @@ async fn transport_errors_and_overload_count_as_failures() {
     let service = layer.layer(provider);
     assert!(call(&service).await.is_err());
     assert_eq!(call(&service).await.unwrap(), 529);
-    assert_eq!(layer.handle().state(), BreakerState::Open);
+    assert_eq!(layer.handle().snapshot().state, BreakerState::Open);
 }
 
 #[tokio::test(start_paused = true)]
@@ -330,10 +334,16 @@ async fn keyed_circuits_are_independent() {
         200,
         "b is not"
     );
-    assert_eq!(handle.state_of(&"a".to_owned()), Some(BreakerState::Open));
-    assert_eq!(handle.state_of(&"b".to_owned()), Some(BreakerState::Closed));
     assert_eq!(
-        handle.state(),
+        handle.snapshot_of(&"a".to_owned()).map(|s| s.state),
+        Some(BreakerState::Open)
+    );
+    assert_eq!(
+        handle.snapshot_of(&"b".to_owned()).map(|s| s.state),
+        Some(BreakerState::Closed)
+    );
+    assert_eq!(
+        handle.snapshot().state,
         BreakerState::Closed,
         "the default circuit is untouched"
     );
@@ -409,13 +419,13 @@ async fn an_outcome_from_before_a_transition_does_not_count() {
     });
     tokio::task::yield_now().await;
     call(&service).await.unwrap();
-    assert_eq!(handle.state(), BreakerState::Open);
+    assert_eq!(handle.snapshot().state, BreakerState::Open);
     tokio::time::advance(Duration::from_secs(10)).await;
     assert_eq!(call(&service).await.unwrap(), 200);
-    assert_eq!(handle.state(), BreakerState::Closed);
+    assert_eq!(handle.snapshot().state, BreakerState::Closed);
     // The slow call admitted before the trip fails now: it says nothing about the new state.
     assert_eq!(slow.await.unwrap().unwrap(), 500);
-    assert_eq!(handle.state(), BreakerState::Closed);
+    assert_eq!(handle.snapshot().state, BreakerState::Closed);
 }
 
 #[test]

@@ -12,8 +12,8 @@ use support::{request, status, with_header, Scripted, Step};
 use tokio::time::Instant;
 use tollgate::classify::LimitKind;
 use tollgate::key::key_fn;
+use tollgate::rate_limit::RateLimitLayer;
 use tollgate::rate_limit::{Rate, RateLimitError, Refusal, TokenCost};
-use tollgate::RateLimitLayer;
 use tower::{Layer, Service, ServiceExt};
 
 fn costed(cost: u64) -> Request<String> {

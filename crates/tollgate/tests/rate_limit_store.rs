@@ -10,10 +10,10 @@ use std::time::Duration;
 use support::{request, Scripted};
 use tokio::time::Instant;
 use tollgate::classify::LimitKind;
+use tollgate::rate_limit::RateLimitLayer;
 use tollgate::rate_limit::{
     Charge, Grant, OnStoreError, Rate, RateLimitError, Refusal, Store, StoreError, StoreFuture,
 };
-use tollgate::RateLimitLayer;
 use tower::{Layer, ServiceExt};
 
 #[derive(Debug, Clone, Copy, PartialEq)]

@@ -11,8 +11,8 @@ use http::StatusCode;
 use support::{request, status, with_header, Scripted, Step};
 use tokio::time::Instant;
 use tollgate::classify::{HintSource, Kind};
+use tollgate::retry::BackoffRetryLayer;
 use tollgate::retry::{BudgetConfig, Jitter, OverCeiling, RetryError, RetryInfo, StopReason};
-use tollgate::BackoffRetryLayer;
 use tower::{Layer, Service, ServiceExt};
 
 fn offsets(calls: &[Instant]) -> Vec<Duration> {

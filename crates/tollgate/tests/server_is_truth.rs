@@ -17,10 +17,12 @@ use std::time::Duration;
 use support::{request, with_header, Hints, LeakyProvider, Scripted, Step};
 use tokio::time::Instant;
 use tollgate::rate_limit::Rate;
+use tollgate::rate_limit::RateLimitLayer;
 use tollgate::rate_limit::{Adaptive, TokenCost};
+use tollgate::retry::BackoffRetryLayer;
 use tollgate::retry::{RetryInfo, StopReason};
 use tollgate::stack::Policy;
-use tollgate::{BackoffRetryLayer, Provider, RateLimitLayer};
+use tollgate::Provider;
 use tower::{Layer, Service, ServiceBuilder, ServiceExt};
 
 const RATE: f64 = 50.0;
@@ -523,7 +525,7 @@ async fn a_429_about_tokens_is_the_token_buckets() {
         let handle = limiter.handle();
         let stack = ServiceBuilder::new()
             .layer(limiter)
-            .layer(tollgate::ClassifyLayer::new())
+            .layer(tollgate::classify::ClassifyLayer::new())
             .service(provider);
         let mut costed = request();
         costed.extensions_mut().insert(TokenCost(10));

@@ -7,9 +7,12 @@
 
 use std::time::{Duration, Instant};
 
+use tollgate::circuit_breaker::CircuitBreakerLayer;
 use tollgate::circuit_breaker::Window;
+use tollgate::classify::ClassifyLayer;
 use tollgate::rate_limit::Rate;
-use tollgate::{BackoffRetryLayer, CircuitBreakerLayer, ClassifyLayer, RateLimitLayer};
+use tollgate::rate_limit::RateLimitLayer;
+use tollgate::retry::BackoffRetryLayer;
 use tollgate_bench::layers::*;
 use tollgate_bench::{clone_parts, request, CloneRequest, Instant200, NeverRetry};
 use tollgate_e2e::{chat_request, drive, http_client, naive_send, send_ok, Body};

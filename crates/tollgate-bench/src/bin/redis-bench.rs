@@ -10,8 +10,8 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use http::{Request, Response};
+use tollgate::rate_limit::RateLimitLayer;
 use tollgate::rate_limit::{OnStoreError, Rate};
-use tollgate::RateLimitLayer;
 use tollgate_e2e::redis_server::RedisServer;
 use tollgate_redis::RedisStore;
 use tower::{service_fn, Layer, Service, ServiceExt};

@@ -32,7 +32,8 @@ pub(crate) struct BatchArgs {
     /// JSONL output: one result per input line. Run again with the same file to resume.
     #[arg(long)]
     output: PathBuf,
-    /// Provider preset: openai, anthropic, groq, azure-openai, gemini, gemini-openai, openai-compatible.
+    /// Provider preset: openai, anthropic, groq, azure-openai, gemini, gemini-openai,
+    /// openai-compatible.
     #[arg(long, conflicts_with = "config")]
     provider: Option<String>,
     /// Config file (TOML or JSON) with `[providers.NAME]` policies; the first provider is used
@@ -214,7 +215,7 @@ pub(crate) async fn run(args: BatchArgs) -> Result<ExitCode, String> {
                 if let Some(rate) = rate {
                     timeline.record_rate(rate);
                 }
-                progress.show(&counters, breaker.state().as_str(), rate, started.elapsed());
+                progress.show(&counters, breaker.snapshot().state.as_str(), rate, started.elapsed());
                 if stop.load(Ordering::SeqCst) && grace_deadline.is_none() {
                     grace_deadline = Some(tokio::time::Instant::now() + Duration::from_secs_f64(args.grace.max(0.0)));
                 }

@@ -54,10 +54,14 @@ impl Phase {
     }
 }
 
-/// Counts since the circuit was created, for the handle.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+/// What a circuit looks like right now, from
+/// [`CircuitBreakerHandle::snapshot`](super::CircuitBreakerHandle::snapshot): its state and its
+/// counts since it was created.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
-pub struct Metrics {
+pub struct Snapshot {
+    /// The state (an elapsed break shows as half-open: what the next call finds).
+    pub state: BreakerState,
     /// Outcomes recorded as successes.
     pub successes: u64,
     /// Outcomes recorded as failures.
@@ -68,13 +72,22 @@ pub struct Metrics {
     pub trips: u64,
 }
 
+/// The counts a [`Snapshot`] reports.
+#[derive(Debug, Clone, Copy, Default)]
+struct Counts {
+    successes: u64,
+    failures: u64,
+    rejected: u64,
+    trips: u64,
+}
+
 #[derive(Debug)]
 struct Inner {
     phase: Phase,
     tally: Tally,
     consecutive: u32,
     trips_in_row: u32,
-    metrics: Metrics,
+    counts: Counts,
     /// A fixed instant passed where the clock is not needed (count windows).
     clock_origin: Instant,
 }
@@ -97,7 +110,7 @@ impl Circuit {
                 tally: Tally::new(window, now),
                 consecutive: 0,
                 trips_in_row: 0,
-                metrics: Metrics::default(),
+                counts: Counts::default(),
                 clock_origin: now,
             }),
             settings,
@@ -134,7 +147,7 @@ impl Circuit {
                 Ok(self.ticket(true))
             }
             Phase::Open { opened, until } => {
-                inner.metrics.rejected += 1;
+                inner.counts.rejected += 1;
                 Err(self.refusal(Refusal::Open, now - opened, Some(until - now)))
             }
             Phase::HalfOpen {
@@ -150,7 +163,7 @@ impl Circuit {
                 Ok(self.ticket(true))
             }
             Phase::HalfOpen { opened, .. } => {
-                inner.metrics.rejected += 1;
+                inner.counts.rejected += 1;
                 // The probes' answers are due soon; a short wait is the honest hint.
                 Err(self.refusal(
                     Refusal::ProbesBusy,
@@ -159,7 +172,7 @@ impl Circuit {
                 ))
             }
             Phase::Isolated { since } => {
-                inner.metrics.rejected += 1;
+                inner.counts.rejected += 1;
                 Err(self.refusal(Refusal::Isolated, now - since, None))
             }
         };
@@ -203,11 +216,11 @@ impl Circuit {
                 match outcome {
                     Outcome::Ignored => return,
                     Outcome::Success => {
-                        inner.metrics.successes += 1;
+                        inner.counts.successes += 1;
                         inner.consecutive = 0;
                     }
                     Outcome::Failure => {
-                        inner.metrics.failures += 1;
+                        inner.counts.failures += 1;
                         inner.consecutive += 1;
                     }
                 }
@@ -234,11 +247,11 @@ impl Circuit {
                     };
                 }
                 Outcome::Failure => {
-                    inner.metrics.failures += 1;
+                    inner.counts.failures += 1;
                     change = Some(self.open(inner));
                 }
                 Outcome::Success => {
-                    inner.metrics.successes += 1;
+                    inner.counts.successes += 1;
                     let succeeded = succeeded + 1;
                     if succeeded >= self.settings.config.probes {
                         inner.trips_in_row = 0;
@@ -281,7 +294,7 @@ impl Circuit {
     fn open(&self, inner: &mut Inner) -> StateChange {
         let now = Instant::now();
         inner.trips_in_row += 1;
-        inner.metrics.trips += 1;
+        inner.counts.trips += 1;
         let until = now + self.settings.break_for(inner.trips_in_row);
         self.transition(inner, Phase::Open { opened: now, until })
     }
@@ -346,8 +359,15 @@ impl Circuit {
         }
     }
 
-    pub(crate) fn metrics(&self) -> Metrics {
-        self.lock().metrics
+    pub(crate) fn snapshot(&self) -> Snapshot {
+        let counts = self.lock().counts;
+        Snapshot {
+            state: self.state(),
+            successes: counts.successes,
+            failures: counts.failures,
+            rejected: counts.rejected,
+            trips: counts.trips,
+        }
     }
 
     pub(crate) fn isolate(&self) {

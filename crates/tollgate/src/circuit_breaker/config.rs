@@ -11,8 +11,8 @@ use crate::classify::Kind;
 use crate::key::{KeyType, NoKey};
 use crate::ConfigError;
 
-/// Every setting of a [`CircuitBreakerLayer`](super::CircuitBreakerLayer), with its default; the builder, a
-/// [`Policy`](crate::stack::Policy) and a config file's `[providers.NAME.breaker]` table
+/// Every setting of a [`CircuitBreakerLayer`](super::CircuitBreakerLayer), with its default; the
+/// builder, a [`Policy`](crate::stack::Policy) and a config file's `[providers.NAME.breaker]` table
 /// (feature `serde`) all write into this value.
 ///
 /// The circuit opens at `failure_ratio` of failures over `window` once it holds `min_calls`
@@ -23,7 +23,7 @@ use crate::ConfigError;
 /// ```
 /// use std::time::Duration;
 /// use tollgate::circuit_breaker::{BreakerConfig, Window};
-/// use tollgate::CircuitBreakerLayer;
+/// use tollgate::circuit_breaker::CircuitBreakerLayer;
 ///
 /// let mut config = BreakerConfig::default();
 /// assert_eq!((config.failure_ratio, config.window, config.min_calls), (0.5, Window::Count(100), 20));
@@ -257,16 +257,17 @@ impl FailureTable {
     }
 }
 
-/// Builds a [`CircuitBreakerLayer`](super::CircuitBreakerLayer): setters over a [`BreakerConfig`] (see its fields for the
-/// defaults), plus what only code can give: which verdicts count as failures, a key extractor, a
-/// name and a listener. By default failures are overloaded answers, transient 5xx, timeouts and
-/// connection failures (not 429s, not client errors); local rejections are ignored.
+/// Builds a [`CircuitBreakerLayer`](super::CircuitBreakerLayer): setters over a [`BreakerConfig`]
+/// (see its fields for the defaults), plus what only code can give: which verdicts count as
+/// failures, a key extractor, a name and a listener. By default failures are overloaded answers,
+/// transient 5xx, timeouts and connection failures (not 429s, not client errors); local rejections
+/// are ignored.
 ///
 /// ```
 /// use std::time::Duration;
 /// use tollgate::circuit_breaker::{SlowCalls, Window};
 /// use tollgate::classify::Kind;
-/// use tollgate::CircuitBreakerLayer;
+/// use tollgate::circuit_breaker::CircuitBreakerLayer;
 ///
 /// let layer = CircuitBreakerLayer::builder()
 ///     .failure_ratio(0.5)

@@ -5,8 +5,7 @@ use std::hash::Hash;
 use std::sync::Arc;
 
 use super::breakers::Breakers;
-use super::circuit::{Circuit, Metrics};
-use super::state::BreakerState;
+use super::circuit::{Circuit, Snapshot};
 
 /// Reads a breaker's state and counts, and lets an operator isolate or reset it. It answers
 /// like [`RateLimitHandle`](crate::rate_limit::RateLimitHandle): the default circuit, a keyed
@@ -14,14 +13,14 @@ use super::state::BreakerState;
 ///
 /// ```
 /// use tollgate::circuit_breaker::BreakerState;
-/// use tollgate::CircuitBreakerLayer;
+/// use tollgate::circuit_breaker::CircuitBreakerLayer;
 ///
 /// # #[tokio::main(flavor = "current_thread")] async fn main() {
 /// let handle = CircuitBreakerLayer::new().handle();
 /// handle.isolate();
-/// assert_eq!(handle.state(), BreakerState::Isolated);
+/// assert_eq!(handle.snapshot().state, BreakerState::Isolated);
 /// handle.reset();
-/// assert_eq!(handle.state(), BreakerState::Closed);
+/// assert_eq!(handle.snapshot().state, BreakerState::Closed);
 /// assert_eq!(handle.keys(), 0);
 /// # }
 /// ```
@@ -50,19 +49,14 @@ impl<Key: Hash + Eq> CircuitBreakerHandle<Key> {
         CircuitBreakerHandle { breakers }
     }
 
-    /// The default circuit's state.
-    pub fn state(&self) -> BreakerState {
-        self.breakers.circuits.default().state()
+    /// The default circuit right now: its state and counts.
+    pub fn snapshot(&self) -> Snapshot {
+        self.breakers.circuits.default().snapshot()
     }
 
-    /// The default circuit's counts.
-    pub fn metrics(&self) -> Metrics {
-        self.breakers.circuits.default().metrics()
-    }
-
-    /// The state of `key`'s circuit, if it exists.
-    pub fn state_of(&self, key: &Key) -> Option<BreakerState> {
-        Some(self.breakers.circuits.find(key)?.state())
+    /// The circuit of `key` right now, if it exists.
+    pub fn snapshot_of(&self, key: &Key) -> Option<Snapshot> {
+        Some(self.breakers.circuits.find(key)?.snapshot())
     }
 
     /// Forces every circuit open until [`reset`](Self::reset).

@@ -21,14 +21,14 @@ use crate::ConfigError;
 ///
 /// ```
 /// use std::time::Duration;
-/// use tollgate::CircuitBreakerLayer;
+/// use tollgate::circuit_breaker::CircuitBreakerLayer;
 ///
 /// let breaker = CircuitBreakerLayer::builder()
 ///     .consecutive_failures(5)
 ///     .break_duration(Duration::from_secs(30))
 ///     .build()?;
 /// let handle = breaker.handle();
-/// assert_eq!(handle.state(), tollgate::circuit_breaker::BreakerState::Closed);
+/// assert_eq!(handle.snapshot().state, tollgate::circuit_breaker::BreakerState::Closed);
 /// # Ok::<(), tollgate::ConfigError>(())
 /// ```
 pub struct CircuitBreakerLayer<K: KeyType = NoKey> {

@@ -1,13 +1,14 @@
 //! Fail fast while a provider is down, and recover by itself.
 //!
 //! [`CircuitBreakerLayer`] watches the [verdicts](crate::classify) of calls. While **closed** it
-//! counts them; when a trip condition holds (a failure ratio over a count- or time-based
-//! [`Window`] once enough calls were made, or [`consecutive_failures`](BreakerConfig::consecutive_failures)
-//! in a row, or too many [`SlowCalls`]; see [`BreakerConfig`]) it **opens**: every call fails at once with a typed [`CircuitOpen`]
-//! saying since when and how long until it probes, without reaching the provider. After the break
-//! (30 s by default, optionally growing on repeated trips) it is **half-open**: a configured
-//! number of probe calls go through; if they all succeed it closes, if one fails it opens again.
-//! An operator can [isolate](CircuitBreakerHandle::isolate) and [reset](CircuitBreakerHandle::reset) it.
+//! counts them; when a trip condition holds (a failure ratio over a count- or time-based [`Window`]
+//! once enough calls were made, or [`consecutive_failures`](BreakerConfig::consecutive_failures) in
+//! a row, or too many [`SlowCalls`]; see [`BreakerConfig`]) it **opens**: every call fails at once
+//! with a typed [`CircuitOpen`] saying since when and how long until it probes, without reaching
+//! the provider. After the break (30 s by default, optionally growing on repeated trips) it is
+//! **half-open**: a configured number of probe calls go through; if they all succeed it closes, if
+//! one fails it opens again. An operator can [isolate](CircuitBreakerHandle::isolate) and
+//! [reset](CircuitBreakerHandle::reset) it.
 //!
 //! # What counts as a failure
 //!
@@ -28,7 +29,7 @@
 //! ```
 //! use std::time::Duration;
 //! use tollgate::circuit_breaker::Window;
-//! use tollgate::CircuitBreakerLayer;
+//! use tollgate::circuit_breaker::CircuitBreakerLayer;
 //!
 //! let layer = CircuitBreakerLayer::builder()
 //!     .failure_ratio(0.5)
@@ -52,7 +53,7 @@ mod settings;
 mod state;
 mod window;
 
-pub use circuit::Metrics;
+pub use circuit::Snapshot;
 pub use config::{BreakGrowth, BreakerConfig, CircuitBreakerBuilder, SlowCalls};
 pub use error::{CircuitOpen, Refusal};
 pub use future::ResponseFuture;

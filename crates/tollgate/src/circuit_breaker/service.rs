@@ -12,7 +12,8 @@ use super::future::ResponseFuture;
 use crate::key::{KeyFor, KeyType};
 use crate::BoxError;
 
-/// The service built by [`CircuitBreakerLayer`](crate::CircuitBreakerLayer): see there.
+/// The service built by [`CircuitBreakerLayer`](crate::circuit_breaker::CircuitBreakerLayer): see
+/// there.
 pub struct CircuitBreaker<S, K: KeyType> {
     inner: S,
     key: K,

@@ -9,7 +9,8 @@ use http_body::{Body, Frame, SizeHint};
 use pin_project_lite::pin_project;
 
 pin_project! {
-    /// The body of a response that passed through [`ClassifyLayer`](crate::ClassifyLayer).
+    /// The body of a response that passed through
+    /// [`ClassifyLayer`](crate::classify::ClassifyLayer).
     ///
     /// For most responses it is the inner body untouched. For error responses whose body was read
     /// to refine the verdict, it replays the bytes that were read, then the rest of the inner body:

@@ -8,8 +8,8 @@ use std::io;
 use super::verdict::{Classification, HintSource, Kind};
 use crate::BoxError;
 
-/// An error from the inner service, wrapped by [`ClassifyLayer`](crate::ClassifyLayer) with its
-/// verdict so that outer layers do not judge it again.
+/// An error from the inner service, wrapped by [`ClassifyLayer`](crate::classify::ClassifyLayer)
+/// with its verdict so that outer layers do not judge it again.
 ///
 /// ```
 /// use std::io;

@@ -12,24 +12,22 @@ use super::verdict::{HintSource, LimitKind};
 
 /// Parses `retry-after-ms`: a non-negative number of milliseconds, fractions allowed.
 ///
-/// ```
+/// ```text
 /// use std::time::Duration;
-/// use tollgate::classify::headers::parse_retry_after_ms;
 ///
 /// assert_eq!(parse_retry_after_ms("1500"), Some(Duration::from_millis(1500)));
 /// assert_eq!(parse_retry_after_ms("2.5"), Some(Duration::from_micros(2500)));
 /// assert_eq!(parse_retry_after_ms("soon"), None);
 /// ```
-pub fn parse_retry_after_ms(value: &str) -> Option<Duration> {
+pub(crate) fn parse_retry_after_ms(value: &str) -> Option<Duration> {
     parse_non_negative(value).map(|ms| saturating_secs_f64(ms / 1000.0))
 }
 
 /// Parses `Retry-After`: delta-seconds (fractions tolerated, as the OpenAI SDK does) or an
 /// HTTP-date, which becomes the time from `now` until then (zero if it is past).
 ///
-/// ```
+/// ```text
 /// use std::time::{Duration, SystemTime, UNIX_EPOCH};
-/// use tollgate::classify::headers::parse_retry_after;
 ///
 /// let now = UNIX_EPOCH + Duration::from_secs(1_445_412_480); // Wed, 21 Oct 2015 07:28:00 GMT
 /// assert_eq!(parse_retry_after("120", now), Some(Duration::from_secs(120)));
@@ -39,7 +37,7 @@ pub fn parse_retry_after_ms(value: &str) -> Option<Duration> {
 /// );
 /// assert_eq!(parse_retry_after("-1", now), None);
 /// ```
-pub fn parse_retry_after(value: &str, now: SystemTime) -> Option<Duration> {
+pub(crate) fn parse_retry_after(value: &str, now: SystemTime) -> Option<Duration> {
     if let Some(secs) = parse_non_negative(value) {
         return Some(saturating_secs_f64(secs));
     }
@@ -49,13 +47,12 @@ pub fn parse_retry_after(value: &str, now: SystemTime) -> Option<Duration> {
 
 /// Parses `x-should-retry`: `true` or `false` (any case); anything else is `None`.
 ///
-/// ```
-/// use tollgate::classify::headers::parse_should_retry;
+/// ```text
 /// assert_eq!(parse_should_retry("true"), Some(true));
 /// assert_eq!(parse_should_retry("FALSE"), Some(false));
 /// assert_eq!(parse_should_retry("maybe"), None);
 /// ```
-pub fn parse_should_retry(value: &str) -> Option<bool> {
+pub(crate) fn parse_should_retry(value: &str) -> Option<bool> {
     let value = value.trim();
     if value.eq_ignore_ascii_case("true") {
         Some(true)
@@ -70,16 +67,15 @@ pub fn parse_should_retry(value: &str) -> Option<bool> {
 /// decimal numbers each with a unit (`h`, `m`, `s`, `ms`, `us`/`µs`, `ns`), such as `1s`,
 /// `6m0s`, `20ms` or `1h2m3.5s`. A bare `0` is zero.
 ///
-/// ```
+/// ```text
 /// use std::time::Duration;
-/// use tollgate::classify::headers::parse_go_duration;
 ///
 /// assert_eq!(parse_go_duration("6m0s"), Some(Duration::from_secs(360)));
 /// assert_eq!(parse_go_duration("1h2m3.5s"), Some(Duration::from_millis(3_723_500)));
 /// assert_eq!(parse_go_duration("20ms"), Some(Duration::from_millis(20)));
 /// assert_eq!(parse_go_duration("6 minutes"), None);
 /// ```
-pub fn parse_go_duration(value: &str) -> Option<Duration> {
+pub(crate) fn parse_go_duration(value: &str) -> Option<Duration> {
     let value = value.trim();
     if value == "0" {
         return Some(Duration::ZERO);
@@ -122,15 +118,14 @@ pub fn parse_go_duration(value: &str) -> Option<Duration> {
 /// Parses an RFC 3339 UTC timestamp (Anthropic's `anthropic-ratelimit-*-reset`) into the time from
 /// `now` until then (zero if past).
 ///
-/// ```
+/// ```text
 /// use std::time::{Duration, UNIX_EPOCH};
-/// use tollgate::classify::headers::parse_rfc3339_reset;
 ///
 /// let now = UNIX_EPOCH + Duration::from_secs(1_772_049_750); // 2026-02-25T20:02:30Z
 /// assert_eq!(parse_rfc3339_reset("2026-02-25T20:02:32Z", now), Some(Duration::from_secs(2)));
 /// assert_eq!(parse_rfc3339_reset("yesterday", now), None);
 /// ```
-pub fn parse_rfc3339_reset(value: &str, now: SystemTime) -> Option<Duration> {
+pub(crate) fn parse_rfc3339_reset(value: &str, now: SystemTime) -> Option<Duration> {
     let value = value.trim();
     // humantime indexes fixed byte offsets; only ASCII input can be valid anyway.
     if !value.is_ascii() {
@@ -176,8 +171,8 @@ impl LimitWindow {
 
 /// The provider's view of the caller's quota, parsed from one response's headers.
 ///
-/// [`ClassifyLayer`](crate::ClassifyLayer) puts it in the response's extensions when any of the
-/// headers was present; the rate limiter reads it to correct its own buckets.
+/// [`ClassifyLayer`](crate::classify::ClassifyLayer) puts it in the response's extensions when any
+/// of the headers was present; the rate limiter reads it to correct its own buckets.
 ///
 /// ```
 /// use std::time::{Duration, SystemTime};
@@ -295,7 +290,7 @@ impl RateLimitState {
 
 /// The wait a response asks for, in order of trust: `retry-after-ms`, then `Retry-After`.
 /// (Reset headers are consulted by the classifier only for 429s, see [`RateLimitState`].)
-pub fn wait_hint(headers: &HeaderMap, now: SystemTime) -> Option<(Duration, HintSource)> {
+pub(crate) fn wait_hint(headers: &HeaderMap, now: SystemTime) -> Option<(Duration, HintSource)> {
     if let Some(wait) = header_str(headers, "retry-after-ms").and_then(parse_retry_after_ms) {
         return Some((wait, HintSource::RetryAfterMs));
     }
@@ -305,7 +300,7 @@ pub fn wait_hint(headers: &HeaderMap, now: SystemTime) -> Option<(Duration, Hint
 }
 
 /// The `x-should-retry` header, when present and readable.
-pub fn should_retry(headers: &HeaderMap) -> Option<bool> {
+pub(crate) fn should_retry(headers: &HeaderMap) -> Option<bool> {
     header_str(headers, "x-should-retry").and_then(parse_should_retry)
 }
 
@@ -322,4 +317,122 @@ fn parse_non_negative(value: &str) -> Option<f64> {
 /// than drop it, so a retry ceiling still sees it as too long.
 fn saturating_secs_f64(secs: f64) -> Duration {
     Duration::try_from_secs_f64(secs).unwrap_or(Duration::MAX)
+}
+
+/// The parsers, one header form at a time (the layer-level tables are in `tests/classify.rs`).
+#[cfg(test)]
+mod tests {
+    use std::time::UNIX_EPOCH;
+
+    use proptest::prelude::*;
+
+    use super::*;
+
+    #[test]
+    fn retry_after_http_date_is_relative_to_now() {
+        let now = UNIX_EPOCH + Duration::from_secs(1_445_412_480);
+        assert_eq!(
+            parse_retry_after("Wed, 21 Oct 2015 07:28:30 GMT", now),
+            Some(Duration::from_secs(30))
+        );
+        // A date in the past means "now".
+        assert_eq!(
+            parse_retry_after("Wed, 21 Oct 2015 07:27:00 GMT", now),
+            Some(Duration::ZERO)
+        );
+        assert_eq!(parse_retry_after("Wednesday", now), None);
+    }
+
+    #[test]
+    fn header_forms_each_parse_into_typed_values() {
+        let table: &[(&str, Option<Duration>)] = &[
+            ("1s", Some(Duration::from_secs(1))),
+            ("6m0s", Some(Duration::from_secs(360))),
+            ("20ms", Some(Duration::from_millis(20))),
+            ("1h2m3.5s", Some(Duration::from_millis(3_723_500))),
+            ("2m59.56s", Some(Duration::from_millis(179_560))),
+            ("7.66s", Some(Duration::from_millis(7_660))),
+            ("0", Some(Duration::ZERO)),
+            ("", None),
+            ("s", None),
+            ("5", None),
+            ("1.2.3s", None),
+            ("5 minutes", None),
+            ("-1s", None),
+        ];
+        for (value, expected) in table {
+            let parsed = parse_go_duration(value);
+            match (parsed, expected) {
+                (Some(p), Some(e)) => assert!(
+                    (p.as_secs_f64() - e.as_secs_f64()).abs() < 1e-6,
+                    "{value}: {p:?}"
+                ),
+                _ => assert_eq!(parsed, *expected, "{value}"),
+            }
+        }
+        assert_eq!(
+            parse_retry_after_ms("12.5"),
+            Some(Duration::from_micros(12_500))
+        );
+        assert_eq!(parse_retry_after_ms("NaN"), None);
+        assert_eq!(parse_retry_after_ms("inf"), None);
+        assert_eq!(parse_retry_after_ms("1e400"), None, "parses as infinity");
+        assert_eq!(
+            parse_retry_after_ms("1e300"),
+            Some(Duration::MAX),
+            "huge waits saturate"
+        );
+        assert_eq!(parse_should_retry(" True "), Some(true));
+        let now = UNIX_EPOCH + Duration::from_secs(1_772_049_750);
+        assert_eq!(
+            parse_rfc3339_reset("2026-02-25T20:02:37Z", now),
+            Some(Duration::from_secs(7))
+        );
+        assert_eq!(
+            parse_rfc3339_reset("2026-02-25T20:02:37.500Z", now),
+            Some(Duration::from_millis(7_500))
+        );
+        assert_eq!(parse_rfc3339_reset("2026-02-25T20:0é:37Z", now), None);
+    }
+
+    /// Cases per property: 2,000 in CI; `TOLLGATE_FUZZ_CASES=1000000` for a long fuzzing run.
+    fn fuzz_cases() -> u32 {
+        std::env::var("TOLLGATE_FUZZ_CASES")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(2_000)
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(fuzz_cases()))]
+
+        #[test]
+        fn no_header_value_panics_a_parser(value in "\\PC{0,40}") {
+            let now = SystemTime::now();
+            let _ = parse_go_duration(&value);
+            let _ = parse_retry_after(&value, now);
+            let _ = parse_retry_after_ms(&value);
+            let _ = parse_rfc3339_reset(&value, now);
+            let _ = parse_should_retry(&value);
+        }
+
+    #[test]
+        fn go_durations_round_trip(h in 0u64..48, m in 0u64..60, ms in 0u64..60_000) {
+            let text = format!("{h}h{m}m{}.{:03}s", ms / 1000, ms % 1000);
+            let expected = Duration::from_millis(h * 3_600_000 + m * 60_000 + ms);
+            let parsed = parse_go_duration(&text).unwrap();
+            prop_assert!((parsed.as_secs_f64() - expected.as_secs_f64()).abs() < 1e-6);
+        }
+
+        #[test]
+        fn retry_after_seconds_and_dates_round_trip(secs in 0u64..1_000_000) {
+            let now = UNIX_EPOCH + Duration::from_secs(1_700_000_000);
+            prop_assert_eq!(parse_retry_after(&secs.to_string(), now), Some(Duration::from_secs(secs)));
+            let date = httpdate::fmt_http_date(now + Duration::from_secs(secs));
+            prop_assert_eq!(parse_retry_after(&date, now), Some(Duration::from_secs(secs)));
+            prop_assert_eq!(parse_retry_after_ms(&(secs * 1000).to_string()), Some(Duration::from_secs(secs)));
+            let rfc = humantime::format_rfc3339(now + Duration::from_secs(secs)).to_string();
+            prop_assert_eq!(parse_rfc3339_reset(&rfc, now), Some(Duration::from_secs(secs)));
+        }
+    }
 }

@@ -46,7 +46,7 @@ mod body_rules;
 mod classifier;
 mod error;
 mod future;
-pub mod headers;
+mod headers;
 mod layer;
 mod service;
 mod verdict;

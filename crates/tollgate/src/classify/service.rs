@@ -13,7 +13,7 @@ use super::error::ClassifiedError;
 use super::future::ResponseFuture;
 use crate::BoxError;
 
-/// The service built by [`ClassifyLayer`](crate::ClassifyLayer): see there.
+/// The service built by [`ClassifyLayer`](crate::classify::ClassifyLayer): see there.
 #[derive(Debug, Clone)]
 pub struct Classify<S, C> {
     inner: S,

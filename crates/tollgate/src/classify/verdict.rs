@@ -60,7 +60,8 @@ impl Kind {
 
     /// Whether this kind says the provider is unhealthy (what a circuit breaker counts by default).
     ///
-    /// Rate limits are the limiter's business and client errors are the caller's, so neither counts.
+    /// Rate limits are the limiter's business and client errors are the caller's, so neither
+    /// counts.
     pub const fn is_failure(self) -> bool {
         matches!(
             self,
@@ -161,7 +162,7 @@ impl LimitKind {
 
 /// The one verdict on an attempt, computed once and read by every layer.
 ///
-/// [`ClassifyLayer`](crate::ClassifyLayer) stores it in the response's extensions, and in
+/// [`ClassifyLayer`](crate::classify::ClassifyLayer) stores it in the response's extensions, and in
 /// [`ClassifiedError`](crate::classify::ClassifiedError) for transport errors. Each other layer
 /// reads it from there, and judges the response itself (with [`DefaultClassifier`]) only when no
 /// `ClassifyLayer` is in the stack.

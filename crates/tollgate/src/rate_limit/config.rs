@@ -24,7 +24,7 @@ use crate::ConfigError;
 /// ```
 /// use std::time::Duration;
 /// use tollgate::rate_limit::{LimitConfig, Rate};
-/// use tollgate::RateLimitLayer;
+/// use tollgate::rate_limit::RateLimitLayer;
 ///
 /// let mut config = LimitConfig::default();
 /// config.requests = Some(Rate::per_minute(500));
@@ -153,14 +153,14 @@ impl LimitConfig {
     }
 }
 
-/// Builds a [`RateLimitLayer`](super::RateLimitLayer): setters over a [`LimitConfig`] (see its fields for the
-/// defaults), plus what only code can give: the cost function, a key extractor, a shared store
-/// and a name.
+/// Builds a [`RateLimitLayer`](super::RateLimitLayer): setters over a [`LimitConfig`] (see its
+/// fields for the defaults), plus what only code can give: the cost function, a key extractor, a
+/// shared store and a name.
 ///
 /// ```
 /// use std::time::Duration;
 /// use tollgate::rate_limit::Rate;
-/// use tollgate::RateLimitLayer;
+/// use tollgate::rate_limit::RateLimitLayer;
 ///
 /// let layer = RateLimitLayer::builder()
 ///     .requests(Rate::per_minute(500))
@@ -291,7 +291,8 @@ impl<C, K> RateLimitBuilder<C, K> {
         }
     }
 
-    /// Gives each key its own quota (see [`by_host`](crate::key::by_host), [`key_fn`](crate::key::key_fn)).
+    /// Gives each key its own quota (see [`by_host`](crate::key::by_host),
+    /// [`key_fn`](crate::key::key_fn)).
     pub fn key<K2: KeyType>(self, key: K2) -> RateLimitBuilder<C, K2> {
         RateLimitBuilder {
             config: self.config,

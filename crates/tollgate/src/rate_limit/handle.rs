@@ -20,7 +20,7 @@ use crate::ConfigError;
 /// # #[tokio::main(flavor = "current_thread")]
 /// # async fn main() {
 /// use tollgate::rate_limit::Rate;
-/// use tollgate::RateLimitLayer;
+/// use tollgate::rate_limit::RateLimitLayer;
 ///
 /// let layer = RateLimitLayer::builder().requests(Rate::per_minute(500)).build().unwrap();
 /// let handle = layer.handle();

@@ -25,7 +25,8 @@ use crate::ConfigError;
 ///
 /// ```
 /// use tollgate::rate_limit::Rate;
-/// use tollgate::{ClassifyLayer, RateLimitLayer};
+/// use tollgate::classify::ClassifyLayer;
+/// use tollgate::rate_limit::RateLimitLayer;
 /// use tower::ServiceBuilder;
 ///
 /// // OpenAI tier 1 for gpt-4o-mini: 500 RPM and 200,000 TPM; at most 16 requests in flight.

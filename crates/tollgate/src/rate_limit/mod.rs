@@ -7,12 +7,13 @@
 //!
 //! # How it works
 //!
-//! Each quota (one by default, one per key with [`RateLimitBuilder::key`]; every setting is in [`LimitConfig`]) is a set of token
-//! buckets with continuous refill (capacity = burst) plus an in-flight count, behind one lock. A
-//! request is admitted when every limit allows it, and takes from all of them at once: a request
-//! held back by the token limit consumes no request slot. Its cost in tokens comes from a
-//! [`Cost`] function, by default [`EstimateTokens`] (OpenAI's admission rule); a request that
-//! costs more than the token bucket holds fails at once with a [`RateLimitError`] ([`Refusal::TooLarge`]).
+//! Each quota (one by default, one per key with [`RateLimitBuilder::key`]; every setting is in
+//! [`LimitConfig`]) is a set of token buckets with continuous refill (capacity = burst) plus an
+//! in-flight count, behind one lock. A request is admitted when every limit allows it, and takes
+//! from all of them at once: a request held back by the token limit consumes no request slot. Its
+//! cost in tokens comes from a [`Cost`] function, by default [`EstimateTokens`] (OpenAI's admission
+//! rule); a request that costs more than the token bucket holds fails at once with a
+//! [`RateLimitError`] ([`Refusal::TooLarge`]).
 //!
 //! Requests that cannot go at once wait in a FIFO queue, so a large request is not starved by
 //! small ones. Only the head of the queue holds a timer, set to the instant its tokens are due;
@@ -70,7 +71,7 @@
 //! ```
 //! use std::time::Duration;
 //! use tollgate::rate_limit::Rate;
-//! use tollgate::RateLimitLayer;
+//! use tollgate::rate_limit::RateLimitLayer;
 //!
 //! // A ceiling of 500 RPM that the rate adapts below; 30,000 tokens per minute.
 //! let layer = RateLimitLayer::builder()

@@ -103,7 +103,8 @@ impl Partition {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Changes the limits (see [`RateLimitHandle::set_limits`](super::RateLimitHandle::set_limits)).
+    /// Changes the limits (see
+    /// [`RateLimitHandle::set_limits`](super::RateLimitHandle::set_limits)).
     pub(crate) fn reconfigure(&self, limits: &Limits, now: Instant) {
         let local = local_limits(self.shared.as_ref(), limits);
         self.charges_tokens
@@ -246,7 +247,8 @@ fn local_limits(shared: Option<&SharedQuota>, limits: &Limits) -> Limits {
     shared.map_or(*limits, |s| s.store.fair_share(limits))
 }
 
-/// What a quota looks like right now, from [`RateLimitHandle::snapshot`](super::RateLimitHandle::snapshot).
+/// What a quota looks like right now, from
+/// [`RateLimitHandle::snapshot`](super::RateLimitHandle::snapshot).
 #[derive(Debug, Clone, Copy, PartialEq)]
 #[non_exhaustive]
 pub struct Snapshot {

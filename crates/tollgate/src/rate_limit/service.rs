@@ -17,7 +17,7 @@ use crate::attempt::AttemptClock;
 use crate::key::{KeyFor, KeyType};
 use crate::BoxError;
 
-/// The service built by [`RateLimitLayer`](crate::RateLimitLayer): see there.
+/// The service built by [`RateLimitLayer`](crate::rate_limit::RateLimitLayer): see there.
 pub struct RateLimit<S, C, K: KeyType> {
     inner: S,
     cost: C,

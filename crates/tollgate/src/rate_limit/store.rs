@@ -75,7 +75,8 @@ pub struct Charge {
     pub requests: Option<Rate>,
     /// The token limit and the request's cost in tokens, if one is set.
     pub tokens: Option<(Rate, u64)>,
-    /// Burst held back for timing noise, as in process ([`LimitConfig::headroom`](super::LimitConfig::headroom)).
+    /// Burst held back for timing noise, as in process
+    /// ([`LimitConfig::headroom`](super::LimitConfig::headroom)).
     pub headroom: Duration,
 }
 

@@ -9,14 +9,14 @@ use super::backoff::Jitter;
 use crate::classify::{Classification, HintSource};
 use crate::ConfigError;
 
-/// Every setting of a [`BackoffRetryLayer`](super::BackoffRetryLayer), with its default; the builder, a
-/// [`Policy`](crate::stack::Policy) and a config file's `[providers.NAME.retry]` table (feature
-/// `serde`, durations as `"500ms"`) all write into this value.
+/// Every setting of a [`BackoffRetryLayer`](super::BackoffRetryLayer), with its default; the
+/// builder, a [`Policy`](crate::stack::Policy) and a config file's `[providers.NAME.retry]` table
+/// (feature `serde`, durations as `"500ms"`) all write into this value.
 ///
 /// ```
 /// use std::time::Duration;
 /// use tollgate::retry::RetryConfig;
-/// use tollgate::BackoffRetryLayer;
+/// use tollgate::retry::BackoffRetryLayer;
 ///
 /// let mut config = RetryConfig::default();
 /// assert_eq!(config.max_attempts, 5);
@@ -216,8 +216,9 @@ impl BudgetConfig {
     serde(rename_all = "kebab-case")
 )]
 pub enum OverCeiling {
-    /// Stop and return the last answer or a [`StopReason::HintOverCeiling`](super::StopReason::HintOverCeiling) error (the default,
-    /// as openai-python does above 120 s: Gemini's per-day quota answers "retry in 10h17m").
+    /// Stop and return the last answer or a
+    /// [`StopReason::HintOverCeiling`](super::StopReason::HintOverCeiling) error (the default, as
+    /// openai-python does above 120 s: Gemini's per-day quota answers "retry in 10h17m").
     #[default]
     GiveUp,
     /// Ignore the hint and use the normal backoff (as the Anthropic SDK does above 60 s).
@@ -242,14 +243,14 @@ pub struct RetryEvent {
 
 pub(crate) type RetryHook = Arc<dyn Fn(&RetryEvent) + Send + Sync>;
 
-/// Builds a [`BackoffRetryLayer`](super::BackoffRetryLayer): setters over a [`RetryConfig`] (see its fields for the
-/// defaults), plus what only code can give (a hook, a seed, a name); [`build`](Self::build)
-/// checks them all.
+/// Builds a [`BackoffRetryLayer`](super::BackoffRetryLayer): setters over a [`RetryConfig`] (see
+/// its fields for the defaults), plus what only code can give (a hook, a seed, a name);
+/// [`build`](Self::build) checks them all.
 ///
 /// ```
 /// use std::time::Duration;
 /// use tollgate::retry::{Jitter, OverCeiling};
-/// use tollgate::BackoffRetryLayer;
+/// use tollgate::retry::BackoffRetryLayer;
 ///
 /// let layer = BackoffRetryLayer::builder()
 ///     .max_attempts(4)

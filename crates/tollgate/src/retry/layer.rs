@@ -18,7 +18,8 @@ use crate::ConfigError;
 ///
 /// ```
 /// use std::time::Duration;
-/// use tollgate::{BackoffRetryLayer, ClassifyLayer};
+/// use tollgate::retry::BackoffRetryLayer;
+/// use tollgate::classify::ClassifyLayer;
 /// use tower::ServiceBuilder;
 ///
 /// let retry = BackoffRetryLayer::builder().max_attempts(3).deadline(Duration::from_secs(60)).build()?;

@@ -18,11 +18,12 @@
 //! # Stopping
 //!
 //! The layer stops at the maximum attempts (5 in total by default), at the optional overall
-//! deadline (it never starts a wait that would end past it), or when the retry budget ([`BudgetConfig`]) shared
-//! by every clone is empty: retries may add only a share of the traffic, so an outage is not
-//! multiplied by the number of attempts. When it stops on a response, the caller gets that
-//! response unchanged (a 429 stays a 429) with a [`RetryInfo`] in its extensions; on an error, a
-//! [`RetryError`] says how many attempts were made, how long they took and why it stopped.
+//! deadline (it never starts a wait that would end past it), or when the retry budget
+//! ([`BudgetConfig`]) shared by every clone is empty: retries may add only a share of the traffic,
+//! so an outage is not multiplied by the number of attempts. When it stops on a response, the
+//! caller gets that response unchanged (a 429 stays a 429) with a [`RetryInfo`] in its extensions;
+//! on an error, a [`RetryError`] says how many attempts were made, how long they took and why it
+//! stopped.
 //!
 //! # Trade-offs
 //!
@@ -36,7 +37,7 @@
 //! ```
 //! use std::time::Duration;
 //! use tollgate::retry::Jitter;
-//! use tollgate::BackoffRetryLayer;
+//! use tollgate::retry::BackoffRetryLayer;
 //!
 //! let layer = BackoffRetryLayer::builder()
 //!     .max_attempts(5)

@@ -16,7 +16,7 @@ use crate::attempt::AttemptClock;
 use crate::classify::error_verdict;
 use crate::BoxError;
 
-/// The service built by [`BackoffRetryLayer`](crate::BackoffRetryLayer): see there.
+/// The service built by [`BackoffRetryLayer`](crate::retry::BackoffRetryLayer): see there.
 #[derive(Debug, Clone)]
 pub struct BackoffRetry<S> {
     inner: S,

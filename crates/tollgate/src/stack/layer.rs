@@ -3,14 +3,18 @@
 use tower_layer::Layer;
 
 use super::policy::Policy;
+use crate::circuit_breaker::CircuitBreakerLayer;
 use crate::circuit_breaker::{CircuitBreaker, CircuitBreakerHandle};
+use crate::classify::ClassifyLayer;
 use crate::classify::{ClassifyService, DefaultClassifier};
 use crate::key::NoKey;
+use crate::rate_limit::RateLimitLayer;
 use crate::rate_limit::{
     EstimateTokens, OnStoreError, RateLimit, RateLimitBuilder, RateLimitHandle, Store,
 };
 use crate::retry::BackoffRetry;
-use crate::{BackoffRetryLayer, CircuitBreakerLayer, ClassifyLayer, ConfigError, RateLimitLayer};
+use crate::retry::BackoffRetryLayer;
+use crate::ConfigError;
 
 /// The service a [`StandardLayer`] builds: retry, then circuit breaker, then rate limit, then
 /// classification, then your client.
