@@ -31,6 +31,10 @@ pub(crate) struct PolicyFlags {
     /// Timeout of each attempt, in seconds, from when it leaves the rate limiter's queue.
     #[arg(long)]
     timeout: Option<f64>,
+    /// Do not retry an attempt that timed out (`--timeout`): a timed-out completion may still
+    /// have run, and been billed, at the provider.
+    #[arg(long)]
+    no_retry_timeouts: bool,
     /// Keep the request rate strictly fixed at `--rpm` (or the preset's) instead of adapting it
     /// below to the provider's refusals: a 429 then pauses every request for its hint.
     #[arg(long)]
@@ -66,6 +70,9 @@ impl PolicyFlags {
         }
         if let Some(attempts) = self.max_attempts {
             policy.retry.max_attempts = attempts;
+        }
+        if self.no_retry_timeouts {
+            policy.retry.retry_timeouts = false;
         }
         if let Some(timeout) = self.timeout {
             let timeout = Duration::try_from_secs_f64(timeout).map_err(|_| {

@@ -65,6 +65,9 @@ pub struct RetryConfig {
     /// file, `budget = false`) retries every retryable failure up to `max_attempts`.
     #[cfg_attr(feature = "serde", serde(with = "crate::serde_forms::switch"))]
     pub budget: Option<BudgetConfig>,
+    /// Retry an attempt that timed out (default true). A timed-out completion may still have
+    /// run, and been billed, at the provider: `false` spends a long generation once.
+    pub retry_timeouts: bool,
 }
 
 impl Default for RetryConfig {
@@ -81,6 +84,7 @@ impl Default for RetryConfig {
             deadline: None,
             attempt_timeout: None,
             budget: Some(BudgetConfig::default()),
+            retry_timeouts: true,
         }
     }
 }
@@ -355,6 +359,12 @@ impl BackoffRetryBuilder {
     /// See [`RetryConfig::budget`].
     pub fn budget(mut self, budget: BudgetConfig) -> Self {
         self.config.budget = Some(budget);
+        self
+    }
+
+    /// See [`RetryConfig::retry_timeouts`].
+    pub fn retry_timeouts(mut self, retry: bool) -> Self {
+        self.config.retry_timeouts = retry;
         self
     }
 

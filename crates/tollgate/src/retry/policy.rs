@@ -23,6 +23,7 @@ pub(crate) struct RetryPolicy {
     hint_spread: f64,
     pub(crate) deadline: Option<Duration>,
     pub(crate) attempt_timeout: Option<Duration>,
+    retry_timeouts: bool,
     pub(crate) budget: Option<RetryBudget>,
     rng: Option<Mutex<SmallRng>>,
     on_retry: Option<RetryHook>,
@@ -75,6 +76,7 @@ impl RetryPolicy {
             hint_spread: config.hint_spread,
             deadline: config.deadline,
             attempt_timeout: config.attempt_timeout,
+            retry_timeouts: config.retry_timeouts,
             budget: config.budget.map(RetryBudget::new),
             rng: seed.map(|seed| Mutex::new(SmallRng::seed_from_u64(seed))),
             on_retry,
@@ -91,7 +93,7 @@ impl RetryPolicy {
         previous_delay: Duration,
         deadline: Option<Instant>,
     ) -> Decision {
-        if !verdict.is_retryable() {
+        if !verdict.is_retryable() || (verdict.kind() == Kind::Timeout && !self.retry_timeouts) {
             return Decision::Stop(StopReason::NotRetryable);
         }
         if attempts >= self.max_attempts {
@@ -145,5 +147,42 @@ impl RetryPolicy {
         if let Some(hook) = &self.on_retry {
             hook(event);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn policy(config: RetryConfig) -> RetryPolicy {
+        config.validate().unwrap();
+        RetryPolicy::new(config, Some(1), None, None)
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_timed_out_attempt_is_retried_unless_told_not_to() {
+        let timeout = Classification::new(Kind::Timeout);
+        let retried = policy(RetryConfig::default());
+        assert!(matches!(
+            retried.decide(&timeout, 1, Duration::ZERO, None),
+            Decision::Retry { .. }
+        ));
+        // From a config file, as the builder's `retry_timeouts(false)` and the CLI's
+        // `--no-retry-timeouts` set it.
+        let config: RetryConfig =
+            serde_json::from_value(serde_json::json!({ "retry_timeouts": false })).unwrap();
+        let once = policy(config);
+        assert_eq!(
+            once.decide(&timeout, 1, Duration::ZERO, None),
+            Decision::Stop(StopReason::NotRetryable)
+        );
+        let server_error = Classification::new(Kind::ServerError);
+        assert!(
+            matches!(
+                once.decide(&server_error, 1, Duration::ZERO, None),
+                Decision::Retry { .. }
+            ),
+            "other failures are still retried"
+        );
     }
 }
