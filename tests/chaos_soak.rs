@@ -6,13 +6,15 @@
 //! CI runs 1,000 requests; `TOLLGATE_SOAK=10000 cargo test --test chaos_soak` runs the long form.
 //! Time is paused and shared with the mock, so hangs, backoffs and the outage cost no real time.
 
+mod support;
+
 use std::collections::BTreeMap;
-use std::io::Write;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use http_body_util::BodyExt;
+use support::capture_logs;
 use tokio::time::Instant;
 use tollgate::circuit_breaker::CircuitBreakerLayer;
 use tollgate::circuit_breaker::{BreakerState, Window};
@@ -27,20 +29,6 @@ use tower::{ServiceBuilder, ServiceExt};
 
 const API_KEY: &str = "sk-soak-3f9c1e7d0b2a4865";
 
-/// Collects everything tracing prints, at every level.
-#[derive(Clone, Default)]
-struct Captured(Arc<Mutex<Vec<u8>>>);
-
-impl Write for Captured {
-    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(bytes);
-        Ok(bytes.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
 #[derive(Debug)]
 enum Ending {
     Success,
@@ -54,15 +42,7 @@ async fn twenty_percent_faults_and_an_outage_lose_nothing_and_leak_nothing() {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(1_000);
-    let logs = Captured::default();
-    let subscriber = tracing_subscriber::fmt()
-        .with_max_level(tracing::Level::TRACE)
-        .with_writer({
-            let logs = logs.clone();
-            move || logs.clone()
-        })
-        .finish();
-    let _logging = tracing::subscriber::set_default(subscriber);
+    let (logs, _logging) = capture_logs();
 
     let server = MockServer::spawn(MockConfig {
         rpm: Some(60_000),
@@ -236,7 +216,7 @@ async fn twenty_percent_faults_and_an_outage_lose_nothing_and_leak_nothing() {
         "back to full capacity when idle"
     );
 
-    let logs = String::from_utf8(logs.0.lock().unwrap().clone()).unwrap();
+    let logs = logs.text();
     assert!(logs.contains("retrying AI API call"), "retries were logged");
     assert!(
         logs.contains("circuit opened"),

@@ -6,12 +6,13 @@
 //!
 //! Time is paused and shared with the mock, so hangs, backoffs and the outage cost no real time.
 
-use std::io::Write;
-use std::sync::{Arc, Mutex};
+mod support;
+
 use std::time::Duration;
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
+use support::capture_logs;
 use tollgate::retry::RetryInfo;
 use tollgate::stack::Policy;
 use tollgate::{Provider, ServiceBuilderExt};
@@ -21,20 +22,6 @@ use tower::{ServiceBuilder, ServiceExt};
 
 const KEY: &str = "sk-leak-canary-7d41c09e";
 const REQUESTS: usize = 60;
-
-/// Everything tracing prints, at every level.
-#[derive(Clone, Default)]
-struct Captured(Arc<Mutex<Vec<u8>>>);
-
-impl Write for Captured {
-    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(bytes);
-        Ok(bytes.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
 
 /// A chat request to `base` for `provider`, its key in the provider's header (not marked
 /// sensitive: the stack must do it) or, with `in_query`, in the `?key=` form Gemini accepts.
@@ -69,15 +56,7 @@ fn request(
 }
 
 async fn run(provider: Provider) {
-    let logs = Captured::default();
-    let subscriber = tracing_subscriber::fmt()
-        .with_max_level(tracing::Level::TRACE)
-        .with_writer({
-            let logs = logs.clone();
-            move || logs.clone()
-        })
-        .finish();
-    let _logging = tracing::subscriber::set_default(subscriber);
+    let (logs, _logging) = capture_logs();
     let server = MockServer::spawn(MockConfig {
         api_key: Some(KEY.into()),
         latency: Duration::from_millis(20),
@@ -152,7 +131,7 @@ async fn run(provider: Provider) {
         }
     }
     assert!(stats.successes() > 0, "{provider}: some requests succeeded");
-    let logs = String::from_utf8(logs.0.lock().unwrap().clone()).unwrap();
+    let logs = logs.text();
     assert!(
         logs.contains("attempt"),
         "{provider}: the attempts were logged"

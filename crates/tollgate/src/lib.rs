@@ -69,6 +69,7 @@ mod redact;
 pub mod retry;
 #[cfg(feature = "serde")]
 mod serde_forms;
+mod setters;
 pub mod stack;
 mod telemetry;
 

@@ -320,51 +320,19 @@ impl<K> CircuitBreakerBuilder<K> {
         self
     }
 
-    /// See [`BreakerConfig::consecutive_failures`].
-    pub fn consecutive_failures(mut self, failures: u32) -> Self {
-        self.config.consecutive_failures = Some(failures);
-        self
-    }
-
-    /// See [`BreakerConfig::failure_ratio`].
-    pub fn failure_ratio(mut self, ratio: f64) -> Self {
-        self.config.failure_ratio = ratio;
-        self
-    }
-
-    /// See [`BreakerConfig::window`].
-    pub fn window(mut self, window: Window) -> Self {
-        self.config.window = window;
-        self
-    }
-
-    /// See [`BreakerConfig::min_calls`].
-    pub fn min_calls(mut self, calls: u32) -> Self {
-        self.config.min_calls = calls;
-        self
-    }
-
-    /// See [`BreakerConfig::slow_calls`].
-    pub fn slow_calls(mut self, slow: SlowCalls) -> Self {
-        self.config.slow_calls = Some(slow);
-        self
-    }
-
-    /// See [`BreakerConfig::break_duration`].
-    pub fn break_duration(mut self, duration: Duration) -> Self {
-        self.config.break_duration = duration;
-        self
-    }
+    crate::setters::config_setters!(BreakerConfig {
+        consecutive_failures: u32 => Some,
+        failure_ratio: f64,
+        window: Window,
+        min_calls: u32,
+        slow_calls: SlowCalls => Some,
+        break_duration: Duration,
+        probes: u32,
+    });
 
     /// Multiply the break by `factor` on each trip in a row, up to `cap` (see [`BreakGrowth`]).
     pub fn break_growth(mut self, factor: f64, cap: Duration) -> Self {
         self.config.break_growth = Some(BreakGrowth::new(factor, cap));
-        self
-    }
-
-    /// See [`BreakerConfig::probes`].
-    pub fn probes(mut self, probes: u32) -> Self {
-        self.config.probes = probes;
         self
     }
 

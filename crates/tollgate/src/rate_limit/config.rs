@@ -190,29 +190,19 @@ impl<C, K> RateLimitBuilder<C, K> {
         self
     }
 
-    /// See [`LimitConfig::requests`].
-    pub fn requests(mut self, rate: Rate) -> Self {
-        self.config.requests = Some(rate);
-        self
-    }
-
-    /// See [`LimitConfig::tokens`].
-    pub fn tokens(mut self, rate: Rate) -> Self {
-        self.config.tokens = Some(rate);
-        self
-    }
-
-    /// See [`LimitConfig::concurrency`].
-    pub fn concurrency(mut self, max: u32) -> Self {
-        self.config.concurrency = Some(max);
-        self
-    }
-
-    /// See [`LimitConfig::headroom`].
-    pub fn headroom(mut self, headroom: Duration) -> Self {
-        self.config.headroom = headroom;
-        self
-    }
+    crate::setters::config_setters!(LimitConfig {
+        requests: Rate => Some,
+        tokens: Rate => Some,
+        concurrency: u32 => Some,
+        headroom: Duration,
+        max_wait: Duration => Some,
+        max_queue: usize => Some,
+        learn_from_provider: bool,
+        adopt_provider_limits: bool,
+        max_pause: Duration,
+        slow_wait: Duration,
+        sum_token_estimate: bool,
+    });
 
     /// Adapts the request rate to the provider's refusals with these settings (see
     /// [`LimitConfig::adaptive`]).
@@ -228,48 +218,6 @@ impl<C, K> RateLimitBuilder<C, K> {
     pub fn fixed(mut self) -> Self {
         self.config.adaptive = None;
         self.adaptive_asked = false;
-        self
-    }
-
-    /// See [`LimitConfig::max_wait`].
-    pub fn max_wait(mut self, max_wait: Duration) -> Self {
-        self.config.max_wait = Some(max_wait);
-        self
-    }
-
-    /// See [`LimitConfig::max_queue`].
-    pub fn max_queue(mut self, max_queue: usize) -> Self {
-        self.config.max_queue = Some(max_queue);
-        self
-    }
-
-    /// See [`LimitConfig::learn_from_provider`].
-    pub fn learn_from_provider(mut self, learn: bool) -> Self {
-        self.config.learn_from_provider = learn;
-        self
-    }
-
-    /// See [`LimitConfig::adopt_provider_limits`].
-    pub fn adopt_provider_limits(mut self, adopt: bool) -> Self {
-        self.config.adopt_provider_limits = adopt;
-        self
-    }
-
-    /// See [`LimitConfig::max_pause`].
-    pub fn max_pause(mut self, max_pause: Duration) -> Self {
-        self.config.max_pause = max_pause;
-        self
-    }
-
-    /// See [`LimitConfig::slow_wait`].
-    pub fn slow_wait(mut self, threshold: Duration) -> Self {
-        self.config.slow_wait = threshold;
-        self
-    }
-
-    /// See [`LimitConfig::sum_token_estimate`].
-    pub fn sum_token_estimate(mut self, sum: bool) -> Self {
-        self.config.sum_token_estimate = sum;
         self
     }
 

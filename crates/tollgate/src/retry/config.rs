@@ -295,78 +295,20 @@ impl BackoffRetryBuilder {
         self
     }
 
-    /// See [`RetryConfig::max_attempts`].
-    pub fn max_attempts(mut self, attempts: u32) -> Self {
-        self.config.max_attempts = attempts;
-        self
-    }
-
-    /// See [`RetryConfig::base`].
-    pub fn base(mut self, base: Duration) -> Self {
-        self.config.base = base;
-        self
-    }
-
-    /// See [`RetryConfig::factor`].
-    pub fn factor(mut self, factor: f64) -> Self {
-        self.config.factor = factor;
-        self
-    }
-
-    /// See [`RetryConfig::cap`].
-    pub fn cap(mut self, cap: Duration) -> Self {
-        self.config.cap = cap;
-        self
-    }
-
-    /// See [`RetryConfig::jitter`].
-    pub fn jitter(mut self, jitter: Jitter) -> Self {
-        self.config.jitter = jitter;
-        self
-    }
-
-    /// See [`RetryConfig::ceiling`].
-    pub fn ceiling(mut self, ceiling: Duration) -> Self {
-        self.config.ceiling = ceiling;
-        self
-    }
-
-    /// See [`RetryConfig::over_ceiling`].
-    pub fn over_ceiling(mut self, policy: OverCeiling) -> Self {
-        self.config.over_ceiling = policy;
-        self
-    }
-
-    /// See [`RetryConfig::hint_spread`].
-    pub fn hint_spread(mut self, spread: f64) -> Self {
-        self.config.hint_spread = spread;
-        self
-    }
-
-    /// See [`RetryConfig::deadline`].
-    pub fn deadline(mut self, deadline: Duration) -> Self {
-        self.config.deadline = Some(deadline);
-        self
-    }
-
-    /// See [`RetryConfig::attempt_timeout`]; bound the wait for a permit with the limiter's
-    /// `max_wait`, and the whole call with [`deadline`](Self::deadline).
-    pub fn attempt_timeout(mut self, timeout: Duration) -> Self {
-        self.config.attempt_timeout = Some(timeout);
-        self
-    }
-
-    /// See [`RetryConfig::budget`].
-    pub fn budget(mut self, budget: BudgetConfig) -> Self {
-        self.config.budget = Some(budget);
-        self
-    }
-
-    /// See [`RetryConfig::retry_timeouts`].
-    pub fn retry_timeouts(mut self, retry: bool) -> Self {
-        self.config.retry_timeouts = retry;
-        self
-    }
+    crate::setters::config_setters!(RetryConfig {
+        max_attempts: u32,
+        base: Duration,
+        factor: f64,
+        cap: Duration,
+        jitter: Jitter,
+        ceiling: Duration,
+        over_ceiling: OverCeiling,
+        hint_spread: f64,
+        deadline: Duration => Some,
+        attempt_timeout: Duration => Some,
+        budget: BudgetConfig => Some,
+        retry_timeouts: bool,
+    });
 
     /// No retry budget: every retryable failure is retried up to `max_attempts`.
     pub fn no_budget(mut self) -> Self {
