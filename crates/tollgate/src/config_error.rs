@@ -55,3 +55,17 @@ impl fmt::Display for ConfigError {
 }
 
 impl std::error::Error for ConfigError {}
+
+/// `Err` with a [`ConfigError`] about `field` when `wrong` holds: a settings value's checks read
+/// as a list of rules.
+pub(crate) fn reject_if(
+    wrong: bool,
+    field: &'static str,
+    message: impl Into<String>,
+) -> Result<(), ConfigError> {
+    if wrong {
+        Err(ConfigError::new(field, message))
+    } else {
+        Ok(())
+    }
+}

@@ -8,6 +8,7 @@ use std::time::Duration;
 use super::state::{Listener, StateChange};
 use super::window::Window;
 use crate::classify::Kind;
+use crate::config_error::reject_if;
 use crate::key::{KeyType, NoKey};
 use crate::ConfigError;
 
@@ -141,16 +142,13 @@ impl BreakGrowth {
 impl BreakerConfig {
     /// Checks every setting; the error names the field as the builder and the config file do.
     pub fn validate(&self) -> Result<(), ConfigError> {
-        if self.consecutive_failures == Some(0) {
-            return Err(ConfigError::new(
-                "consecutive_failures",
-                "must be at least 1; leave it out to trip on the failure ratio",
-            ));
-        }
+        reject_if(
+            self.consecutive_failures == Some(0),
+            "consecutive_failures",
+            "must be at least 1; leave it out to trip on the failure ratio",
+        )?;
         check_ratio("failure_ratio", self.failure_ratio)?;
-        if self.min_calls == 0 {
-            return Err(ConfigError::new("min_calls", "must be at least 1"));
-        }
+        reject_if(self.min_calls == 0, "min_calls", "must be at least 1")?;
         match self.window {
             Window::Count(0) => {
                 return Err(ConfigError::new("window", "must hold at least 1 call"))
@@ -165,36 +163,30 @@ impl BreakerConfig {
         }
         if let Some(slow) = self.slow_calls {
             check_ratio("slow_calls.ratio", slow.ratio)?;
-            if slow.threshold.is_zero() {
-                return Err(ConfigError::new(
-                    "slow_calls.threshold",
-                    "must be above zero",
-                ));
-            }
+            reject_if(
+                slow.threshold.is_zero(),
+                "slow_calls.threshold",
+                "must be above zero",
+            )?;
         }
-        if self.break_duration.is_zero() {
-            return Err(ConfigError::new(
-                "break_duration",
-                "must be above zero, e.g. \"30s\"",
-            ));
-        }
+        reject_if(
+            self.break_duration.is_zero(),
+            "break_duration",
+            "must be above zero, e.g. \"30s\"",
+        )?;
         if let Some(growth) = self.break_growth {
-            if !(growth.factor.is_finite() && growth.factor >= 1.0) {
-                return Err(ConfigError::new(
-                    "break_growth.factor",
-                    format!("must be at least 1.0, got {}", growth.factor),
-                ));
-            }
-            if growth.cap < self.break_duration {
-                return Err(ConfigError::new(
-                    "break_growth.cap",
-                    "must be at least the break duration",
-                ));
-            }
+            reject_if(
+                !(growth.factor.is_finite() && growth.factor >= 1.0),
+                "break_growth.factor",
+                format!("must be at least 1.0, got {}", growth.factor),
+            )?;
+            reject_if(
+                growth.cap < self.break_duration,
+                "break_growth.cap",
+                "must be at least the break duration",
+            )?;
         }
-        if self.probes == 0 {
-            return Err(ConfigError::new("probes", "must be at least 1"));
-        }
+        reject_if(self.probes == 0, "probes", "must be at least 1")?;
         Ok(())
     }
 }

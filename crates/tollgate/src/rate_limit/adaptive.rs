@@ -28,6 +28,7 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
+use crate::config_error::reject_if;
 use crate::ConfigError;
 
 /// Settings of the adaptive mode, in requests per second.
@@ -83,12 +84,11 @@ impl Default for Adaptive {
 
 impl Adaptive {
     pub(crate) fn validate(&self) -> Result<(), ConfigError> {
-        if !(self.floor.is_finite() && self.floor > 0.0) {
-            return Err(ConfigError::new(
-                "adaptive.floor",
-                "must be a rate above zero",
-            ));
-        }
+        reject_if(
+            !(self.floor.is_finite() && self.floor > 0.0),
+            "adaptive.floor",
+            "must be a rate above zero",
+        )?;
         if self
             .ceiling
             .is_some_and(|c| !(c.is_finite() && c >= self.floor))
@@ -98,21 +98,21 @@ impl Adaptive {
                 "must be at least the floor",
             ));
         }
-        if !(self.beta > 0.0 && self.beta < 1.0) {
-            return Err(ConfigError::new(
-                "adaptive.beta",
-                "must be between 0 and 1 (exclusive)",
-            ));
-        }
-        if !(self.scale.is_finite() && self.scale > 0.0) {
-            return Err(ConfigError::new("adaptive.scale", "must be above zero"));
-        }
-        if !(self.initial.is_finite() && self.initial >= self.floor) {
-            return Err(ConfigError::new(
-                "adaptive.initial",
-                "must be a rate at least the floor",
-            ));
-        }
+        reject_if(
+            !(self.beta > 0.0 && self.beta < 1.0),
+            "adaptive.beta",
+            "must be between 0 and 1 (exclusive)",
+        )?;
+        reject_if(
+            !(self.scale.is_finite() && self.scale > 0.0),
+            "adaptive.scale",
+            "must be above zero",
+        )?;
+        reject_if(
+            !(self.initial.is_finite() && self.initial >= self.floor),
+            "adaptive.initial",
+            "must be a rate at least the floor",
+        )?;
         Ok(())
     }
 }

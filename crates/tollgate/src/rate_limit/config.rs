@@ -9,6 +9,7 @@ use super::cost::EstimateTokens;
 use super::limits::{Limits, Rate};
 use super::shared::{SharedStore, StoreSettings};
 use super::store::{name_of, OnStoreError, QuotaName, Store};
+use crate::config_error::reject_if;
 use crate::key::{KeyType, NoKey};
 use crate::ConfigError;
 
@@ -140,15 +141,16 @@ impl LimitConfig {
         if let Some(adaptive) = &self.adaptive {
             adaptive.validate()?;
         }
-        if self.concurrency == Some(0) {
-            return Err(ConfigError::new(
-                "concurrency",
-                "must be at least 1; leave it out for no bound",
-            ));
-        }
-        if self.max_queue == Some(0) {
-            return Err(ConfigError::new("max_queue", "must be at least 1 when set"));
-        }
+        reject_if(
+            self.concurrency == Some(0),
+            "concurrency",
+            "must be at least 1; leave it out for no bound",
+        )?;
+        reject_if(
+            self.max_queue == Some(0),
+            "max_queue",
+            "must be at least 1 when set",
+        )?;
         Ok(())
     }
 }

@@ -3,6 +3,7 @@
 use std::time::Duration;
 
 use super::adaptive::Adaptive;
+use crate::config_error::reject_if;
 use crate::ConfigError;
 
 /// A rate limit: `amount` per `interval`, with a bucket of `burst` (its capacity).
@@ -98,24 +99,21 @@ impl Rate {
     }
 
     pub(crate) fn validate(&self, field: &'static str) -> Result<(), ConfigError> {
-        if self.amount == 0 {
-            return Err(ConfigError::new(
-                field,
-                "the rate must be at least 1 per interval; leave the limit out for none",
-            ));
-        }
-        if self.interval.is_zero() {
-            return Err(ConfigError::new(
-                field,
-                "the interval must be longer than zero, e.g. 1 minute",
-            ));
-        }
-        if self.capacity == 0 {
-            return Err(ConfigError::new(
-                field,
-                "the burst (bucket capacity) must be at least 1",
-            ));
-        }
+        reject_if(
+            self.amount == 0,
+            field,
+            "the rate must be at least 1 per interval; leave the limit out for none",
+        )?;
+        reject_if(
+            self.interval.is_zero(),
+            field,
+            "the interval must be longer than zero, e.g. 1 minute",
+        )?;
+        reject_if(
+            self.capacity == 0,
+            field,
+            "the burst (bucket capacity) must be at least 1",
+        )?;
         Ok(())
     }
 }

@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use super::backoff::Jitter;
 use crate::classify::{Classification, HintSource};
+use crate::config_error::reject_if;
 use crate::ConfigError;
 
 /// Every setting of a [`BackoffRetryLayer`](super::BackoffRetryLayer), with its default; the
@@ -92,52 +93,46 @@ impl Default for RetryConfig {
 impl RetryConfig {
     /// Checks every setting; the error names the field as the builder and the config file do.
     pub fn validate(&self) -> Result<(), ConfigError> {
-        if self.max_attempts == 0 {
-            return Err(ConfigError::new(
-                "max_attempts",
-                "must be at least 1 (the first attempt counts)",
-            ));
-        }
-        if self.base.is_zero() {
-            return Err(ConfigError::new(
-                "base",
-                "must be greater than zero, e.g. \"500ms\"",
-            ));
-        }
-        if !(self.factor.is_finite() && self.factor >= 1.0) {
-            return Err(ConfigError::new(
-                "factor",
-                format!(
-                    "must be a finite number of at least 1.0, got {}",
-                    self.factor
-                ),
-            ));
-        }
-        if self.cap < self.base {
-            return Err(ConfigError::new(
-                "cap",
-                format!(
-                    "must be at least the base ({:?}), got {:?}",
-                    self.base, self.cap
-                ),
-            ));
-        }
-        if !(self.hint_spread.is_finite() && (0.0..=1.0).contains(&self.hint_spread)) {
-            return Err(ConfigError::new(
-                "hint_spread",
-                format!("must be between 0.0 and 1.0, got {}", self.hint_spread),
-            ));
-        }
+        reject_if(
+            self.max_attempts == 0,
+            "max_attempts",
+            "must be at least 1 (the first attempt counts)",
+        )?;
+        reject_if(
+            self.base.is_zero(),
+            "base",
+            "must be greater than zero, e.g. \"500ms\"",
+        )?;
+        reject_if(
+            !(self.factor.is_finite() && self.factor >= 1.0),
+            "factor",
+            format!(
+                "must be a finite number of at least 1.0, got {}",
+                self.factor
+            ),
+        )?;
+        reject_if(
+            self.cap < self.base,
+            "cap",
+            format!(
+                "must be at least the base ({:?}), got {:?}",
+                self.base, self.cap
+            ),
+        )?;
+        reject_if(
+            !(self.hint_spread.is_finite() && (0.0..=1.0).contains(&self.hint_spread)),
+            "hint_spread",
+            format!("must be between 0.0 and 1.0, got {}", self.hint_spread),
+        )?;
         for (field, value) in [
             ("deadline", self.deadline),
             ("attempt_timeout", self.attempt_timeout),
         ] {
-            if value.is_some_and(|v| v.is_zero()) {
-                return Err(ConfigError::new(
-                    field,
-                    "must be greater than zero when set",
-                ));
-            }
+            reject_if(
+                value.is_some_and(|v| v.is_zero()),
+                field,
+                "must be greater than zero when set",
+            )?;
         }
         if let Some(budget) = &self.budget {
             budget.validate()?;
@@ -192,21 +187,19 @@ impl BudgetConfig {
 
     /// Checks the window and the ratio.
     pub fn validate(&self) -> Result<(), ConfigError> {
-        if !(Duration::from_secs(1)..=Duration::from_secs(60)).contains(&self.ttl) {
-            return Err(ConfigError::new(
-                "budget.ttl",
-                format!("must be between 1s and 60s, got {:?}", self.ttl),
-            ));
-        }
-        if !(0.0..=1.0).contains(&self.ratio) {
-            return Err(ConfigError::new(
-                "budget.ratio",
-                format!(
-                    "must be between 0.0 and 1.0 (a share of requests), got {}",
-                    self.ratio
-                ),
-            ));
-        }
+        reject_if(
+            !(Duration::from_secs(1)..=Duration::from_secs(60)).contains(&self.ttl),
+            "budget.ttl",
+            format!("must be between 1s and 60s, got {:?}", self.ttl),
+        )?;
+        reject_if(
+            !(0.0..=1.0).contains(&self.ratio),
+            "budget.ratio",
+            format!(
+                "must be between 0.0 and 1.0 (a share of requests), got {}",
+                self.ratio
+            ),
+        )?;
         Ok(())
     }
 }
