@@ -6,8 +6,7 @@ use crate::Provider;
 
 /// The request headers that carry credentials: every preset's [`Auth::header`]
 /// (OpenAI-style bearer tokens, Anthropic's `x-api-key`, Azure OpenAI's `api-key`, Gemini's
-/// `x-goog-api-key`), derived from [`Provider::auth`], and proxy credentials. A header may
-/// appear more than once.
+/// `x-goog-api-key`), derived from [`Provider::auth`], and proxy credentials; each once.
 ///
 /// [`Auth::header`]: crate::Auth::header
 ///
@@ -15,10 +14,15 @@ use crate::Provider;
 /// for provider in tollgate::Provider::ALL {
 ///     assert!(tollgate::SECRET_HEADERS.contains(&provider.auth().header));
 /// }
+/// assert_eq!(
+///     tollgate::SECRET_HEADERS,
+///     ["authorization", "x-api-key", "api-key", "x-goog-api-key", "proxy-authorization"]
+/// );
 /// ```
-pub const SECRET_HEADERS: [&str; Provider::ALL.len() + 1] = secret_headers();
+pub const SECRET_HEADERS: [&str; UNIQUE] = unique_secret_headers();
 
-const fn secret_headers() -> [&'static str; Provider::ALL.len() + 1] {
+/// Every preset's key header, then the proxy's: duplicates included.
+const ALL: [&str; Provider::ALL.len() + 1] = {
     let mut headers = ["proxy-authorization"; Provider::ALL.len() + 1];
     let mut i = 0;
     while i < Provider::ALL.len() {
@@ -26,6 +30,60 @@ const fn secret_headers() -> [&'static str; Provider::ALL.len() + 1] {
         i += 1;
     }
     headers
+};
+
+/// How many distinct names [`ALL`] holds.
+const UNIQUE: usize = {
+    let mut count = 0;
+    let mut i = 0;
+    while i < ALL.len() {
+        if first_of_its_name(i) {
+            count += 1;
+        }
+        i += 1;
+    }
+    count
+};
+
+/// The distinct names of [`ALL`], in order: each header is marked once per request.
+const fn unique_secret_headers() -> [&'static str; UNIQUE] {
+    let mut headers = [""; UNIQUE];
+    let (mut i, mut next) = (0, 0);
+    while i < ALL.len() {
+        if first_of_its_name(i) {
+            headers[next] = ALL[i];
+            next += 1;
+        }
+        i += 1;
+    }
+    headers
+}
+
+/// Whether `ALL[i]` is the first entry with its name.
+const fn first_of_its_name(i: usize) -> bool {
+    let mut j = 0;
+    while j < i {
+        if same(ALL[j], ALL[i]) {
+            return false;
+        }
+        j += 1;
+    }
+    true
+}
+
+const fn same(a: &str, b: &str) -> bool {
+    let (a, b) = (a.as_bytes(), b.as_bytes());
+    if a.len() != b.len() {
+        return false;
+    }
+    let mut k = 0;
+    while k < a.len() {
+        if a[k] != b[k] {
+            return false;
+        }
+        k += 1;
+    }
+    true
 }
 
 /// The query parameters that carry credentials (Gemini's `key`), derived from
