@@ -5,7 +5,7 @@
 
 Each `crate::`/`super::`/`self::` path (in `use` items, braces expanded, and inline) is resolved
 to the file that defines it, following `pub use` re-exports of a module's file; a circle is a
-strongly connected group of two or more files.
+strongly connected group of two or more files. Exits 1 when there is one (CI runs it).
 """
 import os
 import re
@@ -72,7 +72,9 @@ for m, text in texts.items():
         if u.group(1) in ("crate", "super", "self"):
             continue
         for item in expand("", u.group(2).strip().strip("{}")):
-            table[item.split("::")[-1]] = m + (u.group(1),) + tuple(item.split("::")[:-1])
+            raw = re.search(r"pub(?:\([^)]*\))?\s+use\s+" + re.escape(u.group(1)) + r"::.*?" + re.escape(item) + r"\s+as\s+(\w+)", strip(text))
+            name = raw.group(1) if raw else item.split("::")[-1]
+            table[name] = m + (u.group(1),) + tuple(item.split("::")[:-1])
     reexports[m] = table
 
 
@@ -142,3 +144,4 @@ for v in files:
 print(f"import circles: {len(sccs)}")
 for comp in sccs:
     print("  " + " <-> ".join(sorted("/".join(c) for c in comp)))
+sys.exit(1 if sccs else 0)

@@ -304,3 +304,44 @@ impl std::fmt::Debug for StatusSet {
             .finish()
     }
 }
+
+/// No input panics the classifier: header values and error bodies of any shape.
+#[cfg(test)]
+mod tests {
+    use std::time::SystemTime;
+
+    use http::HeaderMap;
+    use proptest::prelude::*;
+
+    use super::super::headers::tests::fuzz_cases;
+    use super::super::headers::RateLimitState;
+    use super::super::verdict::{Classification, Kind};
+    use super::{Classify, DefaultClassifier};
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(fuzz_cases()))]
+
+        #[test]
+        fn no_header_value_panics_the_classifier(value in "\\PC{0,40}", status in 100u16..600) {
+            if let Ok(header) = http::HeaderValue::from_str(&value) {
+                let mut map = HeaderMap::new();
+                for name in ["retry-after", "retry-after-ms", "x-should-retry",
+                             "x-ratelimit-reset-tokens", "x-ratelimit-remaining-tokens",
+                             "anthropic-ratelimit-requests-reset"] {
+                    map.insert(name, header.clone());
+                }
+                let status = http::StatusCode::from_u16(status).unwrap();
+                let _ = DefaultClassifier::new().classify_response(status, &map);
+                let _ = RateLimitState::from_headers(&map, SystemTime::now());
+                let _ = DefaultClassifier::new()
+                    .classify_body(Classification::new(Kind::RateLimited), value.as_bytes());
+            }
+        }
+
+        #[test]
+        fn arbitrary_bytes_never_panic_the_body_rules(body in proptest::collection::vec(any::<u8>(), 0..256)) {
+            let _ = DefaultClassifier::new()
+                .classify_body(Classification::new(Kind::RateLimited), &body);
+        }
+    }
+}

@@ -1,5 +1,5 @@
 //! The standard stack: the four layers in the recommended order, from a provider preset, a
-//! [`Policy`] built in code, or a [config file](crate::config).
+//! [`Policy`] built in code, or a config file (`tollgate::config`, feature `config`).
 //!
 //! Users do not want to learn four layers before their first request. [`Policy::preset`] gives
 //! a provider's recommended settings (retries and hints as its official SDK handles them, a
