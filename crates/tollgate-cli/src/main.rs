@@ -17,6 +17,34 @@ use clap::{Parser, Subcommand};
 struct Cli {
     #[command(subcommand)]
     command: Command,
+    /// Log what tollgate does to stderr: -v info (retries, adaptive limit, breaker), -vv debug,
+    /// -vvv trace. `RUST_LOG` (e.g. `tollgate=debug`) overrides it.
+    #[arg(short, long, action = clap::ArgAction::Count, global = true)]
+    verbose: u8,
+    /// Write the logs as JSON lines.
+    #[arg(long, global = true)]
+    log_json: bool,
+}
+
+/// Sends tracing events to stderr, at the level `-v` or `RUST_LOG` asks (warnings only by
+/// default). Request headers are never logged: credentials are marked sensitive anyway.
+fn init_logging(verbose: u8, json: bool) {
+    let level = match verbose {
+        0 => "warn",
+        1 => "info",
+        2 => "debug",
+        _ => "trace",
+    };
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    if json {
+        builder.json().init();
+    } else {
+        builder.init();
+    }
 }
 
 #[derive(Debug, Subcommand)]
@@ -32,6 +60,7 @@ enum Command {
 #[tokio::main]
 async fn main() -> ExitCode {
     let cli = Cli::parse();
+    init_logging(cli.verbose, cli.log_json);
     let result = match cli.command {
         Command::Batch(args) => batch::run(*args).await,
         Command::Mock(args) => serve_mock(args).await,
@@ -39,6 +68,7 @@ async fn main() -> ExitCode {
     };
     match result {
         Ok(code) => code,
+        // The run could not start (or could not go on writing): exit code 2.
         Err(message) => {
             eprintln!("tollgate: {message}");
             ExitCode::from(2)

@@ -43,6 +43,14 @@ fn results(path: &Path) -> Vec<Value> {
         .collect()
 }
 
+/// A result line's key: its id, or `line-N` for a line without one.
+fn key_of(line: &Value) -> String {
+    match line["id"].as_str() {
+        Some(id) => id.to_owned(),
+        None => format!("line-{}", line["line"]),
+    }
+}
+
 fn stderr(output: &Output) -> String {
     String::from_utf8_lossy(&output.stderr).into_owned()
 }
@@ -62,7 +70,12 @@ fn a_batch_writes_one_result_per_line_and_reports_bad_lines() {
         .arg(&summary)
         .output()
         .unwrap();
-    assert!(run.status.success(), "{}", stderr(&run));
+    assert_eq!(
+        run.status.code(),
+        Some(1),
+        "invalid lines did not succeed: {}",
+        stderr(&run)
+    );
     assert!(
         stderr(&run).contains("line 31: not valid JSON"),
         "{}",
@@ -70,10 +83,7 @@ fn a_batch_writes_one_result_per_line_and_reports_bad_lines() {
     );
     let lines = results(&output);
     assert_eq!(lines.len(), 33);
-    let by_id: HashMap<&str, &Value> = lines
-        .iter()
-        .map(|l| (l["id"].as_str().unwrap(), l))
-        .collect();
+    let by_id: HashMap<String, &Value> = lines.iter().map(|l| (key_of(l), l)).collect();
     assert_eq!(by_id["p0"]["outcome"], "ok");
     assert_eq!(by_id["p0"]["response"]["object"], "chat.completion");
     assert_eq!(by_id["7"]["status"], 200, "a chat body with a numeric id");
@@ -84,7 +94,7 @@ fn a_batch_writes_one_result_per_line_and_reports_bad_lines() {
         .contains("line 33: expected a JSON object"));
     let summary: Value = serde_json::from_str(&std::fs::read_to_string(&summary).unwrap()).unwrap();
     assert_eq!(
-        (summary["requests"].as_u64(), summary["successes"].as_u64()),
+        (summary["lines"].as_u64(), summary["successes"].as_u64()),
         (Some(33), Some(31))
     );
     assert_eq!(summary["errors_by_kind"]["invalid_input"], 2);
@@ -97,7 +107,16 @@ fn a_batch_writes_one_result_per_line_and_reports_bad_lines() {
         .arg(&output)
         .output()
         .unwrap();
-    assert!(again.status.success());
+    assert_eq!(
+        again.status.code(),
+        Some(1),
+        "the invalid lines still did not succeed"
+    );
+    assert!(
+        stderr(&again).contains("--retry-failed"),
+        "{}",
+        stderr(&again)
+    );
     assert_eq!(
         results(&output).len(),
         33,
@@ -129,7 +148,7 @@ fn bad_input_exits_non_zero_with_one_clear_message() {
                 "--output".into(),
                 dir.join("no/such/dir.jsonl").display().to_string(),
             ],
-            "cannot use output",
+            "does not exist",
         ),
         (
             vec![
@@ -162,7 +181,7 @@ fn bad_input_exits_non_zero_with_one_clear_message() {
                 "--max-attempts".into(),
                 "0".into(),
             ],
-            "max_attempts",
+            "must be a positive whole number",
         ),
     ];
     for (args, message) in cases {

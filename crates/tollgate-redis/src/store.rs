@@ -59,6 +59,25 @@ impl RedisStore {
         }
     }
 
+    /// Asks Redis for a `PONG`: whether the store answers now, within the builder's timeout
+    /// (for a check before a run: the limiter itself finds out on the first admission).
+    ///
+    /// ```no_run
+    /// # async fn check() -> Result<(), Box<dyn std::error::Error>> {
+    /// let store = tollgate_redis::RedisStore::builder("redis://127.0.0.1:6379/").build()?;
+    /// store.ping().await?;
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub async fn ping(&self) -> Result<(), StoreError> {
+        let mut connection = self.connection.clone();
+        redis::cmd("PING")
+            .query_async::<String>(&mut connection)
+            .await
+            .map(drop)
+            .map_err(StoreError::new)
+    }
+
     fn key(&self, quota: &str, part: &str) -> String {
         format!("{}:{{{}}}:{}", self.prefix, quota, part)
     }

@@ -12,25 +12,31 @@ pub(crate) struct PolicyFlags {
     /// Requests per minute (overrides the preset or config): a ceiling, not a promise. The rate
     /// adapts below it to the provider's refusals (see --no-adaptive); without it, the rate is
     /// found from the refusals alone.
-    #[arg(long)]
+    #[arg(long, value_parser = positive, allow_hyphen_values = true)]
     pub(crate) rpm: Option<u64>,
     /// Tokens per minute.
-    #[arg(long)]
+    #[arg(long, value_parser = positive, allow_hyphen_values = true)]
     tpm: Option<u64>,
     /// Requests at once after a quiet spell (default: a tenth of a second's worth of --rpm, at
     /// least 1; providers enforce per-minute limits over much shorter windows).
-    #[arg(long)]
+    #[arg(long, value_parser = positive, allow_hyphen_values = true)]
     burst: Option<u64>,
     /// Requests in flight at once (default: the config's concurrency, else a second's worth of
     /// --rpm between 4 and 64, else 64; the rate limiter paces them).
-    #[arg(long)]
+    #[arg(long, value_parser = positive_u32, allow_hyphen_values = true)]
     pub(crate) concurrency: Option<u32>,
     /// Attempts per request, the first included.
-    #[arg(long)]
+    #[arg(long, value_parser = positive_u32, allow_hyphen_values = true)]
     max_attempts: Option<u32>,
-    /// Timeout of each attempt, in seconds, from when it leaves the rate limiter's queue.
-    #[arg(long)]
+    /// Timeout of each attempt, in seconds, from when it leaves the rate limiter's queue
+    /// (default: 10 s plus 0.1 s per token of the largest `max_tokens` asked, as a slow
+    /// provider generates 10 tokens a second and a non-streamed answer arrives whole).
+    #[arg(long, value_parser = positive_secs, allow_hyphen_values = true)]
     timeout: Option<f64>,
+    /// Deadline of each request, all attempts and waits included, in seconds (default: 600,
+    /// the SDKs' ceiling, or two attempt timeouts when longer).
+    #[arg(long, value_parser = positive_secs, allow_hyphen_values = true)]
+    deadline: Option<f64>,
     /// Do not retry an attempt that timed out (`--timeout`): a timed-out completion may still
     /// have run, and been billed, at the provider.
     #[arg(long)]
@@ -74,12 +80,50 @@ impl PolicyFlags {
         if self.no_retry_timeouts {
             policy.retry.retry_timeouts = false;
         }
-        if let Some(timeout) = self.timeout {
-            let timeout = Duration::try_from_secs_f64(timeout).map_err(|_| {
-                format!("--timeout must be a positive number of seconds, got {timeout}")
-            })?;
-            policy.retry.attempt_timeout = Some(timeout);
+        for (flag, seconds, field) in [
+            ("--timeout", self.timeout, &mut policy.retry.attempt_timeout),
+            ("--deadline", self.deadline, &mut policy.retry.deadline),
+        ] {
+            if let Some(seconds) = seconds {
+                let duration = Duration::try_from_secs_f64(seconds)
+                    .map_err(|_| format!("{flag} is too long: {seconds} s"))?;
+                *field = Some(duration);
+            }
         }
         Ok(())
+    }
+}
+
+/// A whole number above zero, with a message that says so (also for `-5`).
+pub(crate) fn positive(text: &str) -> Result<u64, String> {
+    match text.trim().parse::<i128>() {
+        Ok(n) if n > 0 && n <= i128::from(u64::MAX) => Ok(n as u64),
+        _ => Err(format!("must be a positive whole number, got `{text}`")),
+    }
+}
+
+/// A whole number above zero that fits 32 bits.
+pub(crate) fn positive_u32(text: &str) -> Result<u32, String> {
+    let n = positive(text)?;
+    u32::try_from(n).map_err(|_| format!("must be at most {}, got `{text}`", u32::MAX))
+}
+
+/// A number of seconds, zero or more.
+pub(crate) fn non_negative_secs(text: &str) -> Result<f64, String> {
+    match text.trim().parse::<f64>() {
+        Ok(secs) if secs.is_finite() && secs >= 0.0 => Ok(secs),
+        _ => Err(format!(
+            "must be a number of seconds, zero or more, got `{text}`"
+        )),
+    }
+}
+
+/// A number of seconds above zero.
+pub(crate) fn positive_secs(text: &str) -> Result<f64, String> {
+    match text.trim().parse::<f64>() {
+        Ok(secs) if secs.is_finite() && secs > 0.0 => Ok(secs),
+        _ => Err(format!(
+            "must be a positive number of seconds, got `{text}`"
+        )),
     }
 }

@@ -1,57 +1,83 @@
 //! `tollgate batch`: one request per input line through the standard stack, one result per
 //! line in the output, nothing lost and nothing sent twice across interruptions.
+//!
+//! The input is read twice, line by line and never whole: once to plan (what the results file
+//! already holds for each line, bound by the line's fingerprint), once to send. Memory follows
+//! the number of lines only through a few words per line in the index.
+//!
+//! Exit codes: 0 every line succeeded (in this run or an earlier one); 1 the run finished but
+//! some lines did not succeed (their results say why; a rerun tries them again); 2 the run could
+//! not start (bad arguments, an unreachable endpoint or Redis, an unusable output); 130 and 143
+//! stopped by SIGINT or SIGTERM (a rerun resumes).
 
 mod flags;
 mod input;
 mod output;
+mod plan;
+mod progress;
 mod report;
+mod send;
+mod stop;
 mod target;
 
 use std::collections::BTreeMap;
-use std::io::IsTerminal;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use http_body_util::BodyExt;
-use serde_json::{json, Value};
+use serde_json::json;
 use tokio::sync::{mpsc, Semaphore};
-use tollgate::retry::{RetryError, RetryInfo, StopReason};
-use tower::{Layer, ServiceExt};
+use tower::Layer;
 
+use input::{Key, Line, LineKind, Shape};
+use output::{Class, Outcome};
 pub(crate) use target::Target;
 
 /// Options of `tollgate batch`.
 #[derive(Debug, Clone, clap::Args)]
 pub(crate) struct BatchArgs {
-    /// JSONL input: one chat request, or `{"id": ..., "prompt": "..."}`, per line.
+    /// JSONL input, read line by line: `{"id": ..., "prompt": "..."}`, a chat request body, or
+    /// an OpenAI Batch API line (`custom_id`, `method`, `url`, `body`).
     #[arg(long)]
     input: PathBuf,
-    /// JSONL output: one result per input line. Run again with the same file to resume.
+    /// JSONL output: one result per input line. Run again with the same file to resume: what
+    /// succeeded is kept, failures are tried again (see --retry-failed), and a result whose
+    /// input line changed is redone.
     #[arg(long)]
     output: PathBuf,
+    /// The results' format: tollgate's, or the OpenAI Batch API's output lines.
+    #[arg(long, value_enum, default_value_t)]
+    output_format: output::Format,
+    /// Also try again the failures of the prompts themselves (invalid lines, 400/413/422
+    /// answers, requests over the token limit), which a plain rerun keeps.
+    #[arg(long)]
+    retry_failed: bool,
     /// Provider preset: openai, anthropic, groq, azure-openai, gemini, gemini-openai,
     /// openai-compatible.
     #[arg(long, conflicts_with = "config")]
     provider: Option<String>,
     /// Config file (TOML or JSON) with `[providers.NAME]` policies; the first provider is used
-    /// unless `--provider` names one... of the file's names.
+    /// unless --config-provider names another.
     #[arg(long)]
     config: Option<PathBuf>,
-    /// The provider named in the config file to use.
+    /// The provider of the config file to use (a name of its `[providers.NAME]` tables).
     #[arg(long, requires = "config")]
     config_provider: Option<String>,
-    /// Base URL of an OpenAI- or Anthropic-compatible API. Without it, and without an API key in
-    /// the environment, the batch runs against the embedded mock provider.
+    /// Base URL of an OpenAI- or Anthropic-compatible API (`https://host[:port][/prefix]`); it
+    /// must answer before the run starts. Without it, and without an API key in the
+    /// environment, the batch runs against the embedded mock provider.
     #[arg(long)]
     endpoint: Option<String>,
+    /// Send no API key: the --endpoint needs none (a local server).
+    #[arg(long)]
+    no_key: bool,
     /// Model for `prompt` lines.
     #[arg(long, default_value = "gpt-4o-mini")]
     model: String,
     /// `max_tokens` for `prompt` lines.
-    #[arg(long, default_value_t = 256)]
+    #[arg(long, default_value_t = 256, value_parser = flags::positive)]
     max_tokens: u64,
     /// The flags that change the policy.
     #[command(flatten)]
@@ -60,12 +86,17 @@ pub(crate) struct BatchArgs {
     /// batches on one API key then never exceed its limits together. Needs `--rpm` or `--tpm`.
     #[arg(long, env = "TOLLGATE_REDIS_URL", hide_env_values = true)]
     redis: Option<String>,
-    /// How many processes share the quota with `--redis`: while Redis is down, each sends its
-    /// share (the limit divided by this) until Redis answers again.
+    /// While Redis is down (or unreachable at the start), go on at this process's share of the
+    /// limits (see --processes) instead of refusing requests.
+    #[arg(long, requires = "redis")]
+    redis_fail_open: bool,
+    /// How many processes share the quota with `--redis`: with --redis-fail-open, each sends
+    /// its share (the limit divided by this) while Redis is down.
     #[arg(long, default_value_t = 1, requires = "redis", value_parser = clap::value_parser!(u32).range(1..))]
     processes: u32,
-    /// After Ctrl-C, how long in-flight requests may finish, in seconds.
-    #[arg(long, default_value_t = 30.0)]
+    /// After Ctrl-C or SIGTERM, how long in-flight requests may finish, in seconds (a second
+    /// signal stops at once).
+    #[arg(long, default_value_t = 30.0, value_parser = flags::non_negative_secs)]
     grace: f64,
     /// Write the run's totals as JSON to this file.
     #[arg(long)]
@@ -75,175 +106,243 @@ pub(crate) struct BatchArgs {
     report: Option<PathBuf>,
 }
 
+/// Live counts, for the progress line.
 #[derive(Default)]
-struct Counters {
-    done: AtomicU64,
-    ok: AtomicU64,
-    attempts: AtomicU64,
-    rate_limited: AtomicU64,
+pub(crate) struct Counters {
+    /// Requests handed to the stack this run.
+    pub(crate) sent: AtomicU64,
+    /// Results written this run.
+    pub(crate) done: AtomicU64,
+    /// Attempts the client made.
+    pub(crate) attempts: AtomicU64,
+    /// 429s the provider answered.
+    pub(crate) rate_limited: AtomicU64,
 }
 
+/// Exit code: the run finished but some lines did not succeed.
+const SOME_FAILED: u8 = 1;
+
+/// Invalid lines named on stderr (all are in the results).
+const SHOWN_INVALID: u64 = 10;
+
 pub(crate) async fn run(args: BatchArgs) -> Result<ExitCode, String> {
-    if let Some(path) = &args.report {
-        if !matches!(
-            path.extension().and_then(|e| e.to_str()),
-            Some("svg" | "html" | "htm")
-        ) {
-            return Err(format!(
-                "cannot tell the report format of {}: name it *.svg or *.html",
-                path.display()
-            ));
+    // Everything that can be checked is checked before anything is sent.
+    output::check_path(&args.output, &args.input)?;
+    for (flag, path) in [
+        ("--report", &args.report),
+        ("--summary-json", &args.summary_json),
+    ] {
+        if let Some(path) = path {
+            check_writable(flag, path)?;
         }
     }
-    let (jobs, invalid) = input::read(&args.input, &args.model, args.max_tokens)?;
-    let done = output::done_ids(&args.output)?;
-    let mut results = output::Results::open(&args.output)?;
-    let target = Target::resolve(&args).await?;
-    let total_lines = jobs.len() + invalid.len();
-    let mut errors_by_kind: BTreeMap<String, u64> = BTreeMap::new();
-    let mut totals = report::Totals::default();
-    let timeline = Arc::new(report::Timeline::new());
-    for bad in invalid.iter().filter(|b| !done.contains(&b.id)) {
-        eprintln!("tollgate: skipping {}", bad.message);
-        let line = json!({"id": bad.id, "status": null, "outcome": "invalid_input",
-            "error": {"kind": "invalid_input", "message": bad.message}, "attempts": 0, "latency_ms": 0});
-        results
-            .append(&line)
-            .map_err(|e| format!("cannot write output {}: {e}", args.output.display()))?;
-        *errors_by_kind.entry("invalid_input".into()).or_default() += 1;
+    if let Some(path) = &args.report {
+        report::check_format(path)?;
     }
-    let todo: Vec<_> = jobs
-        .into_iter()
-        .filter(|job| !done.contains(&job.id))
-        .collect();
-    let skipped = total_lines
-        - todo.len()
-        - errors_by_kind.get("invalid_input").copied().unwrap_or(0) as usize;
-    if skipped > 0 {
-        eprintln!(
-            "tollgate: resuming: {skipped} of {total_lines} already in {}",
-            args.output.display()
-        );
-    }
+    let shape = Shape {
+        model: args.model.clone(),
+        max_tokens: args.max_tokens,
+    };
+    let mut index = output::index(&args.output)?;
+    let (plan, index) = {
+        let (input, shape, retry_failed) = (args.input.clone(), shape.clone(), args.retry_failed);
+        tokio::task::spawn_blocking(move || {
+            plan::plan(&input, shape, &mut index, retry_failed).map(|plan| (plan, index))
+        })
+        .await
+        .map_err(|e| format!("planning failed: {e}"))??
+    };
+    let target = Target::resolve(&args, plan.max_tokens).await?;
+    output::drop_redone(&args.output, &index)?;
+    let mut results = output::Results::open(&args.output, args.output_format)?;
+    announce(&plan, &args.output);
 
     let counters = Arc::new(Counters::default());
-    let rate_limited = Arc::clone(&counters);
-    // Count the 429s the provider sends, below the stack, where every attempt passes.
-    let client = tower::util::MapResponseLayer::new(
-        move |response: http::Response<hyper::body::Incoming>| {
-            if response.status() == http::StatusCode::TOO_MANY_REQUESTS {
-                rate_limited.rate_limited.fetch_add(1, Ordering::Relaxed);
-            }
-            response
-        },
-    )
-    .layer(tollgate_e2e::https_client());
+    let timeline = Arc::new(report::Timeline::new());
+    let client = {
+        let (counters, timeline) = (Arc::clone(&counters), Arc::clone(&timeline));
+        let sent = Arc::clone(&timeline);
+        // Below the stack every attempt passes: count what is sent and the 429s it draws.
+        tower::ServiceBuilder::new()
+            .map_request(move |request: http::Request<tollgate_e2e::Body>| {
+                sent.record(report::Event::Sent, 1);
+                request
+            })
+            .map_response(move |response: http::Response<hyper::body::Incoming>| {
+                counters.attempts.fetch_add(1, Ordering::Relaxed);
+                if response.status() == http::StatusCode::TOO_MANY_REQUESTS {
+                    counters.rate_limited.fetch_add(1, Ordering::Relaxed);
+                    timeline.record(report::Event::RateLimited, 1);
+                }
+                response
+            })
+            .service(tollgate_e2e::https_client())
+    };
     let layer = target.layer.clone();
-    let breaker = layer.breaker_handle();
-    let limiter = layer.limit_handle();
+    let (breaker, limiter) = (layer.breaker_handle(), layer.limit_handle());
     let stack = layer.layer(client);
+    let mut stop = stop::listen(args.grace)?;
 
-    let stop = Arc::new(AtomicBool::new(false));
-    let stopper = Arc::clone(&stop);
-    tokio::spawn(async move {
-        if tokio::signal::ctrl_c().await.is_ok() {
-            eprintln!(
-                "\ntollgate: interrupted: finishing the requests in flight, admitting no more"
-            );
-            stopper.store(true, Ordering::SeqCst);
-        }
-    });
-
-    let (sender, mut receiver) = mpsc::unbounded_channel::<Value>();
-    let slots = Arc::new(Semaphore::new(target.concurrency));
-    let started = Instant::now();
-    let total = todo.len() as u64;
-    let progress = Progress::new(total);
-    let dispatcher = {
-        let (stop, counters) = (Arc::clone(&stop), Arc::clone(&counters));
-        let target = target.clone();
-        tokio::spawn(async move {
-            let mut tasks = tokio::task::JoinSet::new();
-            for job in todo {
-                let Ok(slot) = Arc::clone(&slots).acquire_owned().await else {
-                    break;
-                };
-                if stop.load(Ordering::SeqCst) {
+    // The second pass: the lines with work to do, read on a blocking thread as they are needed.
+    let (lines, mut to_do) = mpsc::channel::<Line>(256);
+    let reader = {
+        let (input, duplicates) = (args.input.clone(), plan.duplicates.clone());
+        tokio::task::spawn_blocking(move || -> Result<(), String> {
+            let mut reader = input::Lines::open(&input, shape)?;
+            while let Some(mut line) = reader.next_line()? {
+                if duplicates.contains(&line.number) {
+                    line.kind = LineKind::Invalid(format!(
+                        "line {}: the id of an earlier line, given again",
+                        line.number
+                    ));
+                    line.key = Key::Line(line.number);
+                }
+                let redo = index
+                    .entries
+                    .get(&line.key.digest())
+                    .is_none_or(|entry| entry.redo);
+                if redo && lines.blocking_send(line).is_err() {
                     break;
                 }
-                let (stack, sender, counters, target) = (
-                    stack.clone(),
-                    sender.clone(),
-                    Arc::clone(&counters),
-                    target.clone(),
-                );
-                tasks.spawn(async move {
-                    let result = send(stack, &target, job).await;
-                    counters
-                        .attempts
-                        .fetch_add(result["attempts"].as_u64().unwrap_or(0), Ordering::Relaxed);
-                    if result["outcome"] == "ok" {
-                        counters.ok.fetch_add(1, Ordering::Relaxed);
+            }
+            Ok(())
+        })
+    };
+
+    let (finished, mut outcomes) = mpsc::channel::<(Outcome, send::Usage)>(256);
+    let slots = Arc::new(Semaphore::new(target.concurrency));
+    let dispatcher = {
+        let (target, mut stop, counters) = (target.clone(), stop.clone(), Arc::clone(&counters));
+        tokio::spawn(async move {
+            let mut tasks = tokio::task::JoinSet::new();
+            loop {
+                // Stop admitting at the first signal, even while every slot is busy.
+                let line = tokio::select! {
+                    line = to_do.recv() => line,
+                    _ = stop.wait_for(|s| s.signal.is_some()) => None,
+                };
+                let Some(line) = line else { break };
+                if let LineKind::Invalid(message) = &line.kind {
+                    let outcome = send::invalid(&line, line.key.clone(), message.clone());
+                    if finished
+                        .send((outcome, send::Usage::default()))
+                        .await
+                        .is_err()
+                    {
+                        break;
                     }
-                    counters.done.fetch_add(1, Ordering::Relaxed);
-                    let _ = sender.send(result);
+                    continue;
+                }
+                let slot = tokio::select! {
+                    slot = Arc::clone(&slots).acquire_owned() => slot,
+                    _ = stop.wait_for(|s| s.signal.is_some()) => break,
+                };
+                let Ok(slot) = slot else { break };
+                counters.sent.fetch_add(1, Ordering::Relaxed);
+                let (stack, finished, target) = (stack.clone(), finished.clone(), target.clone());
+                tasks.spawn(async move {
+                    let ended = send::send(stack, &target, line).await;
+                    let _ = finished.send(ended).await;
                     drop(slot);
                 });
+                while tasks.try_join_next().is_some() {}
             }
-            drop(sender);
             tasks
         })
     };
 
+    let started = Instant::now();
+    let progress = progress::Progress::new(plan.to_send + plan.invalid);
+    let mut totals = report::Totals::default();
+    let mut errors_by_kind: BTreeMap<String, u64> = BTreeMap::new();
+    let (mut written, mut succeeded, mut failed) = (0u64, 0u64, 0u64);
     let mut ticker = tokio::time::interval(Duration::from_millis(500));
-    let mut grace_deadline: Option<tokio::time::Instant> = None;
+    let mut grace_ends: Option<tokio::time::Instant> = None;
+    let mut write = |outcome: Outcome, usage: send::Usage| -> Result<(), String> {
+        results
+            .append(&outcome)
+            .map_err(|e| format!("cannot write output {}: {e}", args.output.display()))?;
+        written += 1;
+        counters.done.fetch_add(1, Ordering::Relaxed);
+        totals.add(&outcome);
+        timeline.record(
+            report::Event::Retries,
+            u64::from(outcome.attempts.saturating_sub(1)),
+        );
+        if let Some(tokens) = usage.total_tokens {
+            timeline.record(report::Event::Tokens, tokens);
+        }
+        if outcome.class == Class::Succeeded {
+            succeeded += 1;
+            timeline.record(report::Event::Succeeded, 1);
+        } else {
+            failed += 1;
+            let count = errors_by_kind
+                .entry(outcome.kind.clone().unwrap_or_default())
+                .or_default();
+            *count += 1;
+            if outcome.outcome == "invalid_input" && *count <= SHOWN_INVALID {
+                let message = outcome.message.as_deref().unwrap_or_default();
+                eprintln!("tollgate: skipping {message}");
+            }
+        }
+        Ok(())
+    };
     loop {
         tokio::select! {
-            line = receiver.recv() => {
-                let Some(line) = line else { break };
-                totals.add(&line);
-                if line["outcome"] == "ok" {
-                    timeline.record(report::Event::Succeeded);
-                } else {
-                    let kind = line["error"]["kind"].as_str().unwrap_or("http_error").to_owned();
-                    *errors_by_kind.entry(kind).or_default() += 1;
-                }
-                results.append(&line).map_err(|e| format!("cannot write output {}: {e}", args.output.display()))?;
+            ended = outcomes.recv() => {
+                let Some((outcome, usage)) = ended else { break };
+                write(outcome, usage)?;
             }
+            _ = stop.changed() => {
+                let now = *stop.borrow();
+                if now.count >= 2 {
+                    break;
+                }
+                grace_ends.get_or_insert_with(|| {
+                    tokio::time::Instant::now() + Duration::from_secs_f64(args.grace)
+                });
+            }
+            _ = async { tokio::time::sleep_until(grace_ends.unwrap_or_else(tokio::time::Instant::now)).await },
+                if grace_ends.is_some() => break,
             _ = ticker.tick() => {
                 let rate = limiter.snapshot().adaptive_rate;
                 if let Some(rate) = rate {
                     timeline.record_rate(rate);
                 }
                 progress.show(&counters, breaker.snapshot().state.as_str(), rate, started.elapsed());
-                if stop.load(Ordering::SeqCst) && grace_deadline.is_none() {
-                    grace_deadline = Some(tokio::time::Instant::now() + Duration::from_secs_f64(args.grace.max(0.0)));
-                }
-                if grace_deadline.is_some_and(|d| tokio::time::Instant::now() >= d) {
-                    break;
-                }
             }
         }
     }
-    // Only requests whose results are written count as done: the rest are resumed next time.
-    let mut tasks = dispatcher
-        .await
-        .map_err(|e| format!("dispatcher failed: {e}"))?;
-    tasks.abort_all();
+    // What completed is written; what did not end in time is not, and is resumed next time.
+    let stopped_by = stop.borrow().signal;
+    if let Ok(mut tasks) = dispatcher.await {
+        tasks.abort_all();
+    }
+    while let Ok((outcome, usage)) = outcomes.try_recv() {
+        write(outcome, usage)?;
+    }
+    reader.abort();
     progress.finish(&counters, started.elapsed());
 
-    let written = counters.done.load(Ordering::Relaxed);
-    let interrupted = stop.load(Ordering::SeqCst) && written < total;
+    let not_succeeded = failed + plan.kept_failures;
+    let left = (plan.to_send + plan.invalid).saturating_sub(written);
     let summary = json!({
-        "requests": total_lines,
-        "resumed_skipped": skipped,
-        "sent": written,
-        "successes": counters.ok.load(Ordering::Relaxed),
+        "lines": plan.lines,
+        "already_done": plan.done,
+        "retried_from_earlier_runs": plan.retried,
+        "redone_because_the_line_changed": plan.changed,
+        "sent": counters.sent.load(Ordering::Relaxed),
+        "written": written,
+        "successes": succeeded,
+        "failures": failed,
+        "failures_kept_from_earlier_runs": plan.kept_failures,
         "errors_by_kind": errors_by_kind,
         "attempts": counters.attempts.load(Ordering::Relaxed),
         "rate_limited_429": counters.rate_limited.load(Ordering::Relaxed),
+        "left_to_resume": left,
         "wall_time_s": started.elapsed().as_secs_f64(),
-        "interrupted": interrupted,
+        "interrupted": stopped_by.is_some(),
     });
     eprintln!("{}", totals.text());
     if let Some(path) = &args.report {
@@ -255,130 +354,75 @@ pub(crate) async fn run(args: BatchArgs) -> Result<ExitCode, String> {
             .map_err(|e| format!("cannot write summary {}: {e}", path.display()))?;
     }
     eprintln!("tollgate: {summary}");
-    if interrupted {
+    if let Some(signal) = stopped_by {
+        eprintln!("tollgate: {left} lines left; run the same command again to resume");
+        return Ok(ExitCode::from(signal.exit_code()));
+    }
+    if not_succeeded > 0 {
         eprintln!(
-            "tollgate: {} requests left; run the same command again to resume",
-            total - written
+            "tollgate: {not_succeeded} of {} lines did not succeed (see {}); run again to retry \
+             them{}",
+            plan.lines,
+            args.output.display(),
+            if plan.kept_failures > 0 || errors_by_kind.contains_key("invalid_input") {
+                " (failures of the prompts themselves need --retry-failed)"
+            } else {
+                ""
+            }
         );
-        return Ok(ExitCode::from(130));
+        return Ok(ExitCode::from(SOME_FAILED));
     }
     Ok(ExitCode::SUCCESS)
 }
 
-/// Sends one job and describes its end as a result line.
-async fn send<S, B>(stack: S, target: &Target, job: input::Job) -> Value
-where
-    S: tower::Service<
-        http::Request<tollgate_e2e::Body>,
-        Response = http::Response<B>,
-        Error = RetryError,
-    >,
-    B: http_body::Body,
-    B::Error: std::fmt::Display,
-{
-    let started = Instant::now();
-    let request = target.request(job.body);
-    let latency = |started: Instant| started.elapsed().as_millis() as u64;
-    match stack.oneshot(request).await {
-        Ok(response) => {
-            let status = response.status().as_u16();
-            let info = response.extensions().get::<RetryInfo>().copied();
-            let attempts = info.map_or(1, |i| i.attempts);
-            let response_stop = info.and_then(|i| i.stopped);
-            let body = match response.into_body().collect().await {
-                Ok(body) => body.to_bytes(),
-                Err(error) => {
-                    return json!({"id": job.id, "status": status, "outcome": "error",
-                        "error": {"kind": "connection", "message": format!("the answer broke off: {error}")},
-                        "attempts": attempts, "latency_ms": latency(started)});
-                }
-            };
-            let answer: Value = serde_json::from_slice(&body)
-                .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&body).into_owned()));
-            if (200..300).contains(&status) {
-                json!({"id": job.id, "status": status, "outcome": "ok", "response": answer, "attempts": attempts, "latency_ms": latency(started)})
+/// Says what the plan keeps, retries and redoes.
+fn announce(plan: &plan::Plan, output: &Path) {
+    if plan.done > 0 {
+        eprintln!(
+            "tollgate: resuming: {} of {} lines already in {}{}",
+            plan.done,
+            plan.lines,
+            output.display(),
+            if plan.kept_failures > 0 {
+                format!(
+                    " ({} failed prompts kept; --retry-failed tries them)",
+                    plan.kept_failures
+                )
             } else {
-                let stopped = response_stop.map(StopReason::as_str);
-                json!({"id": job.id, "status": status, "outcome": "http_error",
-                    "error": {"kind": error_kind(&format!("http_{status}"), response_stop), "stopped": stopped, "message": answer},
-                    "attempts": attempts, "latency_ms": latency(started)})
+                String::new()
             }
-        }
-        Err(error) => json!({"id": job.id, "status": null, "outcome": "error",
-            "error": {"kind": error_kind(error.last_verdict().kind().as_str(), Some(error.reason())), "stopped": error.reason().as_str(), "message": error.to_string()},
-            "attempts": error.attempts(), "latency_ms": latency(started)}),
+        );
+    }
+    if plan.retried > 0 {
+        eprintln!(
+            "tollgate: trying again {} lines that failed before",
+            plan.retried
+        );
+    }
+    if plan.changed > 0 {
+        eprintln!(
+            "tollgate: {} results in {} were for a different line with the same id: those lines \
+             are sent again and their old results dropped",
+            plan.changed,
+            output.display()
+        );
     }
 }
 
-/// The kind of a failure as the result line says it: what the last attempt met, unless the
-/// retry layer stopped for a reason of its own that the operator must see (its budget ran out;
-/// the status or the message still says what the last attempt met).
-fn error_kind(last: &str, stopped: Option<StopReason>) -> String {
-    match stopped {
-        Some(StopReason::BudgetExhausted) => "retry_budget_exhausted".to_owned(),
-        _ => last.to_owned(),
-    }
-}
-
-/// A progress bar on a terminal, a plain line every few seconds otherwise.
-struct Progress {
-    bar: Option<indicatif::ProgressBar>,
-    total: u64,
-    last_line: std::sync::Mutex<Instant>,
-}
-
-impl Progress {
-    fn new(total: u64) -> Self {
-        let bar = std::io::stderr().is_terminal().then(|| {
-            let bar = indicatif::ProgressBar::new(total);
-            if let Ok(style) = indicatif::ProgressStyle::with_template(
-                "{bar:30} {pos}/{len} {per_sec} eta {eta} {msg}",
-            ) {
-                bar.set_style(style);
+/// Checks up front that a file the run writes at its end can be written.
+fn check_writable(flag: &str, path: &Path) -> Result<(), String> {
+    let existed = path.exists();
+    let opened = std::fs::OpenOptions::new()
+        .append(true)
+        .create(true)
+        .open(path);
+    match opened {
+        Ok(_) => {
+            if !existed {
+                let _ = std::fs::remove_file(path);
             }
-            bar
-        });
-        Progress {
-            bar,
-            total,
-            last_line: std::sync::Mutex::new(Instant::now()),
+            Ok(())
         }
-    }
-
-    fn show(&self, counters: &Counters, breaker: &str, rate: Option<f64>, elapsed: Duration) {
-        let done = counters.done.load(Ordering::Relaxed);
-        let retries = counters
-            .attempts
-            .load(Ordering::Relaxed)
-            .saturating_sub(done);
-        let limited = counters.rate_limited.load(Ordering::Relaxed);
-        let rate = rate.map_or_else(|| "none yet".to_owned(), |r| format!("{r:.1}/s"));
-        let message =
-            format!("retries {retries} 429s {limited} breaker {breaker} adaptive limit {rate}");
-        match &self.bar {
-            Some(bar) => {
-                bar.set_position(done);
-                bar.set_message(message);
-            }
-            None => {
-                let mut last = self.last_line.lock().unwrap_or_else(|p| p.into_inner());
-                if last.elapsed() >= Duration::from_secs(5) {
-                    *last = Instant::now();
-                    let rate = done as f64 / elapsed.as_secs_f64().max(1e-9);
-                    eprintln!(
-                        "tollgate: {done}/{} done, {rate:.1}/s, {message}",
-                        self.total
-                    );
-                }
-            }
-        }
-    }
-
-    fn finish(&self, counters: &Counters, elapsed: Duration) {
-        if let Some(bar) = &self.bar {
-            bar.set_position(counters.done.load(Ordering::Relaxed));
-            bar.finish();
-        }
-        let _ = elapsed;
+        Err(e) => Err(format!("cannot write {flag} {}: {e}", path.display())),
     }
 }

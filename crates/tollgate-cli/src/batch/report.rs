@@ -1,5 +1,6 @@
 //! The run report: totals by outcome, attempts histogram, latency percentiles, and a plot over
-//! time of requests sent, successes, 429s and the configured limit (SVG, or HTML around it).
+//! time of attempts sent, successes, 429s, retries, tokens and the limits (SVG, or HTML around
+//! it).
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -7,12 +8,13 @@ use std::sync::Mutex;
 use std::time::Instant;
 
 use plotters::prelude::*;
-use serde_json::Value;
+
+use super::output::Outcome;
 
 /// Per-second counts, recorded while the batch runs.
 pub(crate) struct Timeline {
     started: Instant,
-    seconds: Mutex<Vec<[u64; 3]>>,
+    seconds: Mutex<Vec<[u64; EVENTS]>>,
     /// The adaptive rate limit at each second, when known.
     rates: Mutex<Vec<(f64, f64)>>,
 }
@@ -20,10 +22,19 @@ pub(crate) struct Timeline {
 /// Which count a moment adds to.
 #[derive(Clone, Copy)]
 pub(crate) enum Event {
+    /// An attempt leaves for the provider.
     Sent = 0,
+    /// A request ends in success.
     Succeeded = 1,
+    /// The provider answers 429.
     RateLimited = 2,
+    /// Attempts beyond the first, counted when the request ends.
+    Retries = 3,
+    /// Tokens the provider reports used (`usage.total_tokens`), when the request ends.
+    Tokens = 4,
 }
+
+const EVENTS: usize = 5;
 
 impl Timeline {
     pub(crate) fn new() -> Self {
@@ -44,17 +55,20 @@ impl Timeline {
         }
     }
 
-    pub(crate) fn record(&self, event: Event) {
+    pub(crate) fn record(&self, event: Event, count: u64) {
+        if count == 0 {
+            return;
+        }
         // A day of seconds at most, so a forgotten run cannot grow it without bound.
         let second = (self.started.elapsed().as_secs() as usize).min(86_400);
         let mut seconds = self.seconds.lock().unwrap_or_else(|p| p.into_inner());
         if seconds.len() <= second {
-            seconds.resize(second + 1, [0; 3]);
+            seconds.resize(second + 1, [0; EVENTS]);
         }
-        seconds[second][event as usize] += 1;
+        seconds[second][event as usize] += count;
     }
 
-    fn series(&self) -> Vec<[u64; 3]> {
+    fn series(&self) -> Vec<[u64; EVENTS]> {
         self.seconds
             .lock()
             .unwrap_or_else(|p| p.into_inner())
@@ -71,16 +85,14 @@ pub(crate) struct Totals {
 }
 
 impl Totals {
-    pub(crate) fn add(&mut self, result: &Value) {
-        let outcome = result["outcome"].as_str().unwrap_or("unknown").to_owned();
-        *self.by_outcome.entry(outcome).or_default() += 1;
-        if result["outcome"] != "invalid_input" {
-            *self
-                .attempts
-                .entry(result["attempts"].as_u64().unwrap_or(0))
-                .or_default() += 1;
-            self.latencies
-                .push(result["latency_ms"].as_u64().unwrap_or(0));
+    pub(crate) fn add(&mut self, result: &Outcome) {
+        *self
+            .by_outcome
+            .entry(result.outcome.to_owned())
+            .or_default() += 1;
+        if result.outcome != "invalid_input" {
+            *self.attempts.entry(u64::from(result.attempts)).or_default() += 1;
+            self.latencies.push(result.latency_ms);
         }
     }
 
@@ -117,6 +129,17 @@ impl Totals {
     }
 }
 
+/// Checks that `path` names a format the report is written in.
+pub(crate) fn check_format(path: &Path) -> Result<(), String> {
+    match path.extension().and_then(|e| e.to_str()) {
+        Some("svg" | "html" | "htm") => Ok(()),
+        _ => Err(format!(
+            "cannot tell the report format of {}: name it *.svg or *.html",
+            path.display()
+        )),
+    }
+}
+
 /// Writes the plot as SVG, or HTML around it, chosen by the file's extension.
 pub(crate) fn write(
     path: &Path,
@@ -145,10 +168,16 @@ fn plot(
     let seconds = series.len().max(1) as u64;
     let top = series
         .iter()
-        .flat_map(|s| s.iter())
+        .flat_map(|s| s[..Event::Tokens as usize].iter())
         .copied()
         .max()
         .unwrap_or(1) as f64;
+    let tokens: Vec<(u64, f64)> = series
+        .iter()
+        .enumerate()
+        .map(|(i, s)| (i as u64, s[Event::Tokens as usize] as f64))
+        .collect();
+    let top_tokens = tokens.iter().map(|(_, t)| *t).fold(0.0, f64::max);
     let top_rate = timeline
         .rates
         .lock()
@@ -159,9 +188,24 @@ fn plot(
     let top = top.max(limit_per_sec.unwrap_or(0.0)).max(top_rate) * 1.1 + 1.0;
     let mut svg = String::new();
     {
-        let root = SVGBackend::with_string(&mut svg, (900, 420)).into_drawing_area();
+        let height = if top_tokens > 0.0 { 620 } else { 420 };
+        let root = SVGBackend::with_string(&mut svg, (900, height)).into_drawing_area();
         root.fill(&WHITE)?;
-        let mut chart = ChartBuilder::on(&root)
+        let (upper, lower) = root.split_vertically(420);
+        if top_tokens > 0.0 {
+            let mut chart = ChartBuilder::on(&lower)
+                .caption("tokens per second (usage reported)", ("sans-serif", 16))
+                .margin(12)
+                .x_label_area_size(30)
+                .y_label_area_size(60)
+                .build_cartesian_2d(0u64..seconds, 0f64..top_tokens * 1.1)?;
+            chart.configure_mesh().x_desc("seconds").draw()?;
+            chart
+                .draw_series(LineSeries::new(tokens, BLACK.stroke_width(2)))?
+                .label("tokens")
+                .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 16, y)], BLACK));
+        }
+        let mut chart = ChartBuilder::on(&upper)
             .caption("requests per second", ("sans-serif", 20))
             .margin(12)
             .x_label_area_size(36)
@@ -176,6 +220,7 @@ fn plot(
             ("sent", Event::Sent, BLUE),
             ("succeeded", Event::Succeeded, GREEN),
             ("429s", Event::RateLimited, RED),
+            ("retries", Event::Retries, CYAN),
         ];
         for (name, event, color) in named {
             let points = series

@@ -1,6 +1,7 @@
 //! Where the batch goes: the policy, the endpoint, the key and the request shape.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use bytes::Bytes;
 use http::Request;
@@ -20,7 +21,8 @@ pub(crate) struct Target {
     /// The stack built from the policy (its limiter in Redis with `--redis`).
     pub(crate) layer: StandardLayer,
     pub(crate) concurrency: usize,
-    url: Arc<str>,
+    /// The endpoint's base URL (no trailing slash).
+    base: Arc<str>,
     key: Arc<Secret>,
     /// Keeps the embedded mock alive for the run.
     _mock: Option<Arc<MockServer>>,
@@ -35,8 +37,28 @@ impl std::fmt::Debug for Secret {
     }
 }
 
+/// The attempt timeout when none is set: time to the first byte plus the slowest plausible
+/// generation of the largest answer asked. A non-streamed answer arrives whole, so the
+/// attempt lasts as long as the generation: providers produce 20 to 100 tokens a second, and
+/// 10 a second under load is the slow end; 10 s covers queueing and reading the prompt.
+fn default_attempt_timeout(max_tokens: u64) -> Duration {
+    Duration::from_secs(10) + Duration::from_millis(max_tokens.saturating_mul(100))
+}
+
+/// The whole-request deadline when none is set: the SDKs' 10-minute ceiling, or two attempts'
+/// worth when a single attempt may take longer.
+fn default_deadline(attempt: Duration) -> Duration {
+    Duration::from_secs(600).max(attempt * 2)
+}
+
 impl Target {
-    pub(crate) async fn resolve(args: &BatchArgs) -> Result<Target, String> {
+    /// The policy, the endpoint and the key, checked before the first prompt is read for
+    /// sending: a bad `--endpoint`, a missing key, a dead endpoint or an unreachable Redis stop
+    /// the run here, in seconds, with a message naming what to fix.
+    pub(crate) async fn resolve(
+        args: &BatchArgs,
+        max_tokens: Option<u64>,
+    ) -> Result<Target, String> {
         let mut policy = match (&args.config, &args.provider) {
             (Some(path), _) => {
                 let config = Config::load(path).map_err(|e| e.to_string())?;
@@ -56,6 +78,15 @@ impl Target {
             (None, None) => Policy::preset(Provider::OpenAi),
         };
         args.policy.apply(&mut policy)?;
+        // A hung connection must not hold the batch: safe bounds unless told otherwise.
+        let attempt = *policy
+            .retry
+            .attempt_timeout
+            .get_or_insert_with(|| default_attempt_timeout(max_tokens.unwrap_or(args.max_tokens)));
+        policy
+            .retry
+            .deadline
+            .get_or_insert_with(|| default_deadline(attempt));
         let layer = match &args.redis {
             // The quota is shared through Redis: its limits are the ones configured, the same in
             // every process (an adaptive rate would be each process's own guess).
@@ -70,10 +101,31 @@ impl Target {
                 }
                 limits.adaptive = None;
                 let store = tollgate_redis::RedisStore::builder(url.as_str())
+                    .timeout(Duration::from_secs(2))
                     .build()
                     .map_err(|e| format!("invalid --redis: {e}"))?;
-                let on_error = OnStoreError::FailOpen {
-                    processes: args.processes,
+                // Never at the full quota without being told: a dead Redis stops the run,
+                // unless --redis-fail-open says to go on at this process's share.
+                if let Err(error) = store.ping().await {
+                    if !args.redis_fail_open {
+                        return Err(format!(
+                            "cannot reach --redis: {error}; start it, or pass --redis-fail-open \
+                             to run on this process's share (1/--processes) of the limits \
+                             while it is down"
+                        ));
+                    }
+                    eprintln!(
+                        "tollgate: --redis is unreachable ({error}): running on 1/{} of the \
+                         limits until it answers (--redis-fail-open)",
+                        args.processes
+                    );
+                }
+                let on_error = if args.redis_fail_open {
+                    OnStoreError::FailOpen {
+                        processes: args.processes,
+                    }
+                } else {
+                    OnStoreError::FailClosed
                 };
                 StandardLayer::with_store(&policy, store, on_error)
             }
@@ -100,11 +152,23 @@ impl Target {
                 })?;
         }
         let (url, key, mock) = match (&args.endpoint, key) {
-            (Some(endpoint), key) => (
-                endpoint.trim_end_matches('/').to_owned(),
-                key.unwrap_or_default(),
-                None,
-            ),
+            (Some(endpoint), key) => {
+                let endpoint = check_endpoint(endpoint).await?;
+                if key.is_none() && !args.no_key {
+                    return Err(format!(
+                        "no API key for --endpoint {}: set {} (or pass --no-key for a server \
+                         that needs none)",
+                        tollgate::redact_uri(&endpoint),
+                        provider.auth().env.join(" or ")
+                    ));
+                }
+                let base = endpoint.to_string();
+                (
+                    base.trim_end_matches('/').to_owned(),
+                    key.unwrap_or_default(),
+                    None,
+                )
+            }
             (None, Some(key)) => {
                 let endpoint = provider.default_endpoint().ok_or_else(|| {
                     format!("provider `{provider}` has no default endpoint: give --endpoint")
@@ -146,7 +210,7 @@ impl Target {
                 None => 64,
             });
         Ok(Target {
-            url: format!("{url}{}", provider.chat_path()).into(),
+            base: url.into(),
             key: Arc::new(Secret(key)),
             policy,
             layer,
@@ -155,14 +219,50 @@ impl Target {
         })
     }
 
-    /// A request carrying `body` to the provider, authenticated its way.
-    pub(crate) fn request(&self, body: Bytes) -> Request<Full<Bytes>> {
-        let mut request = Request::post(&*self.url)
+    /// A request carrying `body` to `path` (the provider's chat path when the line names
+    /// none), authenticated the provider's way.
+    pub(crate) fn request(&self, path: Option<&str>, body: Bytes) -> Request<Full<Bytes>> {
+        let path = path.unwrap_or(self.policy.provider.chat_path());
+        let mut request = Request::post(format!("{}{path}", self.base))
             .header(http::header::CONTENT_TYPE, "application/json")
             .body(Full::new(body))
             .unwrap_or_default();
         // Checked in `resolve`: a key that is not a valid header value stops the batch there.
         let _ = self.policy.provider.authorize(&mut request, &self.key.0);
         request
+    }
+}
+
+/// `--endpoint`, parsed and reached: an absolute http(s) URL whose host answers a TCP
+/// connection within a few seconds (no request is sent, nothing is billed).
+async fn check_endpoint(endpoint: &str) -> Result<http::Uri, String> {
+    let invalid = |why: &str| {
+        format!("invalid --endpoint `{endpoint}`: {why}; write it like https://api.example.com")
+    };
+    let uri: http::Uri = endpoint
+        .parse()
+        .map_err(|e| invalid(&format!("not a URL ({e})")))?;
+    let port = match uri.scheme_str() {
+        Some("http") => uri.port_u16().unwrap_or(80),
+        Some("https") => uri.port_u16().unwrap_or(443),
+        _ => return Err(invalid("it must start with http:// or https://")),
+    };
+    let host = uri
+        .host()
+        .ok_or_else(|| invalid("it has no host"))?
+        .trim_start_matches('[')
+        .trim_end_matches(']')
+        .to_owned();
+    let connect = tokio::net::TcpStream::connect((host.as_str(), port));
+    match tokio::time::timeout(Duration::from_secs(5), connect).await {
+        Ok(Ok(_)) => Ok(uri),
+        Ok(Err(error)) => Err(format!(
+            "cannot reach --endpoint {}: {error}",
+            tollgate::redact_uri(&uri)
+        )),
+        Err(_) => Err(format!(
+            "cannot reach --endpoint {}: no answer within 5 s",
+            tollgate::redact_uri(&uri)
+        )),
     }
 }

@@ -1,0 +1,163 @@
+//! One request through the stack, and how its end is written down.
+
+use std::time::Instant;
+
+use http_body_util::BodyExt;
+use serde_json::Value;
+use tollgate::rate_limit::{RateLimitError, Refusal};
+use tollgate::retry::{RetryError, RetryInfo, StopReason};
+use tower::ServiceExt;
+
+use super::input::{Line, LineKind, Request};
+use super::output::{Class, Outcome};
+use super::target::Target;
+
+/// What a completed request adds to the report, besides its result line.
+#[derive(Debug, Default, Clone, Copy)]
+pub(crate) struct Usage {
+    pub(crate) total_tokens: Option<u64>,
+}
+
+/// The result of an invalid line.
+pub(crate) fn invalid(line: &Line, key: super::input::Key, message: String) -> Outcome {
+    Outcome {
+        key,
+        line: line.number,
+        fingerprint: line.fingerprint,
+        status: None,
+        outcome: "invalid_input",
+        class: Class::Prompt,
+        kind: Some("invalid_input".into()),
+        stopped: None,
+        message: Some(message),
+        body: None,
+        attempts: 0,
+        latency_ms: 0,
+    }
+}
+
+/// Sends `line`'s request and describes its end.
+pub(crate) async fn send<S, B>(stack: S, target: &Target, line: Line) -> (Outcome, Usage)
+where
+    S: tower::Service<
+        http::Request<tollgate_e2e::Body>,
+        Response = http::Response<B>,
+        Error = RetryError,
+    >,
+    B: http_body::Body,
+    B::Error: std::fmt::Display,
+{
+    let LineKind::Request(Request { path, body, .. }) = &line.kind else {
+        return (
+            invalid(&line, line.key.clone(), "not a request".into()),
+            Usage::default(),
+        );
+    };
+    let started = Instant::now();
+    let mut outcome = Outcome {
+        key: line.key.clone(),
+        line: line.number,
+        fingerprint: line.fingerprint,
+        status: None,
+        outcome: "error",
+        class: Class::Retryable,
+        kind: None,
+        stopped: None,
+        message: None,
+        body: None,
+        attempts: 1,
+        latency_ms: 0,
+    };
+    let mut usage = Usage::default();
+    match stack
+        .oneshot(target.request(path.as_deref(), body.clone()))
+        .await
+    {
+        Ok(response) => {
+            let status = response.status().as_u16();
+            let info = response.extensions().get::<RetryInfo>().copied();
+            outcome.status = Some(status);
+            outcome.attempts = info.map_or(1, |i| i.attempts);
+            outcome.stopped = info.and_then(|i| i.stopped).map(StopReason::as_str);
+            match response.into_body().collect().await {
+                Ok(bytes) => {
+                    let bytes = bytes.to_bytes();
+                    let answer: Value = serde_json::from_slice(&bytes).unwrap_or_else(|_| {
+                        Value::String(String::from_utf8_lossy(&bytes).into_owned())
+                    });
+                    if (200..300).contains(&status) {
+                        outcome.outcome = "ok";
+                        outcome.class = Class::Succeeded;
+                        usage.total_tokens = answer["usage"]["total_tokens"].as_u64();
+                    } else {
+                        outcome.outcome = "http_error";
+                        outcome.class = class_of_status(status);
+                        let stopped = info.and_then(|i| i.stopped);
+                        outcome.kind = Some(error_kind(&format!("http_{status}"), stopped));
+                        outcome.message = Some(message_of(&answer, status));
+                    }
+                    outcome.body = Some(answer);
+                }
+                Err(error) => {
+                    outcome.outcome = "error";
+                    outcome.kind = Some("connection".into());
+                    outcome.message = Some(format!("the answer broke off: {error}"));
+                }
+            }
+        }
+        Err(error) => {
+            let kind = error.last_verdict().kind();
+            outcome.attempts = error.attempts();
+            outcome.stopped = Some(error.reason().as_str());
+            outcome.class = class_of_error(&error);
+            outcome.kind = Some(error_kind(kind.as_str(), Some(error.reason())));
+            outcome.message = Some(error.to_string());
+        }
+    }
+    outcome.latency_ms = started.elapsed().as_millis() as u64;
+    (outcome, usage)
+}
+
+/// Whether a rerun should try again by default an answer with `status`: not when the prompt
+/// itself is at fault (a request the provider calls malformed or too large), which only a
+/// change to the line fixes. Anything else (a key, an endpoint, a quota, an outage) may be
+/// fixed by then.
+fn class_of_status(status: u16) -> Class {
+    match status {
+        400 | 413 | 422 => Class::Prompt,
+        _ => Class::Retryable,
+    }
+}
+
+/// The same for an error: a request larger than the token limit allows is the prompt's fault.
+fn class_of_error(error: &RetryError) -> Class {
+    let too_large = error
+        .last_error()
+        .downcast_ref::<RateLimitError>()
+        .is_some_and(|e| matches!(e.refusal(), Refusal::TooLarge { .. }));
+    if too_large {
+        Class::Prompt
+    } else {
+        Class::Retryable
+    }
+}
+
+/// The message of a provider's error body (`error.message`), else the status.
+fn message_of(answer: &Value, status: u16) -> String {
+    answer["error"]["message"]
+        .as_str()
+        .or_else(|| answer["message"].as_str())
+        .or_else(|| answer.as_str())
+        .map(str::to_owned)
+        .unwrap_or_else(|| format!("HTTP {status}"))
+}
+
+/// The kind of a failure as the result line says it: what the last attempt met, unless the
+/// retry layer stopped for a reason of its own that the operator must see (its budget ran out;
+/// the status or the message still says what the last attempt met).
+fn error_kind(last: &str, stopped: Option<StopReason>) -> String {
+    match stopped {
+        Some(StopReason::BudgetExhausted) => "retry_budget_exhausted".to_owned(),
+        _ => last.to_owned(),
+    }
+}
