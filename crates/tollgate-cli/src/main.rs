@@ -17,8 +17,8 @@ use clap::{Parser, Subcommand};
 struct Cli {
     #[command(subcommand)]
     command: Command,
-    /// Log what tollgate does to stderr: -v info (retries, adaptive limit, breaker), -vv debug,
-    /// -vvv trace. `RUST_LOG` (e.g. `tollgate=debug`) overrides it.
+    /// Log what tollgate does to stderr (errors only by default): -v info (retries, adaptive
+    /// limit, breaker), -vv debug, -vvv trace. `RUST_LOG` (e.g. `tollgate=debug`) overrides it.
     #[arg(short, long, action = clap::ArgAction::Count, global = true)]
     verbose: u8,
     /// Write the logs as JSON lines.
@@ -29,8 +29,9 @@ struct Cli {
 /// Sends tracing events to stderr, at the level `-v` or `RUST_LOG` asks (warnings only by
 /// default). Request headers are never logged: credentials are marked sensitive anyway.
 fn init_logging(verbose: u8, json: bool) {
+    // A retry is routine in a batch (the retry layer logs each at WARN): quiet by default.
     let level = match verbose {
-        0 => "warn",
+        0 => "error",
         1 => "info",
         2 => "debug",
         _ => "trace",
@@ -39,6 +40,7 @@ fn init_logging(verbose: u8, json: bool) {
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_writer(std::io::stderr);
     if json {
         builder.json().init();

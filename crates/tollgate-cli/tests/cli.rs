@@ -1,59 +1,13 @@
 //! The `tollgate` command as a user runs it: happy paths, bad input, and kill -9 then resume.
 
+mod support;
+
 use std::collections::HashMap;
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use serde_json::Value;
-
-fn tollgate() -> Command {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_tollgate"));
-    // No key in the environment: the batch runs against the embedded mock.
-    for provider in tollgate::Provider::ALL {
-        for key in provider.auth().env {
-            command.env_remove(key);
-        }
-    }
-    command
-}
-
-fn scratch(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("tollgate-cli-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
-}
-
-fn prompts(dir: &Path, count: usize, extra: &str) -> PathBuf {
-    let path = dir.join("prompts.jsonl");
-    let mut text: String = (0..count)
-        .map(|i| format!("{{\"id\": \"p{i}\", \"prompt\": \"Classify email {i}\"}}\n"))
-        .collect();
-    text.push_str(extra);
-    std::fs::write(&path, text).unwrap();
-    path
-}
-
-fn results(path: &Path) -> Vec<Value> {
-    std::fs::read_to_string(path)
-        .unwrap()
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect()
-}
-
-/// A result line's key: its id, or `line-N` for a line without one.
-fn key_of(line: &Value) -> String {
-    match line["id"].as_str() {
-        Some(id) => id.to_owned(),
-        None => format!("line-{}", line["line"]),
-    }
-}
-
-fn stderr(output: &Output) -> String {
-    String::from_utf8_lossy(&output.stderr).into_owned()
-}
+use support::{key_of, prompts, results, scratch, stderr, tollgate};
 
 #[test]
 fn a_batch_writes_one_result_per_line_and_reports_bad_lines() {
@@ -87,8 +41,8 @@ fn a_batch_writes_one_result_per_line_and_reports_bad_lines() {
     assert_eq!(by_id["p0"]["outcome"], "ok");
     assert_eq!(by_id["p0"]["response"]["object"], "chat.completion");
     assert_eq!(by_id["7"]["status"], 200, "a chat body with a numeric id");
-    assert_eq!(by_id["line-31"]["outcome"], "invalid_input");
-    assert!(by_id["line-33"]["error"]["message"]
+    assert_eq!(by_id["#31"]["outcome"], "invalid_input");
+    assert!(by_id["#33"]["error"]["message"]
         .as_str()
         .unwrap()
         .contains("line 33: expected a JSON object"));

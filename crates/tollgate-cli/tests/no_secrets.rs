@@ -3,21 +3,14 @@
 //! garbage headers) and an outage, the key is in none of stdout, stderr, the results file, the
 //! summary or the report.
 
-use std::path::PathBuf;
-use std::process::Command;
+mod support;
+
 use std::time::Duration;
 
 use tollgate::Provider;
 use tollgate_mock::{FaultMix, Faults, MockConfig, MockServer};
 
 const KEY: &str = "sk-cli-canary-51e0a7c3";
-
-fn scratch(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("tollgate-secrets-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn no_preset_writes_the_key_anywhere_under_any_fault() {
@@ -35,7 +28,7 @@ async fn no_preset_writes_the_key_anywhere_under_any_fault() {
         })
         .await
         .unwrap();
-        let dir = scratch(provider.name());
+        let dir = support::scratch(provider.name());
         let input = dir.join("prompts.jsonl");
         let prompts: String = (0..24)
             .map(|i| format!("{{\"id\": \"p{i}\", \"prompt\": \"Summarise note {i}\"}}\n"))
@@ -53,12 +46,7 @@ async fn no_preset_writes_the_key_anywhere_under_any_fault() {
             ),
         )
         .unwrap();
-        let mut command = Command::new(env!("CARGO_BIN_EXE_tollgate"));
-        for other in Provider::ALL {
-            for variable in other.auth().env {
-                command.env_remove(variable);
-            }
-        }
+        let mut command = support::tollgate();
         let url = mock.url();
         command
             .env(provider.auth().env[0], KEY)
