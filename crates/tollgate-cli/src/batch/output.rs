@@ -44,8 +44,10 @@ impl Class {
 /// What the results file already holds for one key.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Entry {
-    /// `None` for a result without one (written by an older tollgate): never taken as done.
-    pub(crate) fingerprint: Option<u64>,
+    /// 0 for a result without one (written by an older tollgate): never taken as done (a
+    /// line's fingerprint is 0 once in 2^64). Not an `Option`: the index is a few words per
+    /// result, and a million results make it count.
+    pub(crate) fingerprint: u64,
     pub(crate) class: Class,
     /// The result is to be redone: its line is dropped before the run.
     pub(crate) redo: bool,
@@ -152,7 +154,8 @@ fn parse(line: &[u8]) -> Option<(Key, Entry)> {
     let fingerprint = meta
         .get("fingerprint")
         .and_then(Value::as_str)
-        .and_then(|f| u64::from_str_radix(f, 16).ok());
+        .and_then(|f| u64::from_str_radix(f, 16).ok())
+        .unwrap_or(0);
     let class = Class::parse(
         meta.get("failure").and_then(Value::as_str),
         meta.get("outcome").and_then(Value::as_str),

@@ -55,7 +55,7 @@ pub(crate) fn plan(
         }
         let work = match index.entries.get_mut(&key.digest()) {
             None => true,
-            Some(entry) if entry.fingerprint != Some(line.fingerprint) => {
+            Some(entry) if entry.fingerprint != line.fingerprint => {
                 entry.redo = true;
                 plan.changed += 1;
                 true
