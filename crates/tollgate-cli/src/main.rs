@@ -52,6 +52,12 @@ fn init_logging(verbose: u8, json: bool) {
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Send one request per JSONL line through the standard stack, writing one result per line.
+    #[command(
+        after_help = "Exit codes: 0 every line succeeded (in this run or an earlier one); \
+        1 some lines did not succeed (their results say why; running again tries them, and \
+        --retry-failed also the prompts' own failures); 2 the run could not start; 130 or 143 \
+        stopped by SIGINT or SIGTERM (running again resumes)."
+    )]
     Batch(Box<batch::BatchArgs>),
     /// Serve the mock AI provider on 127.0.0.1 for your own tests.
     Mock(tollgate_mock::MockArgs),
