@@ -41,7 +41,7 @@ rpm = sys.argv[3]
 told = {"none": "nothing", "3000": "--rpm 3000 (right)", "6000": "--rpm 6000 (2x)",
         "12000": "--rpm 12000 (4x)", "1500": "--rpm 1500 (2x too low)"}[rpm]
 ideal = 500 / 25 if rpm == "1500" else (500 - 10) / 50
-n = s["requests"]
+n = s["lines"]
 ok = s["successes"]
 limited = s["rate_limited_429"]
 wall = s["wall_time_s"]

@@ -7,6 +7,7 @@ use std::fs::{File, OpenOptions};
 use std::io::{BufRead, BufReader, BufWriter, Seek, Write};
 use std::path::{Path, PathBuf};
 
+use serde::Deserialize;
 use serde_json::{json, Value};
 
 use super::input::{hex, Key};
@@ -139,27 +140,67 @@ pub(crate) fn index(path: &Path) -> Result<Index, String> {
     Ok(index)
 }
 
+/// The fields of a result line a rerun reads (either format); the response and error bodies are
+/// skipped, not built.
+#[derive(Deserialize)]
+struct Stored {
+    // `null` is an id too (a line filed by its number): only a missing id is `None`.
+    #[serde(default, deserialize_with = "present")]
+    id: Option<Id>,
+    #[serde(default, deserialize_with = "present")]
+    custom_id: Option<Id>,
+    line: Option<u64>,
+    fingerprint: Option<String>,
+    outcome: Option<String>,
+    failure: Option<String>,
+    tollgate: Option<Meta>,
+}
+
+fn present<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<Option<Id>, D::Error> {
+    Id::deserialize(deserializer).map(Some)
+}
+
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum Id {
+    Text(String),
+    Null(()),
+}
+
+#[derive(Deserialize)]
+struct Meta {
+    line: Option<u64>,
+    fingerprint: Option<String>,
+    outcome: Option<String>,
+    failure: Option<String>,
+}
+
 /// The key and what a rerun needs to know of one result line, in either format.
 fn parse(line: &[u8]) -> Option<(Key, Entry)> {
-    let value: Value = serde_json::from_slice(line).ok()?;
-    let (id, meta) = match value.get("custom_id") {
-        Some(id) => (id, value.get("tollgate")?),
-        None => (value.get("id")?, &value),
+    let stored: Stored = serde_json::from_slice(line).ok()?;
+    let (id, meta) = match (stored.custom_id, stored.id) {
+        (Some(id), _) => (id, stored.tollgate?),
+        (None, Some(id)) => (
+            id,
+            Meta {
+                line: stored.line,
+                fingerprint: stored.fingerprint,
+                outcome: stored.outcome,
+                failure: stored.failure,
+            },
+        ),
+        (None, None) => return None,
     };
     let key = match id {
-        Value::String(id) => Key::Id(id.clone()),
-        Value::Null => Key::Line(meta.get("line")?.as_u64()?),
-        _ => return None,
+        Id::Text(id) => Key::Id(id),
+        Id::Null(()) => Key::Line(meta.line?),
     };
     let fingerprint = meta
-        .get("fingerprint")
-        .and_then(Value::as_str)
+        .fingerprint
+        .as_deref()
         .and_then(|f| u64::from_str_radix(f, 16).ok())
         .unwrap_or(0);
-    let class = Class::parse(
-        meta.get("failure").and_then(Value::as_str),
-        meta.get("outcome").and_then(Value::as_str),
-    );
+    let class = Class::parse(meta.failure.as_deref(), meta.outcome.as_deref());
     Some((
         key,
         Entry {
