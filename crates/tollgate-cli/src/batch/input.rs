@@ -22,20 +22,13 @@ pub(crate) enum Key {
 }
 
 impl Key {
-    /// A 64-bit digest of the key, for the in-memory indexes (ids are not kept whole).
+    /// A 64-bit digest of the key, for the in-memory indexes (ids are not kept whole). It never
+    /// leaves the process, so std's hasher (fixed keys: the same in both passes) will do.
     pub(crate) fn digest(&self) -> u64 {
-        let mut hasher = Sha256::new();
-        match self {
-            Key::Id(id) => {
-                hasher.update(b"id:");
-                hasher.update(id.as_bytes());
-            }
-            Key::Line(number) => {
-                hasher.update(b"line:");
-                hasher.update(number.to_le_bytes());
-            }
-        }
-        first_u64(&hasher.finalize())
+        use std::hash::{Hash, Hasher};
+        let mut hasher = std::collections::hash_map::DefaultHasher::new();
+        self.hash(&mut hasher);
+        hasher.finish()
     }
 
     /// The `id` a result line carries (`null` for a line without one).

@@ -161,15 +161,15 @@ pub(crate) async fn run(args: BatchArgs) -> Result<ExitCode, String> {
     let timeline = Arc::new(report::Timeline::new());
     let client = {
         let (counters, timeline) = (Arc::clone(&counters), Arc::clone(&timeline));
-        let sent = Arc::clone(&timeline);
+        let (sent, attempts) = (Arc::clone(&timeline), Arc::clone(&counters));
         // Below the stack every attempt passes: count what is sent and the 429s it draws.
         tower::ServiceBuilder::new()
             .map_request(move |request: http::Request<tollgate_e2e::Body>| {
                 sent.record(report::Event::Sent, 1);
+                attempts.attempts.fetch_add(1, Ordering::Relaxed);
                 request
             })
             .map_response(move |response: http::Response<hyper::body::Incoming>| {
-                counters.attempts.fetch_add(1, Ordering::Relaxed);
                 if response.status() == http::StatusCode::TOO_MANY_REQUESTS {
                     counters.rate_limited.fetch_add(1, Ordering::Relaxed);
                     timeline.record(report::Event::RateLimited, 1);
@@ -322,7 +322,13 @@ pub(crate) async fn run(args: BatchArgs) -> Result<ExitCode, String> {
     while let Ok((outcome, usage)) = outcomes.try_recv() {
         write(outcome, usage)?;
     }
-    reader.abort();
+    // The dispatcher has let go of the lines: the reader has ended or ends at its next line. An
+    // input that could not be read to its end is an error, not a short run.
+    match tokio::time::timeout(Duration::from_secs(5), reader).await {
+        Ok(Ok(Err(error))) => return Err(error),
+        Ok(Err(error)) => return Err(format!("the input reader failed: {error}")),
+        _ => {}
+    }
     progress.finish(&counters, started.elapsed());
 
     let not_succeeded = failed + plan.kept_failures;
