@@ -223,7 +223,7 @@ pub(crate) async fn run(args: BatchArgs) -> Result<ExitCode, String> {
                 };
                 let Some(line) = line else { break };
                 if let LineKind::Invalid(message) = &line.kind {
-                    let outcome = send::invalid(&line, line.key.clone(), message.clone());
+                    let outcome = send::invalid(&line, message.clone());
                     if finished
                         .send((outcome, send::Usage::default()))
                         .await

@@ -19,9 +19,9 @@ pub(crate) struct Usage {
 }
 
 /// The result of an invalid line.
-pub(crate) fn invalid(line: &Line, key: super::input::Key, message: String) -> Outcome {
+pub(crate) fn invalid(line: &Line, message: String) -> Outcome {
     Outcome {
-        key,
+        key: line.key.clone(),
         line: line.number,
         fingerprint: line.fingerprint,
         status: None,
@@ -48,10 +48,7 @@ where
     B::Error: std::fmt::Display,
 {
     let LineKind::Request(Request { path, body, .. }) = &line.kind else {
-        return (
-            invalid(&line, line.key.clone(), "not a request".into()),
-            Usage::default(),
-        );
+        return (invalid(&line, "not a request".into()), Usage::default());
     };
     let started = Instant::now();
     let mut outcome = Outcome {
