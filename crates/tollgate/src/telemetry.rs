@@ -11,6 +11,9 @@
 //! | `tollgate_limiter_queue_length` | gauge | `provider` |
 //! | `tollgate_limiter_rejections_total` | counter | `provider`, `reason` |
 //! | `tollgate_limiter_adaptive_rate` | gauge | `provider` (requests per second, when it adapts) |
+//! | `tollgate_tokens_reserved_total` | counter | `provider`, `limit` (`tokens`, `input`, `output`) |
+//! | `tollgate_tokens_used_total` | counter | `provider`, `direction` (`input`, `output`; from `usage`) |
+//! | `tollgate_token_corrections_total` | counter | `provider`, `limit`, `sign` (`refund`, `excess`) |
 //! | `tollgate_breaker_state` | gauge | `provider` (0 closed, 1 open, 2 half-open, 3 isolated) |
 //! | `tollgate_breaker_transitions_total` | counter | `provider`, `to` |
 
@@ -82,6 +85,35 @@ pub(crate) fn limiter_adaptive_rate(name: &Option<Arc<str>>, per_sec: f64) {
 pub(crate) fn limiter_rejection(name: &Option<Arc<str>>, reason: &'static str) {
     #[cfg(feature = "metrics")]
     metrics::counter!("tollgate_limiter_rejections_total", "provider" => provider(name), "reason" => reason).increment(1);
+}
+
+#[inline]
+pub(crate) fn tokens_reserved(name: &Option<Arc<str>>, limit: &'static str, tokens: u64) {
+    #[cfg(feature = "metrics")]
+    metrics::counter!("tollgate_tokens_reserved_total", "provider" => provider(name), "limit" => limit)
+        .increment(tokens);
+}
+
+#[inline]
+pub(crate) fn tokens_used(name: &Option<Arc<str>>, direction: &'static str, tokens: u64) {
+    #[cfg(feature = "metrics")]
+    metrics::counter!("tollgate_tokens_used_total", "provider" => provider(name), "direction" => direction)
+        .increment(tokens);
+}
+
+#[inline]
+pub(crate) fn token_correction(name: &Option<Arc<str>>, limit: &'static str, tokens: i64) {
+    #[cfg(feature = "metrics")]
+    if tokens != 0 {
+        let sign = if tokens < 0 { "refund" } else { "excess" };
+        metrics::counter!(
+            "tollgate_token_corrections_total",
+            "provider" => provider(name),
+            "limit" => limit,
+            "sign" => sign
+        )
+        .increment(tokens.unsigned_abs());
+    }
 }
 
 #[inline]

@@ -13,7 +13,7 @@ use tokio::time::Instant;
 use tollgate::classify::LimitKind;
 use tollgate::key::key_fn;
 use tollgate::rate_limit::RateLimitLayer;
-use tollgate::rate_limit::{Rate, RateLimitError, Refusal, TokenCost};
+use tollgate::rate_limit::{Rate, RateLimitError, Refusal, TokenCost, TokenEstimate};
 use tower::{Layer, Service, ServiceExt};
 
 fn costed(cost: u64) -> Request<String> {
@@ -184,6 +184,7 @@ async fn bounds_refuse_at_once_with_typed_errors() {
             .unwrap()
             .refusal(),
         Refusal::TooLarge {
+            limit: LimitKind::Tokens,
             cost: 5_000,
             capacity: 1_000
         }
@@ -572,13 +573,16 @@ fn the_default_cost_estimates_like_the_provider_charges() {
         "messages":[{"role":"user","content":[{"type":"text","text":"abcd\"efg"},{"type":"image_url","image_url":{"url":"http://x"}}]}]}"#;
     assert_eq!(cost(parts), Some(60));
     assert_eq!(
-        EstimateTokens::new().sum().estimate_json(parts.as_bytes()),
-        Some(60 + 3)
+        EstimateTokens::new().estimate(parts.as_bytes()),
+        Some(TokenEstimate::new(3, 60))
     );
     assert_eq!(cost("not json"), None);
     assert_eq!(cost("[1,2,3]"), None);
     // Unreadable bodies cost the fallback; an explicit TokenCost wins over everything.
     let fallback = EstimateTokens::new().fallback(777);
-    assert_eq!(fallback.cost(&Request::new("{oops".to_owned())), 777);
-    assert_eq!(fallback.cost(&costed(42)), 42);
+    assert_eq!(
+        fallback.cost(&Request::new("{oops".to_owned())),
+        TokenEstimate::from(777)
+    );
+    assert_eq!(fallback.cost(&costed(42)), TokenEstimate::from(42));
 }

@@ -57,16 +57,34 @@ pub(crate) fn refine(verdict: Classification, body: &[u8], _now: SystemTime) -> 
         }
         return refined;
     }
-    if verdict.kind() == Kind::RateLimited && verdict.limit().is_none() {
-        // OpenAI says which limit tripped in `type` ("tokens", "requests").
-        let limit = match kind_field {
+    if verdict.kind() == Kind::RateLimited {
+        // The message is the most precise word on which limit tripped ("... on tokens per day
+        // (TPD)", "... 80,000 output tokens per minute"); OpenAI also says it in `type`.
+        let limit = limit_in_message(message).or(match kind_field {
             "tokens" => Some(LimitKind::Tokens),
             "requests" => Some(LimitKind::Requests),
-            _ => None,
-        };
+            _ => verdict.limit(),
+        });
         return verdict.with_limit(limit);
     }
     verdict
+}
+
+/// The limit a provider's 429 message names, when it names one precisely.
+fn limit_in_message(message: &str) -> Option<LimitKind> {
+    let message = message.to_ascii_lowercase();
+    let named = [
+        ("tokens per day", LimitKind::TokensPerDay),
+        ("(tpd)", LimitKind::TokensPerDay),
+        ("requests per day", LimitKind::RequestsPerDay),
+        ("(rpd)", LimitKind::RequestsPerDay),
+        ("output tokens per minute", LimitKind::OutputTokens),
+        ("input tokens per minute", LimitKind::InputTokens),
+    ];
+    named
+        .into_iter()
+        .find(|(words, _)| message.contains(words))
+        .map(|(_, kind)| kind)
 }
 
 /// Changes the kind but keeps the server's `x-should-retry` answer, which still wins.

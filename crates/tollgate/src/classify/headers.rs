@@ -264,8 +264,8 @@ impl RateLimitState {
         let candidates = [
             (self.requests, LimitKind::Requests),
             (self.tokens, LimitKind::Tokens),
-            (self.input_tokens, LimitKind::Tokens),
-            (self.output_tokens, LimitKind::Tokens),
+            (self.input_tokens, LimitKind::InputTokens),
+            (self.output_tokens, LimitKind::OutputTokens),
         ];
         candidates
             .into_iter()
@@ -277,12 +277,16 @@ impl RateLimitState {
     /// Which limit is exhausted, if the headers say exactly one kind is.
     pub fn exhausted_limit(&self) -> Option<LimitKind> {
         let requests = self.requests.is_exhausted();
-        let tokens = self.tokens.is_exhausted()
-            || self.input_tokens.is_exhausted()
-            || self.output_tokens.is_exhausted();
-        match (requests, tokens) {
-            (true, false) => Some(LimitKind::Requests),
-            (false, true) => Some(LimitKind::Tokens),
+        let tokens = [
+            (self.tokens, LimitKind::Tokens),
+            (self.input_tokens, LimitKind::InputTokens),
+            (self.output_tokens, LimitKind::OutputTokens),
+        ];
+        let mut exhausted = tokens.iter().filter(|(window, _)| window.is_exhausted());
+        match (requests, exhausted.next(), exhausted.next()) {
+            (true, None, _) => Some(LimitKind::Requests),
+            (false, Some((_, kind)), None) => Some(*kind),
+            (false, Some(_), Some(_)) => Some(LimitKind::Tokens),
             _ => None,
         }
     }

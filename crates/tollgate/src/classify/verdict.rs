@@ -146,6 +146,14 @@ pub enum LimitKind {
     Concurrency,
     /// A pause after the provider answered 429.
     Paused,
+    /// Input (prompt) tokens per interval (Anthropic's ITPM).
+    InputTokens,
+    /// Output (completion) tokens per interval (Anthropic's OTPM).
+    OutputTokens,
+    /// Requests per day (Groq's and Gemini's RPD).
+    RequestsPerDay,
+    /// Tokens per day (Groq's TPD).
+    TokensPerDay,
 }
 
 impl LimitKind {
@@ -156,7 +164,33 @@ impl LimitKind {
             LimitKind::Tokens => "tokens",
             LimitKind::Concurrency => "concurrency",
             LimitKind::Paused => "provider pause",
+            LimitKind::InputTokens => "input tokens",
+            LimitKind::OutputTokens => "output tokens",
+            LimitKind::RequestsPerDay => "requests per day",
+            LimitKind::TokensPerDay => "tokens per day",
         }
+    }
+
+    /// Whether the limit counts tokens (combined, input, output or per day).
+    ///
+    /// ```
+    /// use tollgate::classify::LimitKind;
+    /// assert!(LimitKind::OutputTokens.is_tokens());
+    /// assert!(!LimitKind::RequestsPerDay.is_tokens());
+    /// ```
+    pub const fn is_tokens(self) -> bool {
+        matches!(
+            self,
+            LimitKind::Tokens
+                | LimitKind::InputTokens
+                | LimitKind::OutputTokens
+                | LimitKind::TokensPerDay
+        )
+    }
+
+    /// Whether the limit is a daily quota, which a wait of minutes does not help.
+    pub const fn is_daily(self) -> bool {
+        matches!(self, LimitKind::RequestsPerDay | LimitKind::TokensPerDay)
     }
 }
 

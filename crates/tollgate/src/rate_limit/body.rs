@@ -1,13 +1,17 @@
-//! [`RateLimitBody`]: holds the concurrency permit until the response body ends.
+//! [`RateLimitBody`]: holds the concurrency permit until the response body ends, and reads the
+//! answer's `usage` on the way to settle the request's token charges.
 
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
+use bytes::Buf;
 use http_body::{Body, Frame, SizeHint};
 use pin_project_lite::pin_project;
 
 use super::partition::Partition;
+use super::quota::{Holds, Outcome};
+use super::usage::UsageScan;
 
 /// A concurrency permit, returned when dropped.
 #[derive(Debug)]
@@ -19,22 +23,81 @@ impl Drop for Permit {
     }
 }
 
+/// What an admitted request holds of the token limits, settled when the body ends or is
+/// dropped: to the usage it reported, or, when none came by, not at all (the charge stands).
+#[derive(Debug)]
+pub(crate) struct Settlement {
+    partition: Arc<Partition>,
+    holds: Holds,
+    scan: UsageScan,
+}
+
+impl Settlement {
+    /// A settlement for `holds`, or `None` when nothing is held that usage could correct.
+    pub(crate) fn new(partition: &Arc<Partition>, holds: Holds) -> Option<Self> {
+        for (limit, amount) in holds.amounts() {
+            if amount > 0 {
+                crate::telemetry::tokens_reserved(&partition.name, limit, amount);
+            }
+        }
+        (!holds.is_empty()).then(|| Settlement {
+            partition: Arc::clone(partition),
+            holds,
+            scan: UsageScan::default(),
+        })
+    }
+
+    /// Settles at once: the attempt ended without a body worth reading.
+    pub(crate) fn settle_now(self, outcome: Outcome) {
+        // The scan saw nothing, so the drop that follows settles nothing more.
+        let corrections = self.partition.settle(&self.holds, outcome);
+        report(&self.partition, corrections);
+    }
+}
+
+impl Drop for Settlement {
+    fn drop(&mut self) {
+        if let Some(usage) = self.scan.found() {
+            let name = &self.partition.name;
+            crate::telemetry::tokens_used(name, "input", usage.input_tokens.unwrap_or(0));
+            crate::telemetry::tokens_used(name, "output", usage.output_tokens.unwrap_or(0));
+            let corrections = self.partition.settle(&self.holds, Outcome::Used(usage));
+            report(&self.partition, corrections);
+        }
+    }
+}
+
+fn report(partition: &Partition, corrections: super::quota::Corrections) {
+    let name = &partition.name;
+    crate::telemetry::token_correction(name, "tokens", corrections.tokens);
+    crate::telemetry::token_correction(name, "input", corrections.input);
+    crate::telemetry::token_correction(name, "output", corrections.output);
+}
+
 pin_project! {
     /// The body of a response that passed the [`RateLimitLayer`](super::RateLimitLayer).
     ///
     /// When a concurrency limit is set, the request stays "in flight" until this body ends or is
-    /// dropped, so streamed completions count while they stream.
+    /// dropped, so streamed completions count while they stream. When token limits are set, the
+    /// answer's `usage` is read from the bytes as they go by (nothing is buffered or copied but
+    /// the usage object itself) and the request's token charges are corrected to it when the
+    /// body ends or is dropped.
     #[derive(Debug)]
     pub struct RateLimitBody<B> {
         #[pin]
         inner: B,
         permit: Option<Permit>,
+        settlement: Option<Settlement>,
     }
 }
 
 impl<B> RateLimitBody<B> {
-    pub(crate) fn new(inner: B, permit: Option<Permit>) -> Self {
-        RateLimitBody { inner, permit }
+    pub(crate) fn new(inner: B, permit: Option<Permit>, settlement: Option<Settlement>) -> Self {
+        RateLimitBody {
+            inner,
+            permit,
+            settlement,
+        }
     }
 
     /// The inner body.
@@ -53,8 +116,26 @@ impl<B: Body> Body for RateLimitBody<B> {
     ) -> Poll<Option<Result<Frame<B::Data>, B::Error>>> {
         let this = self.project();
         let frame = this.inner.poll_frame(cx);
-        if matches!(frame, Poll::Ready(None) | Poll::Ready(Some(Err(_)))) {
-            this.permit.take();
+        match &frame {
+            Poll::Ready(Some(Ok(frame))) => {
+                if let (Some(settlement), Some(data)) = (this.settlement, frame.data_ref()) {
+                    if data.chunk().len() == data.remaining() {
+                        settlement.scan.feed(data.chunk());
+                    } else {
+                        // A `Buf` in pieces: each is scanned where it lies.
+                        let mut pieces = [std::io::IoSlice::new(&[]); 16];
+                        let n = data.chunks_vectored(&mut pieces);
+                        for piece in &pieces[..n] {
+                            settlement.scan.feed(piece);
+                        }
+                    }
+                }
+            }
+            Poll::Ready(None) | Poll::Ready(Some(Err(_))) => {
+                this.permit.take();
+                this.settlement.take();
+            }
+            Poll::Pending => {}
         }
         frame
     }

@@ -4,6 +4,14 @@
 //! exactly `interval` nanoseconds to refill. Every wait is then an exact number of nanoseconds,
 //! so 100 requests per second are admitted exactly 10 ms apart, never a nanosecond early, and
 //! no floating-point drift accumulates over a long run.
+//!
+//! A charge taken before its true size is known (a request's `max_tokens`, reserved against an
+//! output limit) is a [`Hold`]: a stretch of the bucket's schedule. When the real usage arrives,
+//! [`Bucket::settle`] gives back only the part of the unused stretch that still lies ahead of
+//! `now`: the part behind it has already been refilled, and giving it back again would admit
+//! those tokens twice. Refunds only move later stretches earlier, never before `now`, so every
+//! token of the schedule is spent at most once and real usage admitted over any window stays
+//! within burst + rate x window (the property the tests check).
 
 use std::time::Duration;
 
@@ -26,6 +34,22 @@ pub(crate) struct Bucket {
     /// Headroom in scaled nanoseconds: the burst held back for delays that vary between
     /// admission here and counting at the provider.
     headroom: u128,
+    /// Everything refunds have moved the schedule earlier, in scaled nanoseconds: a hold taken
+    /// before has moved at most this much since.
+    refunded: u128,
+    /// Changes on each reconfiguration: a hold from another rate cannot be refunded.
+    epoch: u32,
+}
+
+/// A charge taken from a [`Bucket`] before its true size is known.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Hold {
+    pub(crate) amount: u64,
+    /// Where the charge's stretch of the schedule ended when it was taken (scaled).
+    end: u128,
+    /// The bucket's `refunded` when it was taken.
+    refunded: u128,
+    epoch: u32,
 }
 
 impl Bucket {
@@ -39,6 +63,8 @@ impl Bucket {
             origin: now,
             tat: 0,
             headroom: headroom.as_nanos() * amount,
+            refunded: 0,
+            epoch: 0,
         }
     }
 
@@ -75,9 +101,45 @@ impl Bucket {
         Duration::from_nanos(nanos.min(u128::from(u64::MAX)) as u64)
     }
 
-    pub(crate) fn take(&mut self, cost: u64, now: Instant) {
+    pub(crate) fn take(&mut self, cost: u64, now: Instant) -> Hold {
         let now = self.scaled_now(now);
         self.tat = self.tat.max(now) + u128::from(cost) * self.per_token;
+        Hold {
+            amount: cost,
+            end: self.tat,
+            refunded: self.refunded,
+            epoch: self.epoch,
+        }
+    }
+
+    /// Corrects `hold` to the `used` amount the provider metered: gives back what is unused and
+    /// still ahead on the schedule, or charges the excess (never past an empty bucket: the
+    /// provider's own bucket does not go deeper than empty either). Returns the correction
+    /// applied, negative for a refund.
+    pub(crate) fn settle(&mut self, hold: &Hold, used: u64, now: Instant) -> i64 {
+        let now = self.scaled_now(now);
+        if used > hold.amount {
+            let excess = u128::from(used - hold.amount) * self.per_token;
+            let floor = now + self.capacity * self.per_token;
+            let tat = (self.tat.max(now) + excess).min(floor).max(self.tat);
+            let charged = (tat - self.tat) / self.per_token;
+            self.tat = tat;
+            return charged.min(i64::MAX as u128) as i64;
+        }
+        if hold.epoch != self.epoch {
+            return 0;
+        }
+        // The hold's stretch has moved earlier by at most what was refunded since it was taken.
+        let end = hold
+            .end
+            .saturating_sub(self.refunded.saturating_sub(hold.refunded));
+        let ahead = end.saturating_sub(now).min(self.tat.saturating_sub(now));
+        let unused = u128::from(hold.amount - used) * self.per_token;
+        // Whole tokens only: the schedule stays in exact steps.
+        let refund = unused.min(ahead) / self.per_token * self.per_token;
+        self.tat -= refund;
+        self.refunded += refund;
+        -((refund / self.per_token).min(i64::MAX as u128) as i64)
     }
 
     /// Whether a request of `cost` can ever go: it fits the burst, or at least one interval's
@@ -126,7 +188,9 @@ impl Bucket {
         let available = self.level(now);
         let headroom =
             Duration::from_nanos((self.headroom / self.amount).min(u128::from(u64::MAX)) as u64);
+        let epoch = self.epoch.wrapping_add(1);
         *self = Bucket::new(rate, headroom, now);
+        self.epoch = epoch;
         self.lower_to(available, now);
     }
 }
@@ -139,8 +203,8 @@ mod tests {
     fn waits_are_exact_integer_nanoseconds() {
         let now = Instant::now();
         let mut bucket = Bucket::new(Rate::per_second(100).with_burst(2), Duration::ZERO, now);
-        bucket.take(1, now);
-        bucket.take(1, now);
+        let _ = bucket.take(1, now);
+        let _ = bucket.take(1, now);
         assert_eq!(bucket.level(now), 0);
         assert_eq!(bucket.wait_for(0, 1, now), Duration::from_millis(10));
         assert_eq!(bucket.wait_for(2, 1, now), Duration::from_millis(30));
@@ -148,7 +212,7 @@ mod tests {
         assert_eq!(bucket.wait_for(0, 1, later), Duration::ZERO);
         // 7 per second does not divide a second evenly: the wait rounds up, never down.
         let mut odd = Bucket::new(Rate::per_second(7).with_burst(1), Duration::ZERO, now);
-        odd.take(1, now);
+        let _ = odd.take(1, now);
         assert_eq!(odd.wait_for(0, 1, now), Duration::from_nanos(142_857_143));
     }
 
@@ -183,7 +247,7 @@ mod tests {
         );
         for _ in 0..9 {
             assert_eq!(bucket.wait_for(0, 1, now), Duration::ZERO);
-            bucket.take(1, now);
+            let _ = bucket.take(1, now);
         }
         assert_eq!(bucket.wait_for(0, 1, now), Duration::from_millis(10));
         // A request as large as the whole burst still goes once the bucket is full.

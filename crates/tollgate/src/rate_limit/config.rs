@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use super::adaptive::Adaptive;
 use super::cost::EstimateTokens;
-use super::limits::{Limits, Rate};
+use super::limits::{Limits, Metering, Rate};
 use super::shared::{SharedStore, StoreSettings};
 use super::store::{name_of, OnStoreError, QuotaName, Store};
 use crate::config_error::reject_if;
@@ -46,8 +46,34 @@ use crate::ConfigError;
 pub struct LimitConfig {
     /// Requests per interval (default none; in a file, `requests = 500` is per minute).
     pub requests: Option<Rate>,
-    /// Tokens per interval; each request costs what the cost function says (default none).
+    /// Input and output tokens together per interval (OpenAI's TPM); each request is charged
+    /// the greater of its prompt estimate and its `max_tokens` (or their sum, see
+    /// [`sum_token_estimate`](Self::sum_token_estimate)), corrected to its real `usage` when the
+    /// answer says it (default none).
     pub tokens: Option<Rate>,
+    /// Input (prompt) tokens per interval (Anthropic's ITPM): charged the prompt estimate,
+    /// corrected to the real input (default none).
+    pub input_tokens: Option<Rate>,
+    /// Output tokens per interval (Anthropic's OTPM): charged `max_tokens` at admission, the
+    /// unused part given back when the answer's `usage` arrives (default none).
+    pub output_tokens: Option<Rate>,
+    /// Requests per day (Groq's and Gemini's RPD): when spent, requests are refused at once with
+    /// [`Refusal::DailyQuotaSpent`](super::Refusal::DailyQuotaSpent) until the reset (default
+    /// none).
+    pub requests_per_day: Option<u64>,
+    /// Tokens per day (Groq's TPD), charged as the combined limit is (default none).
+    pub tokens_per_day: Option<u64>,
+    /// When the daily quotas reset, as the time after midnight UTC (default 0: midnight UTC;
+    /// Gemini resets at midnight Pacific time, `8h`).
+    #[cfg_attr(feature = "serde", serde(with = "crate::serde_forms::duration"))]
+    pub day_starts_at: Duration,
+    /// Correct each request's token charges to the `usage` its answer reports (OpenAI, Anthropic
+    /// and Gemini shapes), read as the caller reads the body; a refused (429) attempt is charged
+    /// no tokens and a failed one no output (default true).
+    pub reconcile_usage: bool,
+    /// Whether prompt tokens read from the provider's cache count against the input and
+    /// combined limits (default true; false for Anthropic, whose input limit excludes them).
+    pub cache_reads_count: bool,
     /// Requests in flight at once, held until their response body ends (default none).
     pub concurrency: Option<u32>,
     /// How much of the burst is held back, as time at the refill rate, for delays that vary
@@ -84,9 +110,8 @@ pub struct LimitConfig {
     /// Waits at least this long are logged (default 1 s).
     #[cfg_attr(feature = "serde", serde(with = "crate::serde_forms::duration"))]
     pub slow_wait: Duration,
-    /// With the default cost ([`EstimateTokens`]), charge `max_tokens` plus the prompt
-    /// (Anthropic's separate input and output limits) rather than the greater of the two
-    /// (OpenAI's rule). Default false.
+    /// Charge a combined token limit (`tokens`, `tokens_per_day`) the prompt estimate plus
+    /// `max_tokens` rather than the greater of the two (OpenAI's rule). Default false.
     pub sum_token_estimate: bool,
 }
 
@@ -95,6 +120,13 @@ impl Default for LimitConfig {
         LimitConfig {
             requests: None,
             tokens: None,
+            input_tokens: None,
+            output_tokens: None,
+            requests_per_day: None,
+            tokens_per_day: None,
+            day_starts_at: Duration::ZERO,
+            reconcile_usage: true,
+            cache_reads_count: true,
             concurrency: None,
             headroom: Duration::from_millis(10),
             adaptive: Some(Adaptive::default()),
@@ -118,16 +150,34 @@ impl LimitConfig {
     /// The limits a quota's buckets are shaped from.
     pub(crate) fn limits(&self) -> Limits {
         let told_nothing = self.requests.is_none()
-            && self.tokens.is_none()
+            && !self.limits_tokens()
             && self.concurrency.is_none()
             && self.adaptive.is_none();
         Limits {
             requests: self.requests.or(told_nothing.then_some(UNLIMITED)),
             tokens: self.tokens,
+            input_tokens: self.input_tokens,
+            output_tokens: self.output_tokens,
+            requests_per_day: self.requests_per_day,
+            tokens_per_day: self.tokens_per_day,
+            day_starts_at: self.day_starts_at,
             concurrency: self.concurrency,
             headroom: self.headroom,
             adaptive: self.adaptive,
+            metering: Metering {
+                sum: self.sum_token_estimate,
+                reconcile: self.reconcile_usage,
+                cache_reads_count: self.cache_reads_count,
+            },
         }
+    }
+
+    /// Whether any token limit is set (per minute or per day).
+    fn limits_tokens(&self) -> bool {
+        self.tokens.is_some()
+            || self.input_tokens.is_some()
+            || self.output_tokens.is_some()
+            || self.tokens_per_day.is_some()
     }
 
     /// Checks every setting; the error names the field as the builder and the config file do.
@@ -135,9 +185,31 @@ impl LimitConfig {
         if let Some(rate) = &self.requests {
             rate.validate("requests")?;
         }
-        if let Some(rate) = &self.tokens {
-            rate.validate("tokens")?;
+        let rates = [
+            (&self.tokens, "tokens"),
+            (&self.input_tokens, "input_tokens"),
+            (&self.output_tokens, "output_tokens"),
+        ];
+        for (rate, field) in rates {
+            if let Some(rate) = rate {
+                rate.validate(field)?;
+            }
         }
+        for (day, field) in [
+            (self.requests_per_day, "requests_per_day"),
+            (self.tokens_per_day, "tokens_per_day"),
+        ] {
+            reject_if(
+                day == Some(0),
+                field,
+                "must be at least 1; leave it out for no daily quota",
+            )?;
+        }
+        reject_if(
+            self.day_starts_at >= super::daily::DAY,
+            "day_starts_at",
+            "must be less than 24h after midnight UTC, e.g. 8h for midnight in California",
+        )?;
         if let Some(adaptive) = &self.adaptive {
             adaptive.validate()?;
         }
@@ -195,6 +267,13 @@ impl<C, K> RateLimitBuilder<C, K> {
     crate::setters::config_setters!(LimitConfig {
         requests: Rate => Some,
         tokens: Rate => Some,
+        input_tokens: Rate => Some,
+        output_tokens: Rate => Some,
+        requests_per_day: u64 => Some,
+        tokens_per_day: u64 => Some,
+        day_starts_at: Duration,
+        reconcile_usage: bool,
+        cache_reads_count: bool,
         concurrency: u32 => Some,
         headroom: Duration,
         max_wait: Duration => Some,

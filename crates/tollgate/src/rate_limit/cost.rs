@@ -1,4 +1,5 @@
-//! What a request costs against a token limit: [`Cost`], [`EstimateTokens`], [`TokenCost`].
+//! What a request costs against the token limits: [`Cost`], [`TokenEstimate`],
+//! [`EstimateTokens`], [`TokenCost`].
 
 use std::pin::Pin;
 use std::task::{Context, Poll, Waker};
@@ -7,29 +8,86 @@ use bytes::Bytes;
 use http::Request;
 use http_body::Body;
 
-/// Decides how many tokens a request costs. Closures `Fn(&Request<B>) -> u64` are costs.
+/// A request's tokens as providers charge them at admission: the prompt's estimate (`input`)
+/// and what the answer may produce (`output`: `max_tokens` times `n`).
+///
+/// Each limit takes its part: an input limit the input, an output limit the output, a combined
+/// limit the greater of the two (OpenAI's rule) or their sum
+/// ([`LimitConfig::sum_token_estimate`](super::LimitConfig::sum_token_estimate)). A bare number
+/// is an input estimate.
 ///
 /// ```
-/// use tollgate::rate_limit::Cost;
+/// use tollgate::rate_limit::TokenEstimate;
 ///
-/// let flat = |_: &http::Request<String>| 1_000u64;
-/// assert_eq!(flat.cost(&http::Request::new(String::new())), 1_000);
+/// let estimate = TokenEstimate::new(120, 400);
+/// assert_eq!(estimate.combined(false), 400);
+/// assert_eq!(estimate.combined(true), 520);
+/// assert_eq!(TokenEstimate::from(1_000), TokenEstimate::new(1_000, 0));
 /// ```
-pub trait Cost<B>: Clone + Send + Sync + 'static {
-    /// The request's cost in tokens.
-    fn cost(&self, request: &Request<B>) -> u64;
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
+pub struct TokenEstimate {
+    /// The prompt's tokens.
+    pub input: u64,
+    /// The most the answer may produce.
+    pub output: u64,
 }
 
-impl<B, F> Cost<B> for F
-where
-    F: Fn(&Request<B>) -> u64 + Clone + Send + Sync + 'static,
-{
-    fn cost(&self, request: &Request<B>) -> u64 {
-        self(request)
+impl TokenEstimate {
+    /// `input` prompt tokens and at most `output` answer tokens.
+    pub const fn new(input: u64, output: u64) -> Self {
+        TokenEstimate { input, output }
+    }
+
+    /// The charge against a combined token limit: the sum, or the greater of the two; at
+    /// least 1.
+    pub const fn combined(&self, sum: bool) -> u64 {
+        let combined = if sum {
+            self.input.saturating_add(self.output)
+        } else if self.input > self.output {
+            self.input
+        } else {
+            self.output
+        };
+        if combined == 0 {
+            1
+        } else {
+            combined
+        }
     }
 }
 
-/// A request extension that states the request's cost, overriding any estimate.
+impl From<u64> for TokenEstimate {
+    fn from(input: u64) -> Self {
+        TokenEstimate::new(input, 0)
+    }
+}
+
+/// Decides how many tokens a request costs. Closures `Fn(&Request<B>) -> T` are costs, where
+/// `T` is a [`TokenEstimate`] or a number of tokens.
+///
+/// ```
+/// use tollgate::rate_limit::{Cost, TokenEstimate};
+///
+/// let flat = |_: &http::Request<String>| 1_000u64;
+/// assert_eq!(flat.cost(&http::Request::new(String::new())), TokenEstimate::new(1_000, 0));
+/// ```
+pub trait Cost<B>: Clone + Send + Sync + 'static {
+    /// The request's tokens.
+    fn cost(&self, request: &Request<B>) -> TokenEstimate;
+}
+
+impl<B, F, T> Cost<B> for F
+where
+    F: Fn(&Request<B>) -> T + Clone + Send + Sync + 'static,
+    T: Into<TokenEstimate>,
+{
+    fn cost(&self, request: &Request<B>) -> TokenEstimate {
+        self(request).into()
+    }
+}
+
+/// A request extension that states the request's cost, overriding any estimate: a number of
+/// input tokens ([`TokenEstimate`] states both parts).
 ///
 /// ```
 /// let mut request = http::Request::new(String::new());
@@ -38,39 +96,35 @@ where
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct TokenCost(pub u64);
 
-/// The default cost: estimates an AI request's tokens the way the provider charges at admission.
+/// The default cost: estimates an AI request's tokens the way providers charge at admission.
 ///
-/// OpenAI charges the greater of `max_tokens` (or `max_completion_tokens`) and the prompt's
-/// characters / 4; [`sum`](Self::sum) charges both added together, the more conservative rule.
-/// A [`TokenCost`] extension wins; a body it cannot read costs [`fallback`](Self::fallback).
+/// The prompt is its characters / 4 (OpenAI's admission rule), the output `max_tokens` (or
+/// `max_completion_tokens`, `max_output_tokens`) times `n`; each limit takes its part (see
+/// [`TokenEstimate`]). A [`TokenEstimate`] or [`TokenCost`] extension wins; a body it cannot
+/// read costs [`fallback`](Self::fallback) input tokens.
 ///
 /// ```
 /// use bytes::Bytes;
 /// use http_body_util::Full;
-/// use tollgate::rate_limit::{Cost, EstimateTokens};
+/// use tollgate::rate_limit::{Cost, EstimateTokens, TokenEstimate};
 ///
 /// let body = r#"{"model":"gpt-4o","max_tokens":500,"messages":[{"role":"user","content":"Hello!"}]}"#;
 /// let request = http::Request::new(Full::new(Bytes::from_static(body.as_bytes())));
-/// assert_eq!(EstimateTokens::new().cost(&request), 500);
-/// assert_eq!(EstimateTokens::new().sum().cost(&request), 502);
+/// assert_eq!(EstimateTokens::new().cost(&request), TokenEstimate::new(2, 500));
 /// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct EstimateTokens {
     fallback: u64,
-    sum: bool,
 }
 
 impl Default for EstimateTokens {
     fn default() -> Self {
-        EstimateTokens {
-            fallback: 1_000,
-            sum: false,
-        }
+        EstimateTokens { fallback: 1_000 }
     }
 }
 
 impl EstimateTokens {
-    /// Greater of `max_tokens` and prompt / 4; 1,000 tokens for bodies it cannot read.
+    /// Prompt / 4 and `max_tokens`; 1,000 tokens for bodies it cannot read.
     pub fn new() -> Self {
         Self::default()
     }
@@ -81,21 +135,22 @@ impl EstimateTokens {
         self
     }
 
-    /// Charge `max_tokens` plus the prompt estimate, not the greater of the two.
-    pub fn sum(mut self) -> Self {
-        self.sum = true;
-        self
-    }
-
-    /// Sums (`true`) or takes the greater (`false`), as a [`LimitConfig`](super::LimitConfig)
-    /// says.
-    pub(crate) fn summing(mut self, sum: bool) -> Self {
-        self.sum = sum;
-        self
-    }
-
-    /// The estimate for a JSON request body, or `None` if it is not a JSON object.
+    /// The charge against a combined limit by OpenAI's rule (the greater of `max_tokens` and
+    /// the prompt estimate), or `None` if the body is not a JSON object.
     pub fn estimate_json(&self, body: &[u8]) -> Option<u64> {
+        self.estimate(body).map(|estimate| estimate.combined(false))
+    }
+
+    /// The prompt and output estimate for a JSON request body, or `None` if it is not a JSON
+    /// object.
+    ///
+    /// ```
+    /// use tollgate::rate_limit::{EstimateTokens, TokenEstimate};
+    ///
+    /// let body = br#"{"max_tokens":400,"messages":[{"role":"user","content":"Hello there!"}]}"#;
+    /// assert_eq!(EstimateTokens::new().estimate(body), Some(TokenEstimate::new(3, 400)));
+    /// ```
+    pub fn estimate(&self, body: &[u8]) -> Option<TokenEstimate> {
         let request: AdmissionFields = serde_json::from_slice(body).ok()?;
         let max_tokens = request
             .max_tokens
@@ -114,14 +169,7 @@ impl EstimateTokens {
         .sum::<usize>();
         let prompt = (chars as u64).div_ceil(4);
         let output = max_tokens.saturating_mul(request.n.unwrap_or(1).max(1));
-        Some(
-            if self.sum {
-                prompt.saturating_add(output)
-            } else {
-                prompt.max(output)
-            }
-            .max(1),
-        )
+        Some(TokenEstimate::new(prompt, output))
     }
 }
 
@@ -237,15 +285,18 @@ impl<'de> serde::Deserialize<'de> for TextKey {
 }
 
 impl<B: PeekBody> Cost<B> for EstimateTokens {
-    fn cost(&self, request: &Request<B>) -> u64 {
+    fn cost(&self, request: &Request<B>) -> TokenEstimate {
+        if let Some(estimate) = request.extensions().get::<TokenEstimate>() {
+            return *estimate;
+        }
         if let Some(TokenCost(cost)) = request.extensions().get::<TokenCost>() {
-            return *cost;
+            return TokenEstimate::from(*cost);
         }
         request
             .body()
             .peek()
-            .and_then(|bytes| self.estimate_json(&bytes))
-            .unwrap_or(self.fallback)
+            .and_then(|bytes| self.estimate(&bytes))
+            .unwrap_or(TokenEstimate::from(self.fallback))
     }
 }
 

@@ -63,13 +63,22 @@ impl std::error::Error for RateLimitError {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum Refusal {
-    /// The request costs more tokens than the bucket holds: it can never be admitted (the
-    /// provider would answer "Request too large").
+    /// The request costs more than a limit ever holds: it can never be admitted (the provider
+    /// would answer "Request too large").
     TooLarge {
-        /// The request's cost.
+        /// The limit it does not fit.
+        limit: LimitKind,
+        /// The request's cost against it.
         cost: u64,
-        /// The token bucket's capacity.
+        /// The most that limit admits at once.
         capacity: u64,
+    },
+    /// A daily quota is spent: nothing more goes until it resets. Sent nothing.
+    DailyQuotaSpent {
+        /// [`LimitKind::RequestsPerDay`] or [`LimitKind::TokensPerDay`].
+        limit: LimitKind,
+        /// How long until the quota resets.
+        resets_in: Duration,
     },
     /// The queue of waiting requests is full.
     QueueFull {
@@ -98,6 +107,7 @@ impl Refusal {
     pub fn retry_after(&self) -> Option<Duration> {
         match self {
             Refusal::TooLarge { .. } => None,
+            Refusal::DailyQuotaSpent { resets_in, .. } => Some(*resets_in),
             Refusal::QueueFull { wait, .. } => Some(wait.unwrap_or(Duration::from_secs(1))),
             Refusal::WouldWait { wait, .. } => Some(*wait),
             Refusal::StoreUnavailable => Some(super::shared::PROBE_EVERY),
@@ -108,10 +118,21 @@ impl Refusal {
 impl fmt::Display for Refusal {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Refusal::TooLarge { cost, capacity } => write!(
+            Refusal::TooLarge {
+                limit,
+                cost,
+                capacity,
+            } => write!(
                 f,
-                "request too large: it costs {cost} tokens but the token limit holds at most \
-                 {capacity}; lower max_tokens or the prompt, or raise the token burst"
+                "request too large: it costs {cost} against the {} limit, which admits at most \
+                 {capacity}; lower max_tokens or the prompt, or raise that limit's burst",
+                limit.as_str()
+            ),
+            Refusal::DailyQuotaSpent { limit, resets_in } => write!(
+                f,
+                "daily quota spent: no {} left today; it resets in {}, resume then",
+                limit.as_str(),
+                humantime::format_duration(Duration::from_secs(resets_in.as_secs()))
             ),
             Refusal::QueueFull { max_queue, .. } => write!(
                 f,

@@ -12,12 +12,12 @@ use pin_project_lite::pin_project;
 use tokio::time::{sleep_until, Instant, Sleep};
 use tower_service::Service;
 
-use super::body::{Permit, RateLimitBody};
+use super::body::{Permit, RateLimitBody, Settlement};
 use super::error::{RateLimitError, Refusal};
 use super::learn::learn;
 use super::limiter::Settings;
 use super::partition::{Admit, Partition};
-use super::quota::Blocked;
+use super::quota::{Blocked, Demand, Holds, Outcome};
 use super::shared::{Route, SharedQuota};
 use super::store::{Grant, OnStoreError, StoreFuture};
 use crate::attempt::AttemptClock;
@@ -57,10 +57,17 @@ pin_project! {
             wait: Wait,
             admitted: bool,
             permit: Option<Permit>,
+            settlement: Option<Settlement>,
             service: S,
             request: Option<Request<B>>,
         },
-        Calling { #[pin] future: S::Future, permit: Option<Permit>, sent_at: Instant },
+        Calling {
+            #[pin]
+            future: S::Future,
+            permit: Option<Permit>,
+            settlement: Option<Settlement>,
+            sent_at: Instant,
+        },
         Done,
     }
 }
@@ -69,7 +76,7 @@ pin_project! {
 pub(crate) struct Wait {
     partition: Arc<Partition>,
     id: Option<u64>,
-    cost: u64,
+    demand: Demand,
     timer: Option<Pin<Box<Sleep>>>,
     /// The store's answer on its way, when the quota is shared.
     asking: Option<StoreFuture<Grant>>,
@@ -77,26 +84,26 @@ pub(crate) struct Wait {
 }
 
 impl Wait {
-    pub(crate) fn new(partition: Arc<Partition>, id: u64, cost: u64, since: Instant) -> Self {
+    pub(crate) fn new(partition: Arc<Partition>, id: u64, demand: Demand, since: Instant) -> Self {
         Wait {
             partition,
             id: Some(id),
-            cost,
+            demand,
             timer: None,
             asking: None,
             since,
         }
     }
 
-    /// Polls for admission; `Ready(Ok(permit taken))` when admitted.
+    /// Polls for admission; `Ready(Ok((permit taken, holds)))` when admitted.
     fn poll_admit(
         &mut self,
         cx: &mut Context<'_>,
         max_wait: Option<Duration>,
-    ) -> Poll<Result<bool, Refusal>> {
+    ) -> Poll<Result<(bool, Holds), Refusal>> {
         loop {
             let Some(id) = self.id else {
-                return Poll::Ready(Ok(false));
+                return Poll::Ready(Ok((false, Holds::default())));
             };
             if let Some(asking) = &mut self.asking {
                 let answer = ready!(asking.as_mut().poll(cx));
@@ -108,9 +115,9 @@ impl Wait {
                 match answer {
                     Ok(Grant::Admitted) => {
                         shared.store.answered(now);
-                        let permit = self.partition.lock().admit_head(id);
+                        let admitted = self.partition.lock().admit_head(id, now);
                         self.id = None;
-                        return Poll::Ready(Ok(permit));
+                        return Poll::Ready(Ok(admitted));
                     }
                     Ok(Grant::Wait { wait, which }) => {
                         shared.store.answered(now);
@@ -150,15 +157,20 @@ impl Wait {
             }
             let result = state.poll_queued(id, cx.waker(), route == Some(Route::Store), now);
             match result {
-                Ok(Admit::Taken(permit)) => {
+                Ok(Admit::Taken(permit, holds)) => {
                     self.id = None;
-                    return Poll::Ready(Ok(permit));
+                    return Poll::Ready(Ok((permit, holds)));
                 }
                 Ok(Admit::AskStore) => {
                     if let Some(SharedQuota { store, quota }) = &self.partition.shared {
-                        let charge = state.quota.charge(quota, self.cost);
+                        let charge = state.quota.charge(quota, &self.demand);
                         self.asking = Some(store.store.acquire(charge));
                     }
+                }
+                Err(Some(Blocked::Daily(resets_in, limit))) => {
+                    // The queue let it go already.
+                    self.id = None;
+                    return Poll::Ready(Err(Refusal::DailyQuotaSpent { limit, resets_in }));
                 }
                 // Behind others, or waiting for a permit: a wake-up will come.
                 Err(None) | Err(Some(Blocked::Concurrency)) => return Poll::Pending,
@@ -221,6 +233,7 @@ where
                 wait,
                 admitted: false,
                 permit: None,
+                settlement: None,
                 service,
                 request: Some(request),
             },
@@ -233,6 +246,7 @@ where
         partition: Arc<Partition>,
         future: S::Future,
         permit: Option<Permit>,
+        settlement: Option<Settlement>,
         sent_at: Instant,
     ) -> Self {
         ResponseFuture {
@@ -241,6 +255,7 @@ where
             state: State::Calling {
                 future,
                 permit,
+                settlement,
                 sent_at,
             },
         }
@@ -270,25 +285,31 @@ where
                     wait,
                     admitted,
                     permit,
+                    settlement,
                     service,
                     request,
                 } => {
                     if !*admitted {
-                        let took_permit = match ready!(wait.poll_admit(cx, this.settings.max_wait))
-                        {
-                            Ok(took_permit) => took_permit,
-                            Err(error) => {
-                                this.state.set(State::Done);
-                                let reason = match error {
-                                    Refusal::StoreUnavailable => "store_unavailable",
-                                    _ => "would_wait",
-                                };
-                                crate::telemetry::limiter_rejection(&this.partition.name, reason);
-                                return Poll::Ready(Err(Box::new(RateLimitError::new(error))));
-                            }
-                        };
+                        let (took_permit, holds) =
+                            match ready!(wait.poll_admit(cx, this.settings.max_wait)) {
+                                Ok(admitted) => admitted,
+                                Err(error) => {
+                                    this.state.set(State::Done);
+                                    let reason = match error {
+                                        Refusal::StoreUnavailable => "store_unavailable",
+                                        Refusal::DailyQuotaSpent { .. } => "daily_quota",
+                                        _ => "would_wait",
+                                    };
+                                    crate::telemetry::limiter_rejection(
+                                        &this.partition.name,
+                                        reason,
+                                    );
+                                    return Poll::Ready(Err(Box::new(RateLimitError::new(error))));
+                                }
+                            };
                         *admitted = true;
                         *permit = took_permit.then(|| Permit(Arc::clone(this.partition)));
+                        *settlement = Settlement::new(this.partition, holds);
                         let waited = wait.since.elapsed();
                         crate::telemetry::limiter_wait(&this.partition.name, waited);
                         let queued = this.partition.lock().queue_len();
@@ -314,26 +335,45 @@ where
                         clock.left(sent_at);
                     }
                     let future = service.call(request);
-                    let permit = permit.take();
+                    let (permit, settlement) = (permit.take(), settlement.take());
                     this.state.set(State::Calling {
                         future,
                         permit,
+                        settlement,
                         sent_at,
                     });
                 }
                 StateProj::Calling {
                     future,
                     permit,
+                    settlement,
                     sent_at,
                 } => {
                     let result = ready!(future.poll(cx));
-                    let (permit, sent_at) = (permit.take(), *sent_at);
+                    let (permit, mut settlement, sent_at) =
+                        (permit.take(), settlement.take(), *sent_at);
                     this.state.set(State::Done);
+                    // A transport error leaves the charge standing: the provider may have
+                    // metered an answer that never arrived.
                     let response = result.map_err(Into::into)?;
+                    let status = response.status();
+                    if !status.is_success() {
+                        // A refused attempt is metered nothing; a failed one produced no output.
+                        let outcome = if status == http::StatusCode::TOO_MANY_REQUESTS {
+                            Outcome::Refused
+                        } else {
+                            Outcome::Failed
+                        };
+                        if let Some(settlement) = settlement.take() {
+                            settlement.settle_now(outcome);
+                        }
+                    }
                     if this.settings.learn {
                         learn(this.settings, this.partition, &response, sent_at);
                     }
-                    return Poll::Ready(Ok(response.map(|body| RateLimitBody::new(body, permit))));
+                    return Poll::Ready(Ok(
+                        response.map(|body| RateLimitBody::new(body, permit, settlement))
+                    ));
                 }
                 StateProj::Done => {
                     return Poll::Ready(Err(crate::polled_after_completion("rate limit")))

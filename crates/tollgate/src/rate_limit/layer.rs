@@ -1,6 +1,5 @@
 //! [`RateLimitLayer`].
 
-use std::any::Any;
 use std::fmt;
 use std::sync::Arc;
 
@@ -104,10 +103,6 @@ impl<C, K> RateLimitBuilder<C, K> {
         self.config.validate()?;
         if let Some(store) = &self.store {
             check_store(&self.config, store)?;
-        }
-        // The default cost follows the config's estimate rule; a cost of the caller's is theirs.
-        if let Some(estimate) = (&mut self.cost as &mut dyn Any).downcast_mut::<EstimateTokens>() {
-            *estimate = (*estimate).summing(self.config.sum_token_estimate);
         }
         let limiter = Limiter::new(self.config, self.name, self.store);
         Ok(RateLimitLayer::with_limiter(self.cost, self.key, limiter))

@@ -42,11 +42,16 @@ pub(crate) fn learn<B>(
     // A 429 about tokens is the token bucket's when there is one (it empties; the headers
     // correct it), else the request rate is the only lever. One while the provider says
     // requests remain is not about our request rate (load shedding).
+    // A daily quota's 429 says nothing about the rate either.
+    let which = verdict.limit();
+    let daily = which.is_some_and(LimitKind::is_daily);
     let about_tokens = limited
-        && verdict.limit() == Some(LimitKind::Tokens)
+        && !daily
+        && which.is_some_and(LimitKind::is_tokens)
         && partition.charges_tokens.load(Ordering::Relaxed);
-    let about_requests =
-        !about_tokens && server.is_none_or(|s| s.requests.remaining.is_none_or(|r| r == 0));
+    let about_requests = !about_tokens
+        && !daily
+        && server.is_none_or(|s| s.requests.remaining.is_none_or(|r| r == 0));
     let refused = limited && about_requests && !over_ceiling;
     if partition.adaptive {
         // The rate adapts instead of everyone pausing: the refused request's own retry waits
@@ -56,7 +61,7 @@ pub(crate) fn learn<B>(
             let mut state = partition.lock();
             let now = Instant::now();
             if about_tokens && !over_ceiling {
-                state.quota.drain_tokens(now);
+                state.quota.drain_tokens(which, now);
             }
             let changed = state.answered(refused, sent_at, now);
             partition
@@ -74,7 +79,7 @@ pub(crate) fn learn<B>(
                 "adaptive rate limit changed"
             );
         }
-    } else if limited && !over_ceiling {
+    } else if limited && !over_ceiling && !daily {
         let now = Instant::now();
         let mut state = partition.lock();
         match hint {
@@ -104,6 +109,16 @@ pub(crate) fn learn<B>(
                 server.requests.remaining,
             ),
             (LimitKind::Tokens, charged.tokens, server.tokens.remaining),
+            (
+                LimitKind::InputTokens,
+                charged.input_tokens,
+                server.input_tokens.remaining,
+            ),
+            (
+                LimitKind::OutputTokens,
+                charged.output_tokens,
+                server.output_tokens.remaining,
+            ),
         ];
         for (which, rate, remaining) in windows {
             // Only a quota running low is worth a round trip: the store is already right unless
@@ -120,7 +135,7 @@ pub(crate) fn learn<B>(
         partition
             .settled
             .store(state.adaptive_settled(), Ordering::Relaxed);
-        if state.quota.tokens.is_some() {
+        if state.quota.has_token_bucket(None) {
             // A token limit adopted from the headers: requests are costed from now on.
             partition.charges_tokens.store(true, Ordering::Relaxed);
         }
@@ -201,9 +216,20 @@ impl State {
         let adopt_requests = adopt_limits && self.adaptive.is_none();
         let quota = &mut self.quota;
         let headroom = quota.headroom;
+        // Anthropic's combined `tokens` headers restate the stricter of its input and output
+        // limits: when those are reported, they feed their own buckets and the combined one
+        // learns nothing from them.
+        let split = server.input_tokens.is_known() || server.output_tokens.is_known();
+        let combined = if split {
+            Default::default()
+        } else {
+            server.tokens
+        };
         let pairs = [
             (&mut quota.requests, server.requests, adopt_requests),
-            (&mut quota.tokens, server.tokens, adopt_limits),
+            (&mut quota.tokens, combined, adopt_limits),
+            (&mut quota.input, server.input_tokens, adopt_limits),
+            (&mut quota.output, server.output_tokens, adopt_limits),
         ];
         for (bucket, window, adopt_limits) in pairs {
             let Some(bucket) = bucket else {

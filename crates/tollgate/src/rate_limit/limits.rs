@@ -244,7 +244,35 @@ pub(crate) fn adaptive_bucket_rate(per_sec: f64, configured: Option<Rate>) -> Ra
 pub(crate) struct Limits {
     pub(crate) requests: Option<Rate>,
     pub(crate) tokens: Option<Rate>,
+    pub(crate) input_tokens: Option<Rate>,
+    pub(crate) output_tokens: Option<Rate>,
+    pub(crate) requests_per_day: Option<u64>,
+    pub(crate) tokens_per_day: Option<u64>,
+    pub(crate) day_starts_at: Duration,
     pub(crate) concurrency: Option<u32>,
     pub(crate) headroom: Duration,
     pub(crate) adaptive: Option<Adaptive>,
+    pub(crate) metering: Metering,
+}
+
+impl Limits {
+    /// Whether requests must be costed in tokens.
+    pub(crate) fn charges_tokens(&self) -> bool {
+        self.tokens.is_some()
+            || self.input_tokens.is_some()
+            || self.output_tokens.is_some()
+            || self.tokens_per_day.is_some()
+    }
+}
+
+/// How the provider meters tokens: what the combined limit is charged at admission, and what is
+/// corrected when the answer's `usage` arrives.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Metering {
+    /// The combined limits take input + output, not the greater of the two.
+    pub(crate) sum: bool,
+    /// Charges are corrected to the real usage.
+    pub(crate) reconcile: bool,
+    /// Cache reads count against the input and combined limits.
+    pub(crate) cache_reads_count: bool,
 }

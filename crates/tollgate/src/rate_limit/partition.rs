@@ -16,15 +16,16 @@ use super::bucket::Bucket;
 use super::limits::adaptive_bucket_rate;
 use super::limits::Limits;
 use super::queue::Queue;
-use super::quota::{Blocked, Quota};
+use super::quota::{Blocked, Corrections, Demand, Holds, Outcome, Quota};
 use super::shared::SharedQuota;
 use crate::classify::LimitKind;
 
 /// How a queued waiter at the head of the queue proceeds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Admit {
-    /// Admitted by the local buckets; whether a concurrency permit was taken.
-    Taken(bool),
+    /// Admitted by the local buckets: whether a concurrency permit was taken, and what the
+    /// token limits hold.
+    Taken(bool, Holds),
     /// The local bounds allow: ask the store, then [`State::admit_head`].
     AskStore,
 }
@@ -67,7 +68,7 @@ impl Partition {
         // limit, or finds one when no limit is configured at all. A token limit or a
         // concurrency bound alone is what the user knows; the request rate then stays
         // unlimited (learning from headers).
-        let told_nothing = local.tokens.is_none() && local.concurrency.is_none();
+        let told_nothing = !local.charges_tokens() && local.concurrency.is_none();
         let adapts = local.requests.is_some() || told_nothing;
         let adaptive = local.adaptive.filter(|_| adapts).map(|settings| {
             let configured = local.requests.map(|rate| rate.per_sec());
@@ -85,7 +86,7 @@ impl Partition {
             .map(|per_sec| Bucket::new(adaptive_bucket_rate(per_sec, None), local.headroom, now));
         Partition {
             name,
-            charges_tokens: AtomicBool::new(local.tokens.is_some()),
+            charges_tokens: AtomicBool::new(local.charges_tokens()),
             settled: AtomicBool::new(adaptive.as_ref().is_some_and(Controller::settled)),
             adaptive: adaptive.is_some(),
             shared,
@@ -108,10 +109,21 @@ impl Partition {
     pub(crate) fn reconfigure(&self, limits: &Limits, now: Instant) {
         let local = local_limits(self.shared.as_ref(), limits);
         self.charges_tokens
-            .store(limits.tokens.is_some(), Ordering::Relaxed);
+            .store(limits.charges_tokens(), Ordering::Relaxed);
         let mut state = self.lock();
         state.quota.reconfigure(limits, &local, now);
         state.queue.wake_head();
+    }
+
+    /// Settles what an attempt's admission held to how it ended; a refund may let the head of
+    /// the queue go.
+    pub(crate) fn settle(&self, holds: &Holds, outcome: Outcome) -> Corrections {
+        let mut state = self.lock();
+        let corrections = state.quota.settle(holds, outcome, Instant::now());
+        if corrections != Corrections::default() {
+            state.queue.wake_head();
+        }
+        corrections
     }
 
     /// Returns a concurrency permit and wakes the head of the queue.
@@ -123,34 +135,42 @@ impl Partition {
 }
 
 impl State {
-    /// Takes from every limit for a request of `cost`; returns whether a concurrency permit
-    /// was taken.
-    fn take(&mut self, cost: u64, now: Instant) -> bool {
+    /// Takes from every limit for a request of `demand` (only the local bounds when the store
+    /// took from the buckets); returns whether a concurrency permit was taken and the holds.
+    fn take(&mut self, demand: &Demand, buckets: bool, now: Instant) -> (bool, Holds) {
         if let Some(controller) = &mut self.adaptive {
             controller.sent(now);
         }
-        self.quota.take(cost, now)
+        self.quota.take(demand, buckets, now)
     }
 
     /// The fast path: admits at once when nobody is queued and every limit allows. Returns
-    /// `None` when the request must queue, else whether a concurrency permit was taken.
-    pub(crate) fn try_admit_now(&mut self, cost: u64, now: Instant) -> Option<bool> {
+    /// `Ok(None)` when the request must queue, else whether a concurrency permit was taken and
+    /// the holds; a spent daily quota is `Err((time until it resets, which))`.
+    pub(crate) fn try_admit_now(
+        &mut self,
+        demand: &Demand,
+        now: Instant,
+    ) -> Result<Option<(bool, Holds)>, (Duration, LimitKind)> {
         // With others queued, FIFO order says join the queue behind them.
-        if !self.queue.is_empty() || self.quota.check(cost, (0, 0), true, now).is_err() {
-            return None;
+        let ahead = (0, Demand::default());
+        match self.quota.check(demand, ahead, true, now) {
+            Err(Blocked::Daily(resets_in, which)) => Err((resets_in, which)),
+            Ok(()) if self.queue.is_empty() => Ok(Some(self.take(demand, true, now))),
+            _ => Ok(None),
         }
-        Some(self.take(cost, now))
     }
 
-    /// How long a new request of `cost` would wait behind the queue (for the max-wait bound).
+    /// How long a new request of `demand` would wait behind the queue (for the max-wait
+    /// bound).
     pub(crate) fn estimated_wait(
         &mut self,
-        cost: u64,
+        demand: &Demand,
         now: Instant,
     ) -> Option<(Duration, LimitKind)> {
-        match self.quota.check(cost, self.queue.ahead(), true, now) {
+        match self.quota.check(demand, self.queue.ahead(), true, now) {
             Ok(()) | Err(Blocked::Concurrency) => None,
-            Err(Blocked::For(wait, which)) => Some((wait, which)),
+            Err(Blocked::For(wait, which) | Blocked::Daily(wait, which)) => Some((wait, which)),
         }
     }
 
@@ -163,8 +183,8 @@ impl State {
         self.queue.len()
     }
 
-    pub(crate) fn enqueue(&mut self, cost: u64, waker: Waker) -> u64 {
-        self.queue.push(cost, waker)
+    pub(crate) fn enqueue(&mut self, demand: Demand, waker: Waker) -> u64 {
+        self.queue.push(demand, waker)
     }
 
     /// For a queued waiter: admits it if it is at the head and every limit allows (or, with
@@ -179,17 +199,26 @@ impl State {
         let Some(position) = self.queue.position(id) else {
             return Err(None);
         };
-        let (0, Some(cost)) = (position, self.queue.head_cost()) else {
+        let (0, Some(demand)) = (position, self.queue.head_demand()) else {
             self.queue.set_waker(position, waker);
             return Err(None);
         };
-        match self.quota.check(cost, (0, 0), !ask_store, now) {
+        match self
+            .quota
+            .check(&demand, (0, Demand::default()), !ask_store, now)
+        {
             Ok(()) if ask_store => Ok(Admit::AskStore),
             Ok(()) => {
                 self.queue.remove(id);
-                let permit = self.take(cost, now);
+                let (permit, holds) = self.take(&demand, true, now);
                 self.queue.wake_head();
-                Ok(Admit::Taken(permit))
+                Ok(Admit::Taken(permit, holds))
+            }
+            Err(blocked @ Blocked::Daily(..)) => {
+                // A spent daily quota refuses the head, and with it the next in turn.
+                self.queue.remove(id);
+                self.queue.wake_head();
+                Err(Some(blocked))
             }
             Err(blocked) => {
                 self.queue.set_waker(0, waker);
@@ -199,12 +228,14 @@ impl State {
     }
 
     /// The store admitted the head of the queue: it leaves the queue with a concurrency permit
-    /// if one is needed, and the next waiter's turn begins.
-    pub(crate) fn admit_head(&mut self, id: u64) -> bool {
+    /// if one is needed (and its share of the local daily counts), and the next waiter's turn
+    /// begins.
+    pub(crate) fn admit_head(&mut self, id: u64, now: Instant) -> (bool, Holds) {
+        let demand = self.queue.head_demand().unwrap_or(Demand::ONE);
         self.queue.remove(id);
-        let permit = self.quota.take_permit();
+        let admitted = self.take(&demand, false, now);
         self.queue.wake_head();
-        permit
+        admitted
     }
 
     /// Removes a cancelled waiter; its place (and its claim on the tokens) goes to the next.
@@ -229,13 +260,21 @@ impl State {
     }
 
     pub(crate) fn snapshot(&mut self, now: Instant) -> Snapshot {
-        let (requests_available, tokens_available, in_flight, paused_for) = self.quota.levels(now);
+        let levels = self.quota.levels(now);
         Snapshot {
-            requests_available,
-            tokens_available,
-            in_flight,
+            requests_available: levels.requests,
+            tokens_available: levels.tokens,
+            input_tokens_available: levels.input_tokens,
+            output_tokens_available: levels.output_tokens,
+            requests_left_today: levels.requests_today.map(|(left, _)| left),
+            tokens_left_today: levels.tokens_today.map(|(left, _)| left),
+            day_resets_in: levels
+                .requests_today
+                .or(levels.tokens_today)
+                .map(|(_, resets_in)| resets_in),
+            in_flight: levels.in_flight,
             queued: self.queue.len(),
-            paused_for,
+            paused_for: levels.paused_for,
             adaptive_rate: self.adaptive_rate(),
         }
     }
@@ -254,8 +293,18 @@ fn local_limits(shared: Option<&SharedQuota>, limits: &Limits) -> Limits {
 pub struct Snapshot {
     /// Requests that could be admitted now (`None`: no request limit).
     pub requests_available: Option<u64>,
-    /// Tokens that could be spent now (`None`: no token limit).
+    /// Tokens that could be spent now against the combined limit (`None`: no such limit).
     pub tokens_available: Option<u64>,
+    /// Input tokens that could be spent now (`None`: no input limit).
+    pub input_tokens_available: Option<u64>,
+    /// Output tokens that could be reserved now (`None`: no output limit).
+    pub output_tokens_available: Option<u64>,
+    /// Requests left today (`None`: no daily request quota).
+    pub requests_left_today: Option<u64>,
+    /// Tokens left today (`None`: no daily token quota).
+    pub tokens_left_today: Option<u64>,
+    /// Time until the daily quotas reset (`None`: no daily quota).
+    pub day_resets_in: Option<Duration>,
     /// Requests holding a concurrency permit.
     pub in_flight: u32,
     /// Requests waiting in the queue.

@@ -6,10 +6,12 @@
 use std::collections::VecDeque;
 use std::task::Waker;
 
+use super::quota::Demand;
+
 #[derive(Debug)]
 struct Waiter {
     id: u64,
-    cost: u64,
+    demand: Demand,
     waker: Option<Waker>,
 }
 
@@ -17,7 +19,7 @@ struct Waiter {
 pub(crate) struct Queue {
     waiters: VecDeque<Waiter>,
     /// The tokens the waiters claim, so a newcomer's wait counts them.
-    queued_tokens: u64,
+    queued: Demand,
     next_id: u64,
 }
 
@@ -30,19 +32,19 @@ impl Queue {
         self.waiters.is_empty()
     }
 
-    /// What waits ahead of a newcomer: (requests, tokens).
-    pub(crate) fn ahead(&self) -> (u64, u64) {
-        (self.waiters.len() as u64, self.queued_tokens)
+    /// What waits ahead of a newcomer: requests, and their tokens.
+    pub(crate) fn ahead(&self) -> (u64, Demand) {
+        (self.waiters.len() as u64, self.queued)
     }
 
-    /// Adds a waiter of `cost` at the back; returns its id.
-    pub(crate) fn push(&mut self, cost: u64, waker: Waker) -> u64 {
+    /// Adds a waiter of `demand` at the back; returns its id.
+    pub(crate) fn push(&mut self, demand: Demand, waker: Waker) -> u64 {
         let id = self.next_id;
         self.next_id += 1;
-        self.queued_tokens += cost;
+        self.queued = self.queued.plus(demand);
         self.waiters.push_back(Waiter {
             id,
-            cost,
+            demand,
             waker: Some(waker),
         });
         id
@@ -53,9 +55,9 @@ impl Queue {
         self.waiters.iter().position(|w| w.id == id)
     }
 
-    /// The head's cost.
-    pub(crate) fn head_cost(&self) -> Option<u64> {
-        self.waiters.front().map(|w| w.cost)
+    /// The head's demand.
+    pub(crate) fn head_demand(&self) -> Option<Demand> {
+        self.waiters.front().map(|w| w.demand)
     }
 
     /// Keeps `waker` as the one to wake for the waiter at `position`.
@@ -71,7 +73,7 @@ impl Queue {
     pub(crate) fn remove(&mut self, id: u64) -> Option<usize> {
         let position = self.position(id)?;
         let waiter = self.waiters.remove(position)?;
-        self.queued_tokens -= waiter.cost;
+        self.queued = self.queued.minus(waiter.demand);
         Some(position)
     }
 

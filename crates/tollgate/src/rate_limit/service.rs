@@ -8,11 +8,12 @@ use http::{Request, Response};
 use tokio::time::Instant;
 use tower_service::Service;
 
-use super::body::{Permit, RateLimitBody};
+use super::body::{Permit, RateLimitBody, Settlement};
 use super::cost::Cost;
 use super::error::{RateLimitError, Refusal};
 use super::future::{ResponseFuture, Wait};
 use super::limiter::Limiter;
+use super::quota::{Blocked, Demand};
 use crate::attempt::AttemptClock;
 use crate::key::{KeyFor, KeyType};
 use crate::BoxError;
@@ -81,40 +82,63 @@ where
     fn call(&mut self, request: Request<ReqBody>) -> Self::Future {
         let settings = self.limiter.settings;
         let partition = self.limiter.partition(self.key.key(&request));
-        let cost = if partition.charges_tokens.load(Ordering::Relaxed) {
-            self.cost.cost(&request)
-        } else {
-            1
-        };
+        let estimate = partition
+            .charges_tokens
+            .load(Ordering::Relaxed)
+            .then(|| self.cost.cost(&request));
         let now = Instant::now();
         let mut state = partition.lock();
+        let demand = estimate.map_or(Demand::ONE, |estimate| {
+            Demand::new(estimate, &state.quota.charged.metering)
+        });
         let shared = partition.shared.is_some();
-        if let Some(capacity) = state.quota.too_large(cost, shared) {
+        if let Some((limit, cost, capacity)) = state.quota.too_large(&demand, shared) {
             drop(state);
             crate::telemetry::limiter_rejection(&partition.name, "too_large");
             return ResponseFuture::rejected(
                 settings,
                 partition,
-                RateLimitError::new(Refusal::TooLarge { cost, capacity }),
+                RateLimitError::new(Refusal::TooLarge {
+                    limit,
+                    cost,
+                    capacity,
+                }),
             );
         }
         // With a store, every admission is the store's: the request queues and its future asks.
         let admitted = if shared {
-            None
+            // The daily quotas are counted here: a spent one refuses before the round trip.
+            match state
+                .quota
+                .check(&demand, (0, Demand::default()), false, now)
+            {
+                Err(Blocked::Daily(resets_in, limit)) => Err((resets_in, limit)),
+                _ => Ok(None),
+            }
         } else {
-            state.try_admit_now(cost, now)
+            state.try_admit_now(&demand, now)
         };
-        if let Some(took_permit) = admitted {
+        let admitted = match admitted {
+            Ok(admitted) => admitted,
+            Err((resets_in, limit)) => {
+                drop(state);
+                crate::telemetry::limiter_rejection(&partition.name, "daily_quota");
+                let error = RateLimitError::new(Refusal::DailyQuotaSpent { limit, resets_in });
+                return ResponseFuture::rejected(settings, partition, error);
+            }
+        };
+        if let Some((took_permit, holds)) = admitted {
             drop(state);
             let permit = took_permit.then(|| Permit(Arc::clone(&partition)));
+            let settlement = Settlement::new(&partition, holds);
             let future = self.inner.call(request);
-            return ResponseFuture::calling(settings, partition, future, permit, now);
+            return ResponseFuture::calling(settings, partition, future, permit, settlement, now);
         }
         // The store's wait is known only when it answers; the future applies max_wait then.
         let estimate = if shared {
             None
         } else {
-            state.estimated_wait(cost, now)
+            state.estimated_wait(&demand, now)
         };
         if let Some(max_queue) = settings.max_queue {
             if state.queue_len() >= max_queue {
@@ -141,14 +165,14 @@ where
         }
         // Queue now, so the order of calls is the order of admission; the real waker is
         // registered on the first poll.
-        let id = state.enqueue(cost, Waker::noop().clone());
+        let id = state.enqueue(demand, Waker::noop().clone());
         if let Some(clock) = request.extensions().get::<AttemptClock>() {
             // The retry layer's attempt timeout waits until the request leaves the queue.
             clock.queued();
         }
         crate::telemetry::limiter_queue(&partition.name, state.queue_len());
         drop(state);
-        let wait = Wait::new(Arc::clone(&partition), id, cost, now);
+        let wait = Wait::new(Arc::clone(&partition), id, demand, now);
         // The service that was polled ready goes with the request; its clone stays for the next.
         let clone = self.inner.clone();
         let service = std::mem::replace(&mut self.inner, clone);

@@ -73,8 +73,12 @@ pub struct Charge {
     pub quota: Arc<str>,
     /// The request limit and the cost (1), if one is set.
     pub requests: Option<Rate>,
-    /// The token limit and the request's cost in tokens, if one is set.
+    /// The combined token limit and the request's cost in tokens, if one is set.
     pub tokens: Option<(Rate, u64)>,
+    /// The input token limit and the request's prompt estimate, if one is set.
+    pub input_tokens: Option<(Rate, u64)>,
+    /// The output token limit and the request's `max_tokens`, if one is set.
+    pub output_tokens: Option<(Rate, u64)>,
     /// Burst held back for timing noise, as in process
     /// ([`LimitConfig::headroom`](super::LimitConfig::headroom)).
     pub headroom: Duration,
@@ -93,6 +97,8 @@ impl Charge {
             quota: quota.into(),
             requests,
             tokens,
+            input_tokens: None,
+            output_tokens: None,
             headroom,
         }
     }
