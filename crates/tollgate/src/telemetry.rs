@@ -11,7 +11,7 @@
 //! | `tollgate_limiter_queue_length` | gauge | `provider` |
 //! | `tollgate_limiter_rejections_total` | counter | `provider`, `reason` |
 //! | `tollgate_limiter_adaptive_rate` | gauge | `provider` (requests per second, when it adapts) |
-//! | `tollgate_tokens_reserved_total` | counter | `provider`, `limit` (`tokens`, `input`, `output`) |
+//! | `tollgate_tokens_reserved_total` | counter | `provider`, `limit` (`input`, `output`) |
 //! | `tollgate_tokens_used_total` | counter | `provider`, `direction` (`input`, `output`; from `usage`) |
 //! | `tollgate_token_corrections_total` | counter | `provider`, `limit`, `sign` (`refund`, `excess`) |
 //! | `tollgate_breaker_state` | gauge | `provider` (0 closed, 1 open, 2 half-open, 3 isolated) |

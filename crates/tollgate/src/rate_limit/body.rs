@@ -69,7 +69,6 @@ impl Drop for Settlement {
 
 fn report(partition: &Partition, corrections: super::quota::Corrections) {
     let name = &partition.name;
-    crate::telemetry::token_correction(name, "tokens", corrections.tokens);
     crate::telemetry::token_correction(name, "input", corrections.input);
     crate::telemetry::token_correction(name, "output", corrections.output);
 }

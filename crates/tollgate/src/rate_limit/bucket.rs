@@ -166,6 +166,7 @@ impl Bucket {
             amount: self.amount as u64,
             interval: Duration::from_nanos(self.per_token.min(u128::from(u64::MAX)) as u64),
             capacity: self.capacity(),
+            default_burst: false,
         }
     }
 
@@ -257,5 +258,97 @@ mod tests {
             now,
         );
         assert_eq!(full.wait_for(0, 10, now), Duration::ZERO);
+    }
+
+    #[test]
+    fn settling_gives_back_only_what_is_still_ahead() {
+        let now = Instant::now();
+        // 100 per second, burst 100: a hold of 100 is a second of the schedule.
+        let mut bucket = Bucket::new(Rate::per_second(100).with_burst(100), Duration::ZERO, now);
+        let hold = bucket.take(100, now);
+        // Settled at once to 10: 90 back, as if 10 had been charged.
+        let mut quick = bucket.clone();
+        assert_eq!(quick.settle(&hold, 10, now), -90);
+        assert_eq!(quick.level(now), 90);
+        // Settled after its whole stretch has been refilled: nothing to give back.
+        let later = now + Duration::from_secs(1);
+        let next = bucket.take(100, later);
+        assert_eq!(bucket.settle(&hold, 0, later), 0);
+        assert_eq!(
+            bucket.level(later),
+            0,
+            "the refill already returned those tokens"
+        );
+        // Half-way through the next stretch, at most the half still ahead comes back.
+        let half = later + Duration::from_millis(500);
+        assert_eq!(bucket.settle(&next, 0, half), -50);
+        assert_eq!(bucket.level(half), 100);
+    }
+
+    #[test]
+    fn excess_is_charged_down_to_an_empty_bucket() {
+        let now = Instant::now();
+        let mut bucket = Bucket::new(Rate::per_second(100).with_burst(100), Duration::ZERO, now);
+        let hold = bucket.take(10, now);
+        assert_eq!(bucket.settle(&hold, 50, now), 40);
+        assert_eq!(bucket.level(now), 50);
+        let hold = bucket.take(10, now);
+        assert_eq!(
+            bucket.settle(&hold, 500, now),
+            40,
+            "never deeper than empty"
+        );
+        assert_eq!(bucket.level(now), 0);
+    }
+
+    proptest::proptest! {
+        /// Whatever is reserved, used and settled when: the real usage of the requests
+        /// admitted in any window stays within burst + rate x window.
+        #[test]
+        fn real_usage_never_exceeds_the_bound(
+            capacity in 20u64..400,
+            steps in proptest::collection::vec(
+                (0u64..40, 1u64..400, 0u64..=100, 0u64..3_000),
+                1..120,
+            ),
+        ) {
+            let start = Instant::now();
+            let rate = 100u64; // per second
+            let mut bucket =
+                Bucket::new(Rate::per_second(rate).with_burst(capacity), Duration::ZERO, start);
+            let mut now = start;
+            let mut pending: Vec<(Instant, Hold, u64)> = Vec::new();
+            let mut admitted: Vec<(Instant, u64)> = Vec::new();
+            for (gap_ms, reserve, used_pct, settle_after_ms) in steps {
+                now += Duration::from_millis(gap_ms);
+                pending.sort_by_key(|(at, _, _)| *at);
+                while let Some((at, hold, used)) = pending.first().copied() {
+                    if at > now {
+                        break;
+                    }
+                    bucket.settle(&hold, used, at.max(now));
+                    pending.remove(0);
+                }
+                let reserve = reserve.min(capacity);
+                if bucket.wait_for(0, reserve, now).is_zero() {
+                    let hold = bucket.take(reserve, now);
+                    let used = reserve * used_pct / 100;
+                    admitted.push((now, used));
+                    pending.push((now + Duration::from_millis(settle_after_ms), hold, used));
+                }
+            }
+            for (i, (a, _)) in admitted.iter().enumerate() {
+                let mut used = 0;
+                for (b, u) in &admitted[i..] {
+                    used += u;
+                    let window = (*b - *a).as_secs_f64();
+                    let bound = capacity as f64 + rate as f64 * window + 1e-6;
+                    proptest::prop_assert!(
+                        used as f64 <= bound,
+                        "{used} used in {window}s, bound {bound}"
+                    );
+                }
+            }
+        }
     }
 }

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use super::adaptive::Adaptive;
 use super::cost::EstimateTokens;
-use super::limits::{Limits, Metering, Rate};
+use super::limits::{Limits, Metering, Rate, RESERVATION_BURST};
 use super::shared::{SharedStore, StoreSettings};
 use super::store::{name_of, OnStoreError, QuotaName, Store};
 use crate::config_error::reject_if;
@@ -48,14 +48,22 @@ pub struct LimitConfig {
     pub requests: Option<Rate>,
     /// Input and output tokens together per interval (OpenAI's TPM); each request is charged
     /// the greater of its prompt estimate and its `max_tokens` (or their sum, see
-    /// [`sum_token_estimate`](Self::sum_token_estimate)), corrected to its real `usage` when the
-    /// answer says it (default none).
+    /// [`sum_token_estimate`](Self::sum_token_estimate)) at admission, as OpenAI counts it (its
+    /// headers report that count, failed requests included), and never corrected (default
+    /// none).
     pub tokens: Option<Rate>,
     /// Input (prompt) tokens per interval (Anthropic's ITPM): charged the prompt estimate,
-    /// corrected to the real input (default none).
+    /// corrected to the real input when the answer reports it (default none). Without an
+    /// explicit burst, ten seconds' worth (see [`output_tokens`](Self::output_tokens)).
     pub input_tokens: Option<Rate>,
     /// Output tokens per interval (Anthropic's OTPM): charged `max_tokens` at admission, the
     /// unused part given back when the answer's `usage` arrives (default none).
+    ///
+    /// Without an explicit burst the bucket holds ten seconds' worth, not a tenth of a second:
+    /// the reservations of the requests in flight sit in it while they run, and what an answer
+    /// did not use comes back only while its reservation is still ahead on the bucket's
+    /// schedule (giving back tokens the refill already returned would admit them twice). An
+    /// answer that takes longer than the burst's worth of time keeps its whole reservation.
     pub output_tokens: Option<Rate>,
     /// Requests per day (Groq's and Gemini's RPD): when spent, requests are refused at once with
     /// [`Refusal::DailyQuotaSpent`](super::Refusal::DailyQuotaSpent) until the reset (default
@@ -67,9 +75,10 @@ pub struct LimitConfig {
     /// Gemini resets at midnight Pacific time, `8h`).
     #[cfg_attr(feature = "serde", serde(with = "crate::serde_forms::duration"))]
     pub day_starts_at: Duration,
-    /// Correct each request's token charges to the `usage` its answer reports (OpenAI, Anthropic
-    /// and Gemini shapes), read as the caller reads the body; a refused (429) attempt is charged
-    /// no tokens and a failed one no output (default true).
+    /// Correct the input, output and daily token charges to the `usage` the answer reports
+    /// (OpenAI, Anthropic and Gemini shapes), read as the caller reads the body; a refused (429)
+    /// attempt is charged no tokens and a failed one no output (default true). Off, the
+    /// admission charges stand, as if the provider never corrected them.
     pub reconcile_usage: bool,
     /// Whether prompt tokens read from the provider's cache count against the input and
     /// combined limits (default true; false for Anthropic, whose input limit excludes them).
@@ -156,8 +165,12 @@ impl LimitConfig {
         Limits {
             requests: self.requests.or(told_nothing.then_some(UNLIMITED)),
             tokens: self.tokens,
-            input_tokens: self.input_tokens,
-            output_tokens: self.output_tokens,
+            input_tokens: self
+                .input_tokens
+                .map(|rate| rate.or_burst_of(RESERVATION_BURST)),
+            output_tokens: self
+                .output_tokens
+                .map(|rate| rate.or_burst_of(RESERVATION_BURST)),
             requests_per_day: self.requests_per_day,
             tokens_per_day: self.tokens_per_day,
             day_starts_at: self.day_starts_at,

@@ -32,20 +32,33 @@ use crate::ConfigError;
 /// In a config file (feature `serde`) a rate is a number per minute (`500`), a string with its
 /// interval (`"500/min"`, `"50/s"`, `"10000/1h"`), or a table with its burst
 /// (`{ rate = "500/min", burst = 20 }`).
-#[derive(Debug, Clone, Copy, PartialEq)]
+#[derive(Debug, Clone, Copy)]
 pub struct Rate {
     pub(crate) amount: u64,
     pub(crate) interval: Duration,
     pub(crate) capacity: u64,
+    /// Whether the burst is the default one (a limit may choose another default).
+    pub(crate) default_burst: bool,
+}
+
+impl PartialEq for Rate {
+    fn eq(&self, other: &Self) -> bool {
+        (self.amount, self.interval, self.capacity)
+            == (other.amount, other.interval, other.capacity)
+    }
 }
 
 impl Rate {
     /// `amount` per `interval`, with a burst of a tenth of a second's worth (at least 1).
+    ///
+    /// The input and output token limits default to ten seconds' worth instead (see
+    /// [`LimitConfig::output_tokens`](super::LimitConfig::output_tokens)).
     pub const fn new(amount: u64, interval: Duration) -> Self {
         Rate {
             amount,
             interval,
-            capacity: default_burst(amount, interval),
+            capacity: default_burst(amount, interval, BURST_WINDOW),
+            default_burst: true,
         }
     }
 
@@ -62,6 +75,15 @@ impl Rate {
     /// The same rate with a bucket of `capacity`: a smaller burst smooths the traffic.
     pub const fn with_burst(mut self, capacity: u64) -> Self {
         self.capacity = capacity;
+        self.default_burst = false;
+        self
+    }
+
+    /// This rate with a burst of `window`'s worth, unless a burst was set explicitly.
+    pub(crate) const fn or_burst_of(mut self, window: Duration) -> Self {
+        if self.default_burst {
+            self.capacity = default_burst(self.amount, self.interval, window);
+        }
         self
     }
 
@@ -118,9 +140,9 @@ impl Rate {
     }
 }
 
-/// What a [`Rate`] admits at once unless told otherwise: a tenth of a second's worth, at least 1.
-const fn default_burst(amount: u64, interval: Duration) -> u64 {
-    let window = BURST_WINDOW.as_nanos();
+/// What a [`Rate`] admits at once unless told otherwise: `window`'s worth, at least 1.
+const fn default_burst(amount: u64, interval: Duration, window: Duration) -> u64 {
+    let window = window.as_nanos();
     let interval = interval.as_nanos();
     if interval == 0 {
         return if amount == 0 { 1 } else { amount };
@@ -138,13 +160,20 @@ const fn default_burst(amount: u64, interval: Duration) -> u64 {
 /// The time's worth of a rate that [`Rate`] admits at once by default.
 const BURST_WINDOW: Duration = Duration::from_millis(100);
 
+/// The default burst of the input and output token limits, as time at their rate. A request's
+/// `max_tokens` is held in the output bucket until its answer reports its real output, and the
+/// unused part comes back only while it is still ahead on the bucket's schedule: the bucket must
+/// hold the reservations of the requests in flight for as long as they run. Ten seconds covers
+/// most answers; Anthropic's own buckets hold a minute's worth.
+pub(crate) const RESERVATION_BURST: Duration = Duration::from_secs(10);
+
 #[cfg(feature = "serde")]
 mod forms {
     use std::time::Duration;
 
     use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
-    use super::{default_burst, Rate};
+    use super::Rate;
 
     #[derive(Serialize, Deserialize)]
     #[serde(untagged)]
@@ -192,7 +221,7 @@ mod forms {
                 self.amount,
                 humantime::format_duration(self.interval)
             ));
-            if self.capacity == default_burst(self.amount, self.interval) {
+            if self.default_burst {
                 rate.serialize(serializer)
             } else {
                 Form::Table {
@@ -234,6 +263,7 @@ pub(crate) fn adaptive_bucket_rate(per_sec: f64, configured: Option<Rate>) -> Ra
         amount,
         interval: Duration::from_secs(1000),
         capacity,
+        default_burst: false,
     }
 }
 

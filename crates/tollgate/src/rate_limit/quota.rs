@@ -78,7 +78,6 @@ impl Demand {
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub(crate) struct Holds {
     estimate: TokenEstimate,
-    tokens: Option<Hold>,
     input: Option<Hold>,
     output: Option<Hold>,
     day_tokens: Option<DayHold>,
@@ -86,10 +85,9 @@ pub(crate) struct Holds {
 
 impl Holds {
     /// What each token limit holds, by limit name.
-    pub(crate) fn amounts(&self) -> [(&'static str, u64); 3] {
+    pub(crate) fn amounts(&self) -> [(&'static str, u64); 2] {
         let amount = |hold: Option<Hold>| hold.map_or(0, |hold| hold.amount);
         [
-            ("tokens", amount(self.tokens)),
             ("input", amount(self.input)),
             ("output", amount(self.output)),
         ]
@@ -97,10 +95,7 @@ impl Holds {
 
     /// Whether anything is held that usage could correct.
     pub(crate) fn is_empty(&self) -> bool {
-        self.tokens.is_none()
-            && self.input.is_none()
-            && self.output.is_none()
-            && self.day_tokens.is_none()
+        self.input.is_none() && self.output.is_none() && self.day_tokens.is_none()
     }
 }
 
@@ -118,7 +113,6 @@ pub(crate) enum Outcome {
 /// The corrections a settlement made, in tokens (negative: given back), for telemetry.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub(crate) struct Corrections {
-    pub(crate) tokens: i64,
     pub(crate) input: i64,
     pub(crate) output: i64,
 }
@@ -325,10 +319,10 @@ impl Quota {
             ..Holds::default()
         };
         if buckets {
-            if let Some(bucket) = &mut self.requests {
-                let _ = bucket.take(1, now);
-            }
-            holds.tokens = self.tokens.as_mut().map(|b| b.take(demand.combined, now));
+            let _ = self.requests.as_mut().map(|b| b.take(1, now));
+            // The combined limit is OpenAI's, which counts the admission charge and never
+            // corrects it: it is not held for settling.
+            let _ = self.tokens.as_mut().map(|b| b.take(demand.combined, now));
             holds.input = self
                 .input
                 .as_mut()
@@ -367,7 +361,7 @@ impl Quota {
             Outcome::Refused => (Some(0), Some(0)),
             Outcome::Failed => (None, Some(0)),
         };
-        // The combined limits need the output; a missing input is the estimate.
+        // The daily token quota needs the output; a missing input is the estimate.
         let combined =
             output.map(|output| input.unwrap_or(holds.estimate.input).saturating_add(output));
         let settle = |bucket: &mut Option<Bucket>, hold: Option<Hold>, used: Option<u64>| match (
@@ -379,7 +373,6 @@ impl Quota {
             _ => 0,
         };
         let corrections = Corrections {
-            tokens: settle(&mut self.tokens, holds.tokens, combined),
             input: settle(&mut self.input, holds.input, input),
             output: settle(&mut self.output, holds.output, output),
         };

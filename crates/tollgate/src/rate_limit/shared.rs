@@ -114,6 +114,7 @@ impl SharedStore {
             amount: rate.amount,
             interval: rate.interval.saturating_mul(processes.max(1)),
             capacity: (rate.capacity / u64::from(processes.max(1))).max(1),
+            default_burst: false,
         };
         Limits {
             requests: limits.requests.map(share),
