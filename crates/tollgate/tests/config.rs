@@ -115,11 +115,34 @@ fn a_full_toml_file_overrides_the_preset_field_by_field() {
         Some(Rate::per_minute(50)),
         "a number is per minute"
     );
+
     assert!(config
         .provider("gemini")
         .unwrap_err()
         .to_string()
         .contains("it defines: claude, openai"));
+}
+
+#[test]
+fn token_and_daily_limits_have_keys() {
+    let config = Config::from_toml(
+        "[providers.claude]\npreset = \"anthropic\"\n\
+         limits = { input_tokens = 40000, output_tokens = { rate = \"8000/min\", burst = 2000 } }\n\
+         [providers.groq]\npreset = \"groq\"\n\
+         limits = { requests_per_day = 14400, tokens_per_day = 500000, day_starts_at = \"8h\" }\n",
+    )
+    .unwrap();
+    let claude = config.provider("claude").unwrap();
+    assert_eq!(claude.limits.input_tokens, Some(Rate::per_minute(40_000)));
+    assert_eq!(
+        claude.limits.output_tokens,
+        Some(Rate::per_minute(8_000).with_burst(2_000))
+    );
+    assert!(!claude.limits.cache_reads_count, "the Anthropic preset");
+    let groq = config.provider("groq").unwrap();
+    assert_eq!(groq.limits.requests_per_day, Some(14_400));
+    assert_eq!(groq.limits.tokens_per_day, Some(500_000));
+    assert_eq!(groq.limits.day_starts_at, Duration::from_secs(8 * 3600));
 }
 
 #[test]
@@ -240,6 +263,9 @@ fn rules_between_fields_name_the_config_key() {
         ("[providers.x.breaker]\nslow_calls = { threshold = \"5s\", ratio = 0.0 }\n", "providers.x.breaker.slow_calls.ratio"),
         ("[providers.x.breaker]\nbreak_duration = \"10s\"\nbreak_growth = { factor = 2.0, cap = \"1s\" }\n", "providers.x.breaker.break_growth.cap"),
         ("[providers.x.limits]\nconcurrency = 0\n", "providers.x.limits.concurrency"),
+        ("[providers.x.limits]\nrequests_per_day = 0\n", "providers.x.limits.requests_per_day"),
+        ("[providers.x.limits]\nday_starts_at = \"25h\"\n", "providers.x.limits.day_starts_at"),
+        ("[providers.x.limits]\noutput_tokens = 0\n", "providers.x.limits.output_tokens"),
         ("[providers.x.limits]\nadaptive = { beta = 1.5 }\n", "providers.x.limits.adaptive.beta"),
     ];
     for (text, field) in cases {

@@ -52,10 +52,13 @@ impl Policy {
     /// Common to all: each layer's defaults ([`RetryConfig`], [`BreakerConfig`],
     /// [`LimitConfig`]). Per provider: OpenAI honours hints up to 120 s, as its SDK does;
     /// Anthropic up to 60 s and backs off normally beyond, as its SDK does, retries 529s 6
-    /// times and charges input plus output tokens; Groq does not adopt its per-day request
-    /// headers as a per-minute limit; Azure checks limits over 1-10 s windows, so its preset
-    /// holds back more headroom (50 ms of refill). The limiter never pauses longer than the
-    /// retry ceiling (a longer hint is one the retry layer gives up on).
+    /// times, charges input plus output tokens against a combined limit and does not count
+    /// cache reads against input limits (set its `input_tokens` and `output_tokens`, ITPM and
+    /// OTPM, which are settled to each answer's usage); Groq does not adopt its per-day request
+    /// headers as a per-minute limit and does not count cached tokens; Gemini's daily quotas
+    /// reset at midnight Pacific time (08:00 UTC); Azure checks limits over 1-10 s windows, so
+    /// its preset holds back more headroom (50 ms of refill). The limiter never pauses longer
+    /// than the retry ceiling (a longer hint is one the retry layer gives up on).
     pub fn preset(provider: Provider) -> Self {
         let mut policy = Policy {
             provider,
@@ -70,13 +73,18 @@ impl Policy {
                 policy.retry.max_attempts = 6;
                 policy.retry.over_ceiling = OverCeiling::UseBackoff;
                 policy.limits.sum_token_estimate = true;
+                policy.limits.cache_reads_count = false;
             }
             Provider::Groq => {
                 policy.retry.over_ceiling = OverCeiling::UseBackoff;
                 policy.limits.adopt_provider_limits = false;
+                policy.limits.cache_reads_count = false;
             }
             Provider::AzureOpenAi => policy.limits.headroom = Duration::from_millis(50),
-            Provider::Gemini | Provider::GeminiOpenAi | Provider::OpenAiCompatible => {}
+            Provider::Gemini | Provider::GeminiOpenAi => {
+                policy.limits.day_starts_at = Duration::from_secs(8 * 3600);
+            }
+            Provider::OpenAiCompatible => {}
         }
         policy.limits.max_pause = policy.retry.ceiling;
         policy
