@@ -7,7 +7,7 @@ use std::time::Duration;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::Script;
 use tollgate::classify::LimitKind;
-use tollgate::rate_limit::{Charge, Grant, Rate, Store, StoreError, StoreFuture};
+use tollgate::rate_limit::{Charge, Grant, Rate, Store, StoreError, StoreFuture, StoreHold};
 use tollgate::ConfigError;
 
 /// A rate-limit [`Store`] on Redis: see the [crate documentation](crate).
@@ -38,6 +38,8 @@ struct Scripts {
     acquire: Script,
     pause: Script,
     lower: Script,
+    settle: Script,
+    settle_day: Script,
 }
 
 impl fmt::Debug for RedisStore {
@@ -155,6 +157,8 @@ impl RedisStoreBuilder {
                 acquire: Script::new(include_str!("lua/acquire.lua")),
                 pause: Script::new(include_str!("lua/pause.lua")),
                 lower: Script::new(include_str!("lua/lower.lua")),
+                settle: Script::new(include_str!("lua/settle.lua")),
+                settle_day: Script::new(include_str!("lua/settle_day.lua")),
             }),
         })
     }
@@ -168,8 +172,17 @@ fn interval_micros(rate: &Rate) -> f64 {
 fn part(which: LimitKind) -> &'static str {
     match which {
         LimitKind::Tokens => "tokens",
+        LimitKind::InputTokens => "input",
+        LimitKind::OutputTokens => "output",
+        LimitKind::RequestsPerDay => "day:requests",
+        LimitKind::TokensPerDay => "day:tokens",
         _ => "requests",
     }
+}
+
+/// The key of what refunds have moved a bucket's schedule.
+fn refunds(part: &str) -> String {
+    format!("{part}:refunded")
 }
 
 /// Runs `script` by its SHA (loading it again if Redis answers `NOSCRIPT`).
@@ -195,28 +208,69 @@ async fn invoke<T: redis::FromRedisValue>(
 
 impl Store for RedisStore {
     fn acquire(&self, charge: Charge) -> StoreFuture<Grant> {
-        let mut keys = vec![self.key(&charge.quota, "pause")];
-        let mut args = Vec::with_capacity(6);
-        let limits = [
+        let buckets = [
             charge.requests.map(|rate| (LimitKind::Requests, rate, 1)),
             charge
                 .tokens
                 .map(|(rate, cost)| (LimitKind::Tokens, rate, cost)),
+            charge
+                .input_tokens
+                .map(|(rate, cost)| (LimitKind::InputTokens, rate, cost)),
+            charge
+                .output_tokens
+                .map(|(rate, cost)| (LimitKind::OutputTokens, rate, cost)),
         ];
-        let mut order = [LimitKind::Paused; 3];
-        for (index, (which, rate, cost)) in limits.into_iter().flatten().enumerate() {
-            let interval = interval_micros(&rate);
+        let days = [
+            charge
+                .requests_per_day
+                .map(|allowance| (LimitKind::RequestsPerDay, allowance, 1)),
+            charge
+                .tokens_per_day
+                .map(|(allowance, cost)| (LimitKind::TokensPerDay, allowance, cost)),
+        ];
+        let buckets: Vec<_> = buckets.into_iter().flatten().collect();
+        let days: Vec<_> = days.into_iter().flatten().collect();
+        // What settles: the input and output buckets and the daily tokens, when held.
+        let holding = charge.held;
+        let held = move |which: LimitKind| {
+            holding
+                && matches!(
+                    which,
+                    LimitKind::InputTokens | LimitKind::OutputTokens | LimitKind::TokensPerDay
+                )
+        };
+        let mut keys = vec![self.key(&charge.quota, "pause")];
+        keys.extend(
+            buckets
+                .iter()
+                .map(|(w, ..)| self.key(&charge.quota, part(*w))),
+        );
+        keys.extend(
+            buckets
+                .iter()
+                .map(|(w, ..)| self.key(&charge.quota, &refunds(part(*w)))),
+        );
+        keys.extend(days.iter().map(|(w, ..)| self.key(&charge.quota, part(*w))));
+        let mut args = vec![
+            buckets.len().to_string(),
+            days.len().to_string(),
+            charge.day_starts_at.as_secs().to_string(),
+        ];
+        for (which, rate, cost) in &buckets {
+            let interval = interval_micros(rate);
             // As in process: the burst less the headroom, but a request as large as the burst
             // still goes once the bucket is full.
             let tolerance = (rate.burst() as f64 * interval - charge.headroom.as_micros() as f64)
-                .max(cost as f64 * interval);
-            keys.push(self.key(&charge.quota, part(which)));
+                .max(*cost as f64 * interval);
             args.extend([
                 interval.to_string(),
                 tolerance.to_string(),
                 cost.to_string(),
+                u8::from(held(*which)).to_string(),
             ]);
-            order[index + 1] = which;
+        }
+        for (_, allowance, cost) in &days {
+            args.extend([allowance.to_string(), cost.to_string()]);
         }
         let call = invoke(
             self.connection.clone(),
@@ -226,15 +280,89 @@ impl Store for RedisStore {
             args,
         );
         Box::pin(async move {
-            let (admitted, wait, which): (i64, i64, usize) = call.await?;
-            if admitted == 1 {
-                return Ok(Grant::Admitted);
+            let answer: Vec<i64> = call.await?;
+            let (admitted, wait, which) = match answer[..] {
+                [admitted, wait, which, ..] => (admitted, wait, which),
+                _ => return Err(StoreError::new("the acquire script answered too little")),
+            };
+            if admitted != 1 {
+                let which = which as usize;
+                let limit = match which {
+                    0 => LimitKind::Paused,
+                    i if i <= buckets.len() => buckets[i - 1].0,
+                    i => days
+                        .get(i - 1 - buckets.len())
+                        .map_or(LimitKind::Requests, |day| day.0),
+                };
+                return Ok(Grant::Wait {
+                    wait: Duration::from_micros(wait.max(1) as u64),
+                    which: limit,
+                });
             }
-            Ok(Grant::Wait {
-                wait: Duration::from_micros(wait.max(1) as u64),
-                which: order.get(which).copied().unwrap_or(LimitKind::Requests),
+            let day = answer.get(3).copied().unwrap_or(0).max(0) as u64;
+            let mut holds = [None; 3];
+            let marks = answer.get(4..).unwrap_or_default().chunks(2);
+            for ((which, _, cost), mark) in buckets.iter().zip(marks) {
+                let slot = match which {
+                    LimitKind::InputTokens => 0,
+                    LimitKind::OutputTokens => 1,
+                    _ => continue,
+                };
+                if let ([end, refunded], true) = (mark, held(*which)) {
+                    let (end, refunded) = ((*end).max(0) as u64, (*refunded).max(0) as u64);
+                    holds[slot] = Some(StoreHold::new(*which, *cost, end, refunded));
+                }
+            }
+            if let Some((which, _, cost)) = days.iter().find(|d| held(d.0)) {
+                holds[2] = Some(StoreHold::new(*which, *cost, day, 0));
+            }
+            Ok(if holds.iter().any(Option::is_some) {
+                Grant::Held(holds)
+            } else {
+                Grant::Admitted
             })
         })
+    }
+
+    fn settle(
+        &self,
+        quota: &str,
+        rate: Option<Rate>,
+        hold: StoreHold,
+        used: u64,
+    ) -> StoreFuture<()> {
+        let call = match (hold.which, rate) {
+            (LimitKind::TokensPerDay, _) => invoke::<i64>(
+                self.connection.clone(),
+                Arc::clone(&self.scripts),
+                |s| &s.settle_day,
+                vec![self.key(quota, part(hold.which))],
+                vec![
+                    hold.mark.to_string(),
+                    hold.amount.to_string(),
+                    used.to_string(),
+                ],
+            ),
+            (_, Some(rate)) => invoke::<i64>(
+                self.connection.clone(),
+                Arc::clone(&self.scripts),
+                |s| &s.settle,
+                vec![
+                    self.key(quota, part(hold.which)),
+                    self.key(quota, &refunds(part(hold.which))),
+                ],
+                vec![
+                    interval_micros(&rate).to_string(),
+                    rate.burst().to_string(),
+                    hold.amount.to_string(),
+                    used.to_string(),
+                    hold.mark.to_string(),
+                    hold.refunded.to_string(),
+                ],
+            ),
+            (_, None) => return Box::pin(async { Ok(()) }),
+        };
+        Box::pin(async move { call.await.map(drop) })
     }
 
     fn pause(&self, quota: &str, duration: Duration) -> StoreFuture<()> {

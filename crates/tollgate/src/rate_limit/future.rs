@@ -113,11 +113,22 @@ impl Wait {
                     continue;
                 };
                 match answer {
-                    Ok(Grant::Admitted) => {
+                    Ok(grant @ (Grant::Admitted | Grant::Held(_))) => {
                         shared.store.answered(now);
-                        let admitted = self.partition.lock().admit_head(id, now);
+                        let (permit, mut holds) = self.partition.lock().admit_head(id, now);
+                        if let Grant::Held(stored) = grant {
+                            holds.stored = stored;
+                        }
                         self.id = None;
-                        return Poll::Ready(Ok(admitted));
+                        return Poll::Ready(Ok((permit, holds)));
+                    }
+                    Ok(Grant::Wait { wait, which }) if which.is_daily() => {
+                        shared.store.answered(now);
+                        self.leave();
+                        return Poll::Ready(Err(Refusal::DailyQuotaSpent {
+                            limit: which,
+                            resets_in: wait,
+                        }));
                     }
                     Ok(Grant::Wait { wait, which }) => {
                         shared.store.answered(now);

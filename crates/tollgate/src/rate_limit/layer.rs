@@ -116,10 +116,11 @@ fn check_store(config: &LimitConfig, store: &StoreSettings) -> Result<(), Config
             "adaptive limits are per process; with a shared store, set the limit itself",
         ));
     }
-    if config.requests.is_none() && config.tokens.is_none() {
+    let limits = config.limits();
+    if limits.requests.is_none() && !limits.charges_tokens() && limits.requests_per_day.is_none() {
         return Err(ConfigError::new(
             "store",
-            "a shared store holds request or token limits: set requests or tokens",
+            "a shared store holds request, token or daily limits: set at least one",
         ));
     }
     if store.store.on_error == (OnStoreError::FailOpen { processes: 0 }) {

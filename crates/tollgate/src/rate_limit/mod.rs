@@ -115,5 +115,7 @@ pub use layer::RateLimitLayer;
 pub use limits::Rate;
 pub use partition::Snapshot;
 pub use service::RateLimit;
-pub use store::{Charge, Grant, OnStoreError, QuotaName, Store, StoreError, StoreFuture};
+pub use store::{
+    Charge, Grant, OnStoreError, QuotaName, Store, StoreError, StoreFuture, StoreHold,
+};
 pub use usage::Usage;

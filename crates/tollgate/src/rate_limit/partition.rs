@@ -22,6 +22,9 @@ use crate::classify::LimitKind;
 
 /// How a queued waiter at the head of the queue proceeds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+// Returned once per admission and moved straight into the response future: boxing the holds
+// would cost an allocation per request to save a copy.
+#[allow(clippy::large_enum_variant)]
 pub(crate) enum Admit {
     /// Admitted by the local buckets: whether a concurrency permit was taken, and what the
     /// token limits hold.
@@ -119,6 +122,21 @@ impl Partition {
     /// the queue go.
     pub(crate) fn settle(&self, holds: &Holds, outcome: Outcome) -> Corrections {
         let mut state = self.lock();
+        if let Some(shared) = &self.shared {
+            // What the store held is settled in the store, without waiting for its answer.
+            let (input, output, combined) = state.quota.used(holds, outcome);
+            let charged = &state.quota.charged;
+            for hold in holds.stored.iter().flatten() {
+                let (rate, used) = match hold.which {
+                    LimitKind::InputTokens => (charged.input_tokens, input),
+                    LimitKind::OutputTokens => (charged.output_tokens, output),
+                    _ => (None, combined),
+                };
+                if let Some(used) = used {
+                    shared.settle(rate, *hold, used);
+                }
+            }
+        }
         let corrections = state.quota.settle(holds, outcome, Instant::now());
         if corrections != Corrections::default() {
             state.queue.wake_head();

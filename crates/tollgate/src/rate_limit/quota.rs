@@ -15,7 +15,7 @@ use super::bucket::{Bucket, Hold};
 use super::cost::TokenEstimate;
 use super::daily::{DayCounter, DayHold};
 use super::limits::{Limits, Metering, Rate};
-use super::store::Charge;
+use super::store::{Charge, StoreHold};
 use super::usage::Usage;
 use crate::classify::LimitKind;
 
@@ -81,6 +81,8 @@ pub(crate) struct Holds {
     input: Option<Hold>,
     output: Option<Hold>,
     day_tokens: Option<DayHold>,
+    /// What a shared store held instead (input, output, daily tokens).
+    pub(crate) stored: [Option<StoreHold>; 3],
 }
 
 impl Holds {
@@ -95,7 +97,10 @@ impl Holds {
 
     /// Whether anything is held that usage could correct.
     pub(crate) fn is_empty(&self) -> bool {
-        self.input.is_none() && self.output.is_none() && self.day_tokens.is_none()
+        self.input.is_none()
+            && self.output.is_none()
+            && self.day_tokens.is_none()
+            && self.stored.iter().all(Option::is_none)
     }
 }
 
@@ -239,6 +244,10 @@ impl Quota {
         charge.output_tokens = limits
             .output_tokens
             .map(|rate| (rate, demand.estimate.output));
+        charge.requests_per_day = limits.requests_per_day;
+        charge.tokens_per_day = limits.tokens_per_day.map(|day| (day, demand.combined));
+        charge.day_starts_at = limits.day_starts_at;
+        charge.held = limits.metering.reconcile;
         charge
     }
 
@@ -250,8 +259,8 @@ impl Quota {
     }
 
     /// Checks every limit for a request of `demand` with `ahead` (requests, demand) queued
-    /// before it; with `buckets` false, only the daily quotas, the pause and the concurrency
-    /// bound (the store holds the buckets). Takes nothing.
+    /// before it; with `buckets` false, only the pause and the concurrency bound (the store
+    /// holds the buckets and the daily counts). Takes nothing.
     pub(crate) fn check(
         &mut self,
         demand: &Demand,
@@ -267,7 +276,7 @@ impl Quota {
                 LimitKind::TokensPerDay,
             ),
         ];
-        for (day, cost, which) in days {
+        for (day, cost, which) in days.into_iter().filter(|_| buckets) {
             if let Some(Err((resets_in, first))) = day.as_mut().map(|day| day.check(cost, now)) {
                 if first {
                     tracing::warn!(
@@ -331,22 +340,26 @@ impl Quota {
                 .output
                 .as_mut()
                 .map(|b| b.take(demand.estimate.output, now));
+            if let Some(day) = &mut self.requests_per_day {
+                let _ = day.take(1, now);
+            }
+            holds.day_tokens = self
+                .tokens_per_day
+                .as_mut()
+                .map(|day| day.take(demand.combined, now));
         }
-        if let Some(day) = &mut self.requests_per_day {
-            let _ = day.take(1, now);
-        }
-        holds.day_tokens = self
-            .tokens_per_day
-            .as_mut()
-            .map(|day| day.take(demand.combined, now));
         if !self.charged.metering.reconcile {
             holds = Holds::default();
         }
         (self.take_permit(), holds)
     }
 
-    /// Corrects what `holds` took to what the attempt really used.
-    pub(crate) fn settle(&mut self, holds: &Holds, outcome: Outcome, now: Instant) -> Corrections {
+    /// What the attempt really used, per limit that settles: (input, output, daily tokens).
+    pub(crate) fn used(
+        &self,
+        holds: &Holds,
+        outcome: Outcome,
+    ) -> (Option<u64>, Option<u64>, Option<u64>) {
         let (input, output) = match outcome {
             Outcome::Used(usage) => {
                 let cached = usage
@@ -364,6 +377,12 @@ impl Quota {
         // The daily token quota needs the output; a missing input is the estimate.
         let combined =
             output.map(|output| input.unwrap_or(holds.estimate.input).saturating_add(output));
+        (input, output, combined)
+    }
+
+    /// Corrects what `holds` took locally to what the attempt really used.
+    pub(crate) fn settle(&mut self, holds: &Holds, outcome: Outcome, now: Instant) -> Corrections {
+        let (input, output, combined) = self.used(holds, outcome);
         let settle = |bucket: &mut Option<Bucket>, hold: Option<Hold>, used: Option<u64>| match (
             bucket.as_mut(),
             hold,

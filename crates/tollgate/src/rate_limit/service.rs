@@ -13,7 +13,7 @@ use super::cost::Cost;
 use super::error::{RateLimitError, Refusal};
 use super::future::{ResponseFuture, Wait};
 use super::limiter::Limiter;
-use super::quota::{Blocked, Demand};
+use super::quota::Demand;
 use crate::attempt::AttemptClock;
 use crate::key::{KeyFor, KeyType};
 use crate::BoxError;
@@ -106,15 +106,9 @@ where
             );
         }
         // With a store, every admission is the store's: the request queues and its future asks.
+        // With a store, the store counts the daily quotas too: its answer refuses a spent one.
         let admitted = if shared {
-            // The daily quotas are counted here: a spent one refuses before the round trip.
-            match state
-                .quota
-                .check(&demand, (0, Demand::default()), false, now)
-            {
-                Err(Blocked::Daily(resets_in, limit)) => Err((resets_in, limit)),
-                _ => Ok(None),
-            }
+            Ok(None)
         } else {
             state.try_admit_now(&demand, now)
         };

@@ -8,7 +8,7 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 use super::limits::{Limits, Rate};
-use super::store::{OnStoreError, Store, StoreError, StoreFuture};
+use super::store::{OnStoreError, Store, StoreError, StoreFuture, StoreHold};
 use crate::classify::LimitKind;
 
 /// While the store is down, one admission per this interval tries it again.
@@ -116,9 +116,14 @@ impl SharedStore {
             capacity: (rate.capacity / u64::from(processes.max(1))).max(1),
             default_burst: false,
         };
+        let day = |allowance: u64| (allowance / u64::from(processes.max(1))).max(1);
         Limits {
             requests: limits.requests.map(share),
             tokens: limits.tokens.map(share),
+            input_tokens: limits.input_tokens.map(share),
+            output_tokens: limits.output_tokens.map(share),
+            requests_per_day: limits.requests_per_day.map(day),
+            tokens_per_day: limits.tokens_per_day.map(day),
             ..*limits
         }
     }
@@ -135,6 +140,11 @@ impl SharedQuota {
     /// Pauses the quota in the store for every process, without waiting for the answer.
     pub(crate) fn pause(&self, duration: Duration) {
         tell(self.store.store.pause(&self.quota, duration));
+    }
+
+    /// Settles a charge the store held, without waiting for the answer.
+    pub(crate) fn settle(&self, rate: Option<Rate>, hold: StoreHold, used: u64) {
+        tell(self.store.store.settle(&self.quota, rate, hold, used));
     }
 
     /// Lowers the store's bucket for `which` to `remaining`, without waiting for the answer.

@@ -63,6 +63,48 @@ pub trait Store: fmt::Debug + Send + Sync + 'static {
 
     /// Lowers what `quota`'s bucket for `which` holds to `remaining` (never raises it).
     fn lower(&self, quota: &str, which: LimitKind, rate: Rate, remaining: u64) -> StoreFuture<()>;
+
+    /// Corrects a charge that [`acquire`](Store::acquire) held ([`Grant::Held`]) to the `used`
+    /// amount the answer reported: gives back what is unused and still ahead on the limit's
+    /// schedule, or charges the excess. The default does nothing: the charge stands.
+    fn settle(
+        &self,
+        quota: &str,
+        rate: Option<Rate>,
+        hold: StoreHold,
+        used: u64,
+    ) -> StoreFuture<()> {
+        let _ = (quota, rate, hold, used);
+        Box::pin(async { Ok(()) })
+    }
+}
+
+/// A charge a [`Store`] took and held for settling, as [`Store::acquire`] returned it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct StoreHold {
+    /// The limit it was taken from ([`LimitKind::InputTokens`], [`LimitKind::OutputTokens`] or
+    /// [`LimitKind::TokensPerDay`]).
+    pub which: LimitKind,
+    /// How much was taken.
+    pub amount: u64,
+    /// Where the charge ended on the bucket's schedule (the store's clock), or the day it was
+    /// counted in for a daily limit.
+    pub mark: u64,
+    /// What refunds had moved the bucket's schedule when it was taken.
+    pub refunded: u64,
+}
+
+impl StoreHold {
+    /// A hold of `amount` on `which` (the store builds them).
+    pub fn new(which: LimitKind, amount: u64, mark: u64, refunded: u64) -> Self {
+        StoreHold {
+            which,
+            amount,
+            mark,
+            refunded,
+        }
+    }
 }
 
 /// One admission asked of a [`Store`]: the quota, and each limit with the request's cost.
@@ -79,6 +121,15 @@ pub struct Charge {
     pub input_tokens: Option<(Rate, u64)>,
     /// The output token limit and the request's `max_tokens`, if one is set.
     pub output_tokens: Option<(Rate, u64)>,
+    /// The daily request allowance, if one is set (the request costs 1).
+    pub requests_per_day: Option<u64>,
+    /// The daily token allowance and the request's charge against it, if one is set.
+    pub tokens_per_day: Option<(u64, u64)>,
+    /// When the day starts, after midnight UTC.
+    pub day_starts_at: Duration,
+    /// Whether the input, output and daily token charges are held, to be settled with
+    /// [`Store::settle`] when the answer reports its usage.
+    pub held: bool,
     /// Burst held back for timing noise, as in process
     /// ([`LimitConfig::headroom`](super::LimitConfig::headroom)).
     pub headroom: Duration,
@@ -99,17 +150,25 @@ impl Charge {
             tokens,
             input_tokens: None,
             output_tokens: None,
+            requests_per_day: None,
+            tokens_per_day: None,
+            day_starts_at: Duration::ZERO,
+            held: false,
             headroom,
         }
     }
 }
 
-/// A store's answer to [`Store::acquire`].
+/// A store's answer to [`Store::acquire`]. A wait on a daily limit
+/// ([`LimitKind::is_daily`]) is the time until it resets.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum Grant {
     /// Every limit allowed: the request was charged.
     Admitted,
+    /// Every limit allowed: the request was charged, and these charges are held for
+    /// [`Store::settle`] (at most three: input, output and daily tokens).
+    Held([Option<StoreHold>; 3]),
     /// Nothing was charged; every limit allows in `wait` at the earliest.
     Wait {
         /// How long until the request could be admitted.
