@@ -59,4 +59,13 @@ impl Bucket {
     pub(crate) fn fits(&self, cost: f64) -> bool {
         cost <= self.capacity
     }
+
+    pub(crate) fn capacity(&self) -> u64 {
+        self.capacity as u64
+    }
+
+    /// Gives `amount` back (a reservation's unused part), never past full.
+    pub(crate) fn give_back(&mut self, amount: f64) {
+        self.level = (self.level + amount).min(self.capacity);
+    }
 }

@@ -28,6 +28,27 @@ pub struct MockConfig {
     pub burst: Option<u32>,
     /// Capacity of the token bucket. `None`: the full minute's `tpm`.
     pub token_burst: Option<u32>,
+    /// Input tokens per minute per API key, as Anthropic meters them (cache reads excluded).
+    /// `None`: unlimited.
+    pub itpm: Option<u32>,
+    /// Output tokens per minute per API key, as Anthropic meters them: `max_tokens` charged when
+    /// the request starts, the unused part given back when it ends. `None`: unlimited.
+    pub otpm: Option<u32>,
+    /// Capacity of the input token bucket. `None`: the full minute's `itpm`.
+    pub itpm_burst: Option<u32>,
+    /// Capacity of the output token bucket. `None`: the full minute's `otpm`.
+    pub otpm_burst: Option<u32>,
+    /// Requests per day per API key; the day starts when the server does. `None`: unlimited.
+    pub rpd: Option<u64>,
+    /// Tokens (input and output, as used) per day per API key. `None`: unlimited.
+    pub tpd: Option<u64>,
+    /// The real output of an answer as a share of its `max_tokens`, drawn uniformly from this
+    /// range with the seed. `None`: 8 tokens.
+    pub output_share: Option<(f64, f64)>,
+    /// Share of each prompt reported as read from the cache (not counted by the input limit).
+    pub cache_read_share: f64,
+    /// Latency added per output token of the answer, as a model generates them.
+    pub per_output_token: Duration,
     /// Latency added to every answer.
     pub latency: Duration,
     /// Extra latency drawn uniformly from `0..=latency_jitter` for each answer.
@@ -50,6 +71,15 @@ impl Default for MockConfig {
             tpm: None,
             burst: None,
             token_burst: None,
+            itpm: None,
+            otpm: None,
+            itpm_burst: None,
+            otpm_burst: None,
+            rpd: None,
+            tpd: None,
+            output_share: None,
+            cache_read_share: 0.0,
+            per_output_token: Duration::ZERO,
             latency: Duration::ZERO,
             latency_jitter: Duration::ZERO,
             api_key: None,

@@ -1,6 +1,5 @@
 //! One request's path through the mock: auth, parsing, outage, limits, faults, latency, answer.
 
-use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
@@ -12,15 +11,13 @@ use rand::{Rng, SeedableRng};
 use serde_json::{json, Value};
 use tokio::time::Instant;
 
-use crate::bucket::Bucket;
 use crate::config::{HintStyle, MockConfig};
 use crate::faults::{draw_fault, Fault};
+use crate::meter::{Admission, Ask, Limit, Meter, Refusal};
 use crate::stats::{Outcome, Recorder};
 
 /// The largest request body the mock reads.
 const MAX_REQUEST_BODY: usize = 1024 * 1024;
-/// Keys the mock keeps buckets for; past this, new keys share an overflow bucket.
-const MAX_KEYS: usize = 10_000;
 
 /// The error a handler returns to make hyper close the connection without an answer.
 #[derive(Debug)]
@@ -40,19 +37,13 @@ enum Api {
     Anthropic,
 }
 
-#[derive(Debug)]
-struct KeyBuckets {
-    requests: Option<Bucket>,
-    tokens: Option<Bucket>,
-}
-
 /// State shared by every connection of one mock server.
 #[derive(Debug)]
 pub(crate) struct Shared {
     pub(crate) config: MockConfig,
     pub(crate) recorder: Recorder,
     start: Instant,
-    keys: Mutex<HashMap<String, KeyBuckets>>,
+    meter: Mutex<Meter>,
     rng: Mutex<SmallRng>,
 }
 
@@ -63,7 +54,7 @@ impl Shared {
             config,
             recorder: Recorder::default(),
             start: Instant::now(),
-            keys: Mutex::new(HashMap::new()),
+            meter: Mutex::new(Meter::default()),
         }
     }
 }
@@ -155,26 +146,41 @@ where
         return answer(StatusCode::SERVICE_UNAVAILABLE, body);
     }
 
-    let (fault, jitter) = {
+    let (fault, jitter, share) = {
         let mut rng = shared.rng.lock().unwrap_or_else(|p| p.into_inner());
         let fault = draw_fault(&mut *rng, &shared.config.faults);
         let jitter_ms = shared.config.latency_jitter.as_millis() as u64;
         let jitter = Duration::from_millis(rng.random_range(0..=jitter_ms));
-        (fault, jitter)
+        let share = shared
+            .config
+            .output_share
+            .map(|(low, high)| rng.random_range(low..=high.max(low)));
+        (fault, jitter, share)
     };
 
-    let prompt_tokens = prompt_tokens(&json);
-    let cost = token_cost(&json, prompt_tokens);
-    let admission = admit(&shared, &key, cost, now);
+    let prompt = prompt_tokens(&json);
+    let max_tokens = max_tokens(&json);
+    let cached = (prompt as f64 * shared.config.cache_read_share.clamp(0.0, 1.0)) as u64;
+    let ask = Ask {
+        combined: max_tokens.max(prompt).max(1),
+        input: prompt - cached,
+        output: max_tokens,
+    };
+    let admission = lock(&shared.meter).admit(&shared.config, &key, ask, now);
     let mut headers = HeaderMap::new();
     if shared.config.hints == HintStyle::Full {
         rate_headers(&mut headers, api, &admission, SystemTime::now());
     }
     let (status, body) = match admission.refusal {
-        Some(Refusal::TooLarge) => {
+        Some(Refusal::TooLarge { limit, capacity }) => {
             let message = format!(
-                "Request too large on tokens per min (TPM): Limit {}, Requested {cost}.",
-                admission.tokens.map_or(0, |t| t.limit)
+                "Request too large on {}: Limit {capacity}, Requested {}.",
+                limit.words(),
+                match limit {
+                    Limit::InputTokens => ask.input,
+                    Limit::OutputTokens => ask.output,
+                    _ => ask.combined,
+                }
             );
             let status = match api {
                 Api::OpenAi => StatusCode::TOO_MANY_REQUESTS,
@@ -182,14 +188,17 @@ where
             };
             (status, error_body(api, "request_too_large", &message))
         }
-        Some(Refusal::Limited { wait, tokens }) => {
+        Some(Refusal::Limited { wait, limit }) => {
             hint_headers(&mut headers, shared.config.hints, wait);
             let message = format!(
-                "Rate limit reached on {} per min. Please try again in {:.3}s.",
-                if tokens { "tokens" } else { "requests" },
+                "Rate limit reached on {}. Please try again in {:.3}s.",
+                limit.words(),
                 wait.as_secs_f64()
             );
-            let code = if tokens { "tokens" } else { "requests" };
+            let code = match limit {
+                Limit::Requests | Limit::RequestsPerDay => "requests",
+                _ => "tokens",
+            };
             (
                 StatusCode::TOO_MANY_REQUESTS,
                 rate_limit_body(api, code, &message),
@@ -206,11 +215,35 @@ where
     }
 
     // Admitted: the quota is charged whatever happens next, as providers count failed requests.
-    let charged = if admission.tokens.is_some() { cost } else { 0 };
-    let latency = shared.config.latency + jitter;
+    let charged = if admission.views[1].1.is_some() {
+        ask.combined
+    } else {
+        0
+    };
+    let output = match share {
+        Some(share) => ((max_tokens as f64 * share).round() as u64).clamp(1, max_tokens.max(1)),
+        None => COMPLETION_TOKENS,
+    };
+    let produced = if fault.is_none() || fault == Some(Fault::MalformedHeaders) {
+        output
+    } else {
+        0
+    };
+    let latency = shared.config.latency + jitter + shared.config.per_output_token * produced as u32;
     if !latency.is_zero() {
         tokio::time::sleep(latency).await;
     }
+    // The output limit gets back what the answer did not use; the day counts what it did.
+    let used = if produced > 0 { prompt + produced } else { 0 };
+    lock(&shared.meter).settle(&shared.config, &key, ask, produced, used, Instant::now());
+    if produced > 0 {
+        shared.recorder.used(prompt, produced);
+    }
+    let usage = Usage {
+        prompt,
+        cached,
+        output,
+    };
     let record = |outcome| shared.recorder.answered(second, outcome, false, charged);
     let (status, body) = match fault {
         Some(Fault::Reset) => {
@@ -243,94 +276,12 @@ where
         }
         Some(Fault::MalformedHeaders) => {
             malformed_headers(&mut headers);
-            (StatusCode::OK, completion(api, &json, prompt_tokens))
+            (StatusCode::OK, completion(api, &json, usage))
         }
-        None => (StatusCode::OK, completion(api, &json, prompt_tokens)),
+        None => (StatusCode::OK, completion(api, &json, usage)),
     };
     record(Outcome::Status(status.as_u16()));
     Ok(with_headers(json_response(status, &body), headers))
-}
-
-#[derive(Debug, Clone, Copy)]
-struct BucketView {
-    limit: u64,
-    remaining: u64,
-    reset: Duration,
-}
-
-#[derive(Debug, Clone, Copy)]
-enum Refusal {
-    TooLarge,
-    Limited { wait: Duration, tokens: bool },
-}
-
-#[derive(Debug, Clone, Copy)]
-struct Admission {
-    refusal: Option<Refusal>,
-    requests: Option<BucketView>,
-    tokens: Option<BucketView>,
-}
-
-/// Checks both buckets and charges both, or neither.
-fn admit(shared: &Shared, key: &str, cost: u64, now: Instant) -> Admission {
-    let config = &shared.config;
-    let mut keys = shared.keys.lock().unwrap_or_else(|p| p.into_inner());
-    let key = if keys.len() >= MAX_KEYS && !keys.contains_key(key) {
-        "\u{0}overflow"
-    } else {
-        key
-    };
-    let buckets = keys.entry(key.to_owned()).or_insert_with(|| KeyBuckets {
-        requests: config
-            .rpm
-            .map(|rpm| Bucket::new(config.request_burst().unwrap_or(rpm), rpm, now)),
-        tokens: config
-            .tpm
-            .map(|tpm| Bucket::new(config.token_capacity().unwrap_or(tpm), tpm, now)),
-    });
-    let cost_f = cost as f64;
-    for bucket in [&mut buckets.requests, &mut buckets.tokens]
-        .into_iter()
-        .flatten()
-    {
-        bucket.refill(now);
-    }
-    let mut refusal = None;
-    if buckets.tokens.as_ref().is_some_and(|b| !b.fits(cost_f)) {
-        refusal = Some(Refusal::TooLarge);
-    } else {
-        let request_wait = buckets
-            .requests
-            .as_ref()
-            .map_or(Duration::ZERO, |b| b.wait_for(1.0));
-        let token_wait = buckets
-            .tokens
-            .as_ref()
-            .map_or(Duration::ZERO, |b| b.wait_for(cost_f));
-        if request_wait.is_zero() && token_wait.is_zero() {
-            if let Some(b) = buckets.requests.as_mut() {
-                b.take(1.0);
-            }
-            if let Some(b) = buckets.tokens.as_mut() {
-                b.take(cost_f);
-            }
-        } else {
-            refusal = Some(Refusal::Limited {
-                wait: request_wait.max(token_wait),
-                tokens: token_wait > request_wait,
-            });
-        }
-    }
-    let view = |b: &Bucket| BucketView {
-        limit: b.per_minute(),
-        remaining: b.remaining(),
-        reset: b.time_to_full(),
-    };
-    Admission {
-        refusal,
-        requests: buckets.requests.as_ref().map(view),
-        tokens: buckets.tokens.as_ref().map(view),
-    }
 }
 
 /// The API key, in any provider's way: a bearer token, Anthropic's `x-api-key`, Azure's
@@ -378,22 +329,42 @@ fn prompt_tokens(request: &Value) -> u64 {
     (chars as u64).div_ceil(4)
 }
 
-/// The greater of `max_tokens` and the prompt estimate: OpenAI's documented admission rule.
-fn token_cost(request: &Value, prompt_tokens: u64) -> u64 {
-    let max_tokens = ["max_tokens", "max_completion_tokens"]
+/// The request's `max_tokens` (or `max_completion_tokens`), 0 when absent.
+fn max_tokens(request: &Value) -> u64 {
+    ["max_tokens", "max_completion_tokens"]
         .iter()
         .find_map(|field| request.get(*field).and_then(Value::as_u64))
-        .unwrap_or(0);
-    max_tokens.max(prompt_tokens).max(1)
+        .unwrap_or(0)
 }
 
-fn completion(api: Api, request: &Value, prompt_tokens: u64) -> Value {
+/// The output of an answer when no share of `max_tokens` is drawn.
+const COMPLETION_TOKENS: u64 = 8;
+
+/// What an answer used.
+#[derive(Debug, Clone, Copy)]
+struct Usage {
+    /// Every prompt token.
+    prompt: u64,
+    /// Of which read from the cache.
+    cached: u64,
+    output: u64,
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+fn completion(api: Api, request: &Value, usage: Usage) -> Value {
     let model = request
         .get("model")
         .and_then(Value::as_str)
         .unwrap_or("mock-model");
     let text = "This is the mock provider's answer.";
-    let completion_tokens = 8u64;
+    let Usage {
+        prompt: prompt_tokens,
+        cached,
+        output: completion_tokens,
+    } = usage;
     match api {
         Api::OpenAi => json!({
             "id": "chatcmpl-mock",
@@ -407,7 +378,8 @@ fn completion(api: Api, request: &Value, prompt_tokens: u64) -> Value {
             "usage": {
                 "prompt_tokens": prompt_tokens,
                 "completion_tokens": completion_tokens,
-                "total_tokens": prompt_tokens + completion_tokens
+                "total_tokens": prompt_tokens + completion_tokens,
+                "prompt_tokens_details": {"cached_tokens": cached}
             }
         }),
         Api::Anthropic => json!({
@@ -417,7 +389,12 @@ fn completion(api: Api, request: &Value, prompt_tokens: u64) -> Value {
             "model": model,
             "content": [{"type": "text", "text": text}],
             "stop_reason": "end_turn",
-            "usage": {"input_tokens": prompt_tokens, "output_tokens": completion_tokens}
+            "usage": {
+                "input_tokens": prompt_tokens - cached,
+                "cache_read_input_tokens": cached,
+                "cache_creation_input_tokens": 0,
+                "output_tokens": completion_tokens
+            }
         }),
     }
 }
@@ -473,13 +450,12 @@ fn hint_headers(headers: &mut HeaderMap, style: HintStyle, wait: Duration) {
 }
 
 fn rate_headers(headers: &mut HeaderMap, api: Api, admission: &Admission, now: SystemTime) {
-    let families = [
-        ("requests", admission.requests),
-        ("tokens", admission.tokens),
-    ];
-    for (family, view) in families {
+    for (limit, view) in admission.views {
         let Some(view) = view else { continue };
+        let family = limit.family();
         match api {
+            // OpenAI has no input and output limits of its own.
+            Api::OpenAi if matches!(limit, Limit::InputTokens | Limit::OutputTokens) => {}
             Api::OpenAi => {
                 insert(
                     headers,

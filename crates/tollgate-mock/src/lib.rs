@@ -36,6 +36,7 @@ mod cli;
 mod config;
 mod faults;
 mod handler;
+mod meter;
 mod stats;
 
 use std::io;

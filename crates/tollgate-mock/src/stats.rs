@@ -20,6 +20,10 @@ pub struct Stats {
     pub limited: u64,
     /// Tokens charged to the token bucket.
     pub tokens_charged: u64,
+    /// Input tokens of the answers, cache reads included.
+    pub input_tokens: u64,
+    /// Output tokens of the answers.
+    pub output_tokens: u64,
     /// One entry per second since the server started.
     pub timeline: Vec<Second>,
 }
@@ -88,6 +92,13 @@ impl Recorder {
             Outcome::Reset => stats.resets += 1,
             Outcome::Hang => stats.hangs += 1,
         }
+    }
+
+    /// Tokens an answer used.
+    pub(crate) fn used(&self, input: u64, output: u64) {
+        let mut stats = self.lock();
+        stats.input_tokens += input;
+        stats.output_tokens += output;
     }
 
     pub(crate) fn snapshot(&self) -> Stats {

@@ -310,3 +310,121 @@ async fn stats_are_served_as_json() {
     assert_eq!(stats["by_status"]["200"], 1);
     assert_eq!(stats["timeline"][0]["ok"], 1);
 }
+
+fn messages(max_tokens: u64, prompt_chars: usize) -> String {
+    json!({"model": "claude", "max_tokens": max_tokens,
+           "messages": [{"role": "user", "content": "x".repeat(prompt_chars)}]})
+    .to_string()
+}
+
+#[tokio::test(start_paused = true)]
+async fn output_tokens_are_reserved_at_max_tokens_and_given_back_at_the_end() {
+    // 800 output tokens per minute, all of it at once; answers use a quarter of max_tokens
+    // 400: 100 each.
+    let server = MockServer::spawn(MockConfig {
+        otpm: Some(800),
+        output_share: Some((0.25, 0.25)),
+        ..MockConfig::default()
+    })
+    .await
+    .unwrap();
+    let mut outputs = Vec::new();
+    for _ in 0..5 {
+        let answer = post(&server, "/v1/messages", Some("k"), &messages(400, 8))
+            .await
+            .unwrap();
+        assert_eq!(answer.status, StatusCode::OK, "{}", answer.body);
+        outputs.push(answer.body["usage"]["output_tokens"].as_u64().unwrap());
+        assert!(answer
+            .headers
+            .contains_key("anthropic-ratelimit-output-tokens-remaining"));
+    }
+    assert_eq!(
+        outputs, [100; 5],
+        "reserving 400 each, 5 fit only if 300 came back"
+    );
+    // 300 left: a sixth reservation of 400 waits for 100 more, 7.5 s at 13.3 a second.
+    let refused = post(&server, "/v1/messages", Some("k"), &messages(400, 8))
+        .await
+        .unwrap();
+    assert_eq!(refused.status, StatusCode::TOO_MANY_REQUESTS);
+    assert_eq!(refused.body["error"]["type"], "rate_limit_error");
+    let message = refused.body["error"]["message"].as_str().unwrap();
+    assert!(message.contains("output tokens per minute"), "{message}");
+    let wait: f64 = refused.headers["retry-after-ms"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!((7_450.0..=7_550.0).contains(&wait), "{wait}");
+    assert_eq!(server.stats().output_tokens, 500);
+}
+
+#[tokio::test(start_paused = true)]
+async fn cache_reads_do_not_count_against_the_input_limit() {
+    // 1,000 input tokens per minute; prompts of 400 tokens, three quarters read from the cache.
+    let server = MockServer::spawn(MockConfig {
+        itpm: Some(1_000),
+        cache_read_share: 0.75,
+        ..MockConfig::default()
+    })
+    .await
+    .unwrap();
+    for _ in 0..10 {
+        let answer = post(&server, "/v1/messages", Some("k"), &messages(10, 1_600))
+            .await
+            .unwrap();
+        assert_eq!(
+            answer.status,
+            StatusCode::OK,
+            "100 uncached tokens each: 10 fit"
+        );
+        let usage = &answer.body["usage"];
+        assert_eq!(usage["input_tokens"], 100);
+        assert_eq!(usage["cache_read_input_tokens"], 300);
+    }
+    let refused = post(&server, "/v1/messages", Some("k"), &messages(10, 1_600))
+        .await
+        .unwrap();
+    assert_eq!(refused.status, StatusCode::TOO_MANY_REQUESTS);
+    assert!(refused.body["error"]["message"]
+        .as_str()
+        .unwrap()
+        .contains("input tokens per minute"));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_daily_quota_refuses_until_the_day_ends() {
+    let server = MockServer::spawn(MockConfig {
+        rpd: Some(3),
+        ..MockConfig::default()
+    })
+    .await
+    .unwrap();
+    for _ in 0..3 {
+        let answer = post(&server, "/v1/chat/completions", Some("k"), &chat(5))
+            .await
+            .unwrap();
+        assert_eq!(answer.status, StatusCode::OK);
+    }
+    tokio::time::advance(Duration::from_secs(3600)).await;
+    let refused = post(&server, "/v1/chat/completions", Some("k"), &chat(5))
+        .await
+        .unwrap();
+    assert_eq!(refused.status, StatusCode::TOO_MANY_REQUESTS);
+    assert!(refused.body["error"]["message"]
+        .as_str()
+        .unwrap()
+        .contains("requests per day (RPD)"));
+    let hint: u64 = refused.headers["retry-after"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert_eq!(hint, 23 * 3600, "the day ends 23 hours later");
+    tokio::time::advance(Duration::from_secs(23 * 3600)).await;
+    let next_day = post(&server, "/v1/chat/completions", Some("k"), &chat(5))
+        .await
+        .unwrap();
+    assert_eq!(next_day.status, StatusCode::OK);
+}
