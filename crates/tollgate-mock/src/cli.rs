@@ -148,7 +148,6 @@ impl MockArgs {
             },
             seed: self.seed,
             hints: self.hints,
-            ..MockConfig::default()
         })
     }
 }
