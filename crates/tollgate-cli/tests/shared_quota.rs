@@ -98,5 +98,5 @@ fn redis_without_a_limit_to_share_is_refused_with_the_fix() {
         .unwrap();
     assert_eq!(run.status.code(), Some(2));
     let stderr = String::from_utf8_lossy(&run.stderr);
-    assert!(stderr.contains("--rpm or --tpm"), "{stderr}");
+    assert!(stderr.contains("--rpm, --tpm"), "{stderr}");
 }

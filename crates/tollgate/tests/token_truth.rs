@@ -321,3 +321,46 @@ async fn each_bucket_learns_from_its_own_headers() {
     assert_eq!(learned.input_tokens_available, Some(1_000));
     assert_eq!(learned.tokens_available, None, "no combined bucket adopted");
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_providers_daily_429_refuses_the_next_requests_without_sending_them() {
+    let body = r#"{"error":{"message":"Rate limit reached for model `llama` on requests per day (RPD): Limit 1000, Used 1000, Requested 1.","type":"requests","code":"rate_limit_exceeded"}}"#;
+    let provider = Scripted::new([Step::Full(
+        429,
+        vec![("retry-after", "3600".into())],
+        body.into(),
+    )]);
+    let mut service = tower::ServiceBuilder::new()
+        .layer(RateLimitLayer::builder().build().unwrap())
+        .layer(tollgate::classify::ClassifyLayer::new())
+        .service(provider.clone());
+    let first = ServiceExt::<Request<String>>::ready(&mut service)
+        .await
+        .unwrap()
+        .call(chat(4, 10))
+        .await
+        .unwrap();
+    assert_eq!(first.status(), 429);
+    let refused = ServiceExt::<Request<String>>::ready(&mut service)
+        .await
+        .unwrap()
+        .call(chat(4, 10))
+        .await
+        .unwrap_err();
+    assert_eq!(
+        refused.downcast_ref::<RateLimitError>().unwrap().refusal(),
+        Refusal::DailyQuotaSpent {
+            limit: LimitKind::RequestsPerDay,
+            resets_in: Duration::from_secs(3600)
+        }
+    );
+    assert_eq!(provider.call_count(), 1, "the second was not sent");
+    tokio::time::advance(Duration::from_secs(3600)).await;
+    let later = ServiceExt::<Request<String>>::ready(&mut service)
+        .await
+        .unwrap()
+        .call(chat(4, 10))
+        .await
+        .unwrap();
+    assert_eq!(later.status(), 200);
+}

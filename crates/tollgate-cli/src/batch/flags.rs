@@ -14,9 +14,24 @@ pub(crate) struct PolicyFlags {
     /// found from the refusals alone.
     #[arg(long, value_parser = positive, allow_hyphen_values = true)]
     pub(crate) rpm: Option<u64>,
-    /// Tokens per minute.
+    /// Tokens per minute, input and output together, charged at admission as OpenAI counts
+    /// them (the greater of max_tokens and the prompt).
     #[arg(long, value_parser = positive, allow_hyphen_values = true)]
     tpm: Option<u64>,
+    /// Input tokens per minute (Anthropic's ITPM): the prompt, settled to the answer's usage.
+    #[arg(long, value_parser = positive, allow_hyphen_values = true)]
+    itpm: Option<u64>,
+    /// Output tokens per minute (Anthropic's OTPM): max_tokens reserved at admission, the
+    /// unused part given back when the answer reports its usage.
+    #[arg(long, value_parser = positive, allow_hyphen_values = true)]
+    otpm: Option<u64>,
+    /// Requests per day (Groq's and Gemini's RPD): when spent, the batch stops admitting and
+    /// says when the quota resets.
+    #[arg(long, value_parser = positive, allow_hyphen_values = true)]
+    rpd: Option<u64>,
+    /// Tokens per day (Groq's TPD), as used.
+    #[arg(long, value_parser = positive, allow_hyphen_values = true)]
+    tpd: Option<u64>,
     /// Requests at once after a quiet spell (default: a tenth of a second's worth of --rpm, at
     /// least 1; providers enforce per-minute limits over much shorter windows).
     #[arg(long, value_parser = positive, allow_hyphen_values = true)]
@@ -64,8 +79,20 @@ impl PolicyFlags {
             }
             (None, None, _) => {}
         }
-        if let Some(tpm) = self.tpm {
-            limits.tokens = Some(rate(tpm, None)?);
+        for (per_minute, field) in [
+            (self.tpm, &mut limits.tokens),
+            (self.itpm, &mut limits.input_tokens),
+            (self.otpm, &mut limits.output_tokens),
+        ] {
+            if let Some(per_minute) = per_minute {
+                *field = Some(rate(per_minute, None)?);
+            }
+        }
+        if let Some(rpd) = self.rpd {
+            limits.requests_per_day = Some(rpd);
+        }
+        if let Some(tpd) = self.tpd {
+            limits.tokens_per_day = Some(tpd);
         }
         if let Some(concurrency) = self.concurrency {
             limits.concurrency = Some(concurrency);

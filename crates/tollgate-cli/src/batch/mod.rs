@@ -8,7 +8,8 @@
 //! Exit codes: 0 every line succeeded (in this run or an earlier one); 1 the run finished but
 //! some lines did not succeed (their results say why; a rerun tries them again); 2 the run could
 //! not start (bad arguments, an unreachable endpoint or Redis, an unusable output); 130 and 143
-//! stopped by SIGINT or SIGTERM (a rerun resumes).
+//! stopped by SIGINT or SIGTERM (a rerun resumes); 75 a daily quota is spent (a rerun after it
+//! resets resumes).
 
 mod flags;
 mod input;
@@ -73,9 +74,10 @@ pub(crate) struct BatchArgs {
     /// Send no API key: the --endpoint needs none (a local server).
     #[arg(long)]
     no_key: bool,
-    /// Model for `prompt` lines.
-    #[arg(long, default_value = "gpt-4o-mini")]
-    model: String,
+    /// Model for `prompt` lines (default: the provider's small current model: gpt-4o-mini,
+    /// claude-haiku-4-5, llama-3.1-8b-instant, gemini-2.5-flash).
+    #[arg(long)]
+    model: Option<String>,
     /// `max_tokens` for `prompt` lines.
     #[arg(long, default_value_t = 256, value_parser = flags::positive)]
     max_tokens: u64,
@@ -83,7 +85,8 @@ pub(crate) struct BatchArgs {
     #[command(flatten)]
     policy: flags::PolicyFlags,
     /// Share the quota with every process using this Redis (`redis://host:port/`): several
-    /// batches on one API key then never exceed its limits together. Needs `--rpm` or `--tpm`.
+    /// batches on one API key then never exceed its limits together. Needs a limit (`--rpm`,
+    /// `--tpm`, `--itpm`, `--otpm`, `--rpd`, `--tpd`).
     #[arg(long, env = "TOLLGATE_REDIS_URL", hide_env_values = true)]
     redis: Option<String>,
     /// While Redis is down (or unreachable at the start), go on at this process's share of the
@@ -117,10 +120,18 @@ pub(crate) struct Counters {
     pub(crate) attempts: AtomicU64,
     /// 429s the provider answered.
     pub(crate) rate_limited: AtomicU64,
+    /// Input tokens the answers reported using.
+    pub(crate) input_tokens: AtomicU64,
+    /// Output tokens the answers reported using.
+    pub(crate) output_tokens: AtomicU64,
 }
 
 /// Exit code: the run finished but some lines did not succeed.
 const SOME_FAILED: u8 = 1;
+
+/// Exit code: a daily quota is spent; the lines left are sent by a run after it resets
+/// (`EX_TEMPFAIL`).
+const QUOTA_SPENT: u8 = 75;
 
 /// Invalid lines named on stderr (all are in the results).
 const SHOWN_INVALID: u64 = 10;
@@ -139,8 +150,12 @@ pub(crate) async fn run(args: BatchArgs) -> Result<ExitCode, String> {
     if let Some(path) = &args.report {
         report::check_format(path)?;
     }
+    let (policy, prices) = target::policy(&args)?;
     let shape = Shape {
-        model: args.model.clone(),
+        model: args
+            .model
+            .clone()
+            .unwrap_or_else(|| target::default_model(policy.provider).to_owned()),
         max_tokens: args.max_tokens,
     };
     let mut index = output::index(&args.output)?;
@@ -152,7 +167,7 @@ pub(crate) async fn run(args: BatchArgs) -> Result<ExitCode, String> {
         .await
         .map_err(|e| format!("planning failed: {e}"))??
     };
-    let target = Target::resolve(&args, plan.max_tokens).await?;
+    let target = Target::resolve(&args, policy, plan.max_tokens).await?;
     output::drop_redone(&args.output, &index)?;
     let mut results = output::Results::open(&args.output, args.output_format)?;
     announce(&plan, &args.output);
@@ -209,10 +224,13 @@ pub(crate) async fn run(args: BatchArgs) -> Result<ExitCode, String> {
         })
     };
 
-    let (finished, mut outcomes) = mpsc::channel::<(Outcome, send::Usage)>(256);
+    let (finished, mut outcomes) = mpsc::channel::<send::Ended>(256);
+    // A spent daily quota stops the admissions as a signal does, without its exit code.
+    let (quota_spent, spent) = tokio::sync::watch::channel(false);
     let slots = Arc::new(Semaphore::new(target.concurrency));
     let dispatcher = {
         let (target, mut stop, counters) = (target.clone(), stop.clone(), Arc::clone(&counters));
+        let mut spent = spent.clone();
         tokio::spawn(async move {
             let mut tasks = tokio::task::JoinSet::new();
             loop {
@@ -220,12 +238,13 @@ pub(crate) async fn run(args: BatchArgs) -> Result<ExitCode, String> {
                 let line = tokio::select! {
                     line = to_do.recv() => line,
                     _ = stop.wait_for(|s| s.signal.is_some()) => None,
+                    _ = spent.wait_for(|spent| *spent) => None,
                 };
                 let Some(line) = line else { break };
                 if let LineKind::Invalid(message) = &line.kind {
                     let outcome = send::invalid(&line, message.clone());
                     if finished
-                        .send((outcome, send::Usage::default()))
+                        .send(send::Ended::Done(outcome, send::Usage::default()))
                         .await
                         .is_err()
                     {
@@ -236,6 +255,7 @@ pub(crate) async fn run(args: BatchArgs) -> Result<ExitCode, String> {
                 let slot = tokio::select! {
                     slot = Arc::clone(&slots).acquire_owned() => slot,
                     _ = stop.wait_for(|s| s.signal.is_some()) => break,
+                    _ = spent.wait_for(|spent| *spent) => break,
                 };
                 let Ok(slot) = slot else { break };
                 counters.sent.fetch_add(1, Ordering::Relaxed);
@@ -258,6 +278,8 @@ pub(crate) async fn run(args: BatchArgs) -> Result<ExitCode, String> {
     let (mut written, mut succeeded, mut failed) = (0u64, 0u64, 0u64);
     let mut ticker = tokio::time::interval(Duration::from_millis(500));
     let mut grace_ends: Option<tokio::time::Instant> = None;
+    let (mut cost, mut unpriced) = (0.0f64, 0u64);
+    let mut daily: Option<(tollgate::classify::LimitKind, Duration)> = None;
     let mut write = |outcome: Outcome, usage: send::Usage| -> Result<(), String> {
         results
             .append(&outcome)
@@ -269,8 +291,21 @@ pub(crate) async fn run(args: BatchArgs) -> Result<ExitCode, String> {
             report::Event::Retries,
             u64::from(outcome.attempts.saturating_sub(1)),
         );
-        if let Some(tokens) = usage.total_tokens {
+        let tokens = usage.input_tokens + usage.output_tokens;
+        totals.tokens.0 += usage.input_tokens;
+        totals.tokens.1 += usage.output_tokens;
+        if tokens > 0 {
             timeline.record(report::Event::Tokens, tokens);
+            counters
+                .input_tokens
+                .fetch_add(usage.input_tokens, Ordering::Relaxed);
+            counters
+                .output_tokens
+                .fetch_add(usage.output_tokens, Ordering::Relaxed);
+            match usage.model.as_deref().and_then(|model| prices.get(model)) {
+                Some(price) => cost += price.cost(usage.input_tokens, usage.output_tokens),
+                None => unpriced += tokens,
+            }
         }
         if outcome.class == Class::Succeeded {
             succeeded += 1;
@@ -291,8 +326,21 @@ pub(crate) async fn run(args: BatchArgs) -> Result<ExitCode, String> {
     loop {
         tokio::select! {
             ended = outcomes.recv() => {
-                let Some((outcome, usage)) = ended else { break };
-                write(outcome, usage)?;
+                match ended {
+                    Some(send::Ended::Done(outcome, usage)) => write(outcome, usage)?,
+                    Some(send::Ended::QuotaSpent(limit, resets_in)) => {
+                        if daily.is_none() {
+                            eprintln!(
+                                "\ntollgate: the daily quota of {} is spent: admitting no more; \
+                                 the requests in flight finish",
+                                limit.as_str()
+                            );
+                            let _ = quota_spent.send(true);
+                        }
+                        daily.get_or_insert((limit, resets_in));
+                    }
+                    None => break,
+                }
             }
             _ = stop.changed() => {
                 let now = *stop.borrow();
@@ -319,8 +367,10 @@ pub(crate) async fn run(args: BatchArgs) -> Result<ExitCode, String> {
     if let Ok(mut tasks) = dispatcher.await {
         tasks.abort_all();
     }
-    while let Ok((outcome, usage)) = outcomes.try_recv() {
-        write(outcome, usage)?;
+    while let Ok(ended) = outcomes.try_recv() {
+        if let send::Ended::Done(outcome, usage) = ended {
+            write(outcome, usage)?;
+        }
     }
     // The dispatcher has let go of the lines: the reader has ended or ends at its next line. An
     // input that could not be read to its end is an error, not a short run.
@@ -331,6 +381,7 @@ pub(crate) async fn run(args: BatchArgs) -> Result<ExitCode, String> {
     }
     progress.finish(&counters, started.elapsed());
 
+    totals.cost = (!prices.is_empty()).then_some(cost);
     let not_succeeded = failed + plan.kept_failures;
     let left = (plan.to_send + plan.invalid).saturating_sub(written);
     let summary = json!({
@@ -346,6 +397,14 @@ pub(crate) async fn run(args: BatchArgs) -> Result<ExitCode, String> {
         "errors_by_kind": errors_by_kind,
         "attempts": counters.attempts.load(Ordering::Relaxed),
         "rate_limited_429": counters.rate_limited.load(Ordering::Relaxed),
+        "input_tokens": counters.input_tokens.load(Ordering::Relaxed),
+        "output_tokens": counters.output_tokens.load(Ordering::Relaxed),
+        "estimated_cost_usd": (!prices.is_empty()).then_some(cost),
+        "tokens_without_a_price": (!prices.is_empty()).then_some(unpriced),
+        "daily_quota_spent": daily.map(|(limit, resets_in)| json!({
+            "limit": limit.as_str(),
+            "resets_in_s": resets_in.as_secs(),
+        })),
         "left_to_resume": left,
         "wall_time_s": started.elapsed().as_secs_f64(),
         "interrupted": stopped_by.is_some(),
@@ -363,6 +422,17 @@ pub(crate) async fn run(args: BatchArgs) -> Result<ExitCode, String> {
     if let Some(signal) = stopped_by {
         eprintln!("tollgate: {left} lines left; run the same command again to resume");
         return Ok(ExitCode::from(signal.exit_code()));
+    }
+    if let Some((limit, resets_in)) = daily {
+        let at = std::time::SystemTime::now() + resets_in;
+        eprintln!(
+            "tollgate: the daily quota of {} is spent; it resets in {} (at {}): {left} lines \
+             left, run the same command again then to resume",
+            limit.as_str(),
+            humantime::format_duration(Duration::from_secs(resets_in.as_secs())),
+            humantime::format_rfc3339_seconds(at)
+        );
+        return Ok(ExitCode::from(QUOTA_SPENT));
     }
     if not_succeeded > 0 {
         eprintln!(

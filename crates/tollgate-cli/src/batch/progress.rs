@@ -45,8 +45,12 @@ impl Progress {
             .saturating_sub(done);
         let limited = counters.rate_limited.load(Ordering::Relaxed);
         let rate = rate.map_or_else(|| "none yet".to_owned(), |r| format!("{r:.1}/s"));
-        let message =
-            format!("retries {retries} 429s {limited} breaker {breaker} adaptive limit {rate}");
+        let input = counters.input_tokens.load(Ordering::Relaxed);
+        let output = counters.output_tokens.load(Ordering::Relaxed);
+        let message = format!(
+            "retries {retries} 429s {limited} tokens in {input} out {output} breaker {breaker} \
+             adaptive limit {rate}"
+        );
         match &self.bar {
             Some(bar) => {
                 bar.set_position(done);

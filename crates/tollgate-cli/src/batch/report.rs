@@ -82,6 +82,10 @@ pub(crate) struct Totals {
     pub(crate) by_outcome: BTreeMap<String, u64>,
     pub(crate) attempts: BTreeMap<u64, u64>,
     pub(crate) latencies: Vec<u64>,
+    /// Input and output tokens the answers reported.
+    pub(crate) tokens: (u64, u64),
+    /// The run's estimated cost in dollars, when the config has prices.
+    pub(crate) cost: Option<f64>,
 }
 
 impl Totals {
@@ -117,14 +121,20 @@ impl Totals {
             .iter()
             .map(|(k, v)| format!("{k}x {v}"))
             .collect();
+        let cost = self
+            .cost
+            .map_or_else(String::new, |cost| format!(", estimated cost ${cost:.4}"));
         format!(
-            "outcomes: {}\nattempts: {}\nlatency ms: p50 {} p90 {} p99 {} max {}",
+            "outcomes: {}\nattempts: {}\nlatency ms: p50 {} p90 {} p99 {} max {}\n\
+             tokens: input {} output {}{cost}",
             outcomes.join(", "),
             attempts.join(", "),
             self.percentile(&sorted, 0.5),
             self.percentile(&sorted, 0.9),
             self.percentile(&sorted, 0.99),
-            sorted.last().copied().unwrap_or(0)
+            sorted.last().copied().unwrap_or(0),
+            self.tokens.0,
+            self.tokens.1,
         )
     }
 }

@@ -1,9 +1,10 @@
 //! One request through the stack, and how its end is written down.
 
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use http_body_util::BodyExt;
 use serde_json::Value;
+use tollgate::classify::LimitKind;
 use tollgate::rate_limit::{RateLimitError, Refusal};
 use tollgate::retry::{RetryError, RetryInfo, StopReason};
 use tower::ServiceExt;
@@ -12,10 +13,22 @@ use super::input::{Line, LineKind, Request};
 use super::output::{Class, Outcome};
 use super::target::Target;
 
-/// What a completed request adds to the report, besides its result line.
-#[derive(Debug, Default, Clone, Copy)]
+/// What a completed request adds to the report, besides its result line: the tokens its
+/// answer reported using, and the model that answered (for its price).
+#[derive(Debug, Default, Clone)]
 pub(crate) struct Usage {
-    pub(crate) total_tokens: Option<u64>,
+    pub(crate) input_tokens: u64,
+    pub(crate) output_tokens: u64,
+    pub(crate) model: Option<String>,
+}
+
+/// How a request ended.
+pub(crate) enum Ended {
+    /// With a result to write.
+    Done(Outcome, Usage),
+    /// Not sent: a daily quota is spent until it resets, this long from now. Nothing is
+    /// written for the line, which the next run sends.
+    QuotaSpent(LimitKind, Duration),
 }
 
 /// The result of an invalid line.
@@ -37,7 +50,7 @@ pub(crate) fn invalid(line: &Line, message: String) -> Outcome {
 }
 
 /// Sends `line`'s request and describes its end.
-pub(crate) async fn send<S, B>(stack: S, target: &Target, line: Line) -> (Outcome, Usage)
+pub(crate) async fn send<S, B>(stack: S, target: &Target, line: Line) -> Ended
 where
     S: tower::Service<
         http::Request<tollgate_e2e::Body>,
@@ -48,7 +61,7 @@ where
     B::Error: std::fmt::Display,
 {
     let LineKind::Request(Request { path, body, .. }) = &line.kind else {
-        return (invalid(&line, "not a request".into()), Usage::default());
+        return Ended::Done(invalid(&line, "not a request".into()), Usage::default());
     };
     let started = Instant::now();
     let mut outcome = Outcome {
@@ -85,7 +98,11 @@ where
                     if (200..300).contains(&status) {
                         outcome.outcome = "ok";
                         outcome.class = Class::Succeeded;
-                        usage.total_tokens = answer["usage"]["total_tokens"].as_u64();
+                        if let Some(used) = tollgate::rate_limit::Usage::from_json(&bytes) {
+                            usage.input_tokens = used.input_tokens.unwrap_or(0);
+                            usage.output_tokens = used.output_tokens.unwrap_or(0);
+                        }
+                        usage.model = answer["model"].as_str().map(str::to_owned);
                     } else {
                         outcome.outcome = "http_error";
                         outcome.class = class_of_status(status);
@@ -103,6 +120,13 @@ where
             }
         }
         Err(error) => {
+            let refusal = error
+                .last_error()
+                .downcast_ref::<RateLimitError>()
+                .map(RateLimitError::refusal);
+            if let Some(Refusal::DailyQuotaSpent { limit, resets_in }) = refusal {
+                return Ended::QuotaSpent(limit, resets_in);
+            }
             let kind = error.last_verdict().kind();
             outcome.attempts = error.attempts();
             outcome.stopped = Some(error.reason().as_str());
@@ -112,7 +136,7 @@ where
         }
     }
     outcome.latency_ms = started.elapsed().as_millis() as u64;
-    (outcome, usage)
+    Ended::Done(outcome, usage)
 }
 
 /// Whether a rerun should try again by default an answer with `status`: not when the prompt

@@ -1,12 +1,13 @@
 //! Where the batch goes: the policy, the endpoint, the key and the request shape.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
 use http::Request;
 use http_body_util::Full;
-use tollgate::config::Config;
+use tollgate::config::{Config, Price};
 use tollgate::rate_limit::OnStoreError;
 use tollgate::stack::{Policy, StandardLayer};
 use tollgate::Provider;
@@ -51,33 +52,53 @@ fn default_deadline(attempt: Duration) -> Duration {
     Duration::from_secs(600).max(attempt * 2)
 }
 
+/// The policy (the config file's provider, or the preset, with the flags over it) and the
+/// config file's prices by model.
+pub(crate) fn policy(args: &BatchArgs) -> Result<(Policy, BTreeMap<String, Price>), String> {
+    let (mut policy, prices) = match (&args.config, &args.provider) {
+        (Some(path), _) => {
+            let config = Config::load(path).map_err(|e| e.to_string())?;
+            let policy = match &args.config_provider {
+                Some(name) => config.provider(name).map_err(|e| e.to_string())?.clone(),
+                None => config
+                    .providers
+                    .values()
+                    .next()
+                    .cloned()
+                    .ok_or_else(|| format!("{} defines no provider", path.display()))?,
+            };
+            (policy, config.prices)
+        }
+        (None, Some(name)) => (
+            Policy::preset(name.parse::<Provider>().map_err(|e| e.to_string())?),
+            BTreeMap::new(),
+        ),
+        (None, None) => (Policy::preset(Provider::OpenAi), BTreeMap::new()),
+    };
+    args.policy.apply(&mut policy)?;
+    Ok((policy, prices))
+}
+
+/// The model `prompt` lines ask for when `--model` is not given: a small current model of the
+/// provider (OpenAI's for OpenAI-compatible servers).
+pub(crate) fn default_model(provider: Provider) -> &'static str {
+    match provider {
+        Provider::Anthropic => "claude-haiku-4-5",
+        Provider::Groq => "llama-3.1-8b-instant",
+        Provider::Gemini | Provider::GeminiOpenAi => "gemini-2.5-flash",
+        _ => "gpt-4o-mini",
+    }
+}
+
 impl Target {
     /// The policy, the endpoint and the key, checked before the first prompt is read for
     /// sending: a bad `--endpoint`, a missing key, a dead endpoint or an unreachable Redis stop
     /// the run here, in seconds, with a message naming what to fix.
     pub(crate) async fn resolve(
         args: &BatchArgs,
+        mut policy: Policy,
         max_tokens: Option<u64>,
     ) -> Result<Target, String> {
-        let mut policy = match (&args.config, &args.provider) {
-            (Some(path), _) => {
-                let config = Config::load(path).map_err(|e| e.to_string())?;
-                match &args.config_provider {
-                    Some(name) => config.provider(name).map_err(|e| e.to_string())?.clone(),
-                    None => config
-                        .providers
-                        .values()
-                        .next()
-                        .cloned()
-                        .ok_or_else(|| format!("{} defines no provider", path.display()))?,
-                }
-            }
-            (None, Some(name)) => {
-                Policy::preset(name.parse::<Provider>().map_err(|e| e.to_string())?)
-            }
-            (None, None) => Policy::preset(Provider::OpenAi),
-        };
-        args.policy.apply(&mut policy)?;
         // A hung connection must not hold the batch: safe bounds unless told otherwise.
         let attempt = *policy
             .retry
@@ -92,10 +113,16 @@ impl Target {
             // every process (an adaptive rate would be each process's own guess).
             Some(url) => {
                 let limits = &mut policy.limits;
-                if limits.requests.is_none() && limits.tokens.is_none() {
+                let told = [limits.requests, limits.tokens, limits.input_tokens]
+                    .iter()
+                    .chain([&limits.output_tokens])
+                    .any(Option::is_some)
+                    || limits.requests_per_day.is_some()
+                    || limits.tokens_per_day.is_some();
+                if !told {
                     return Err(
-                        "--redis shares the key's quota: say what it is with --rpm or \
-                                --tpm (or rpm/tpm in the config file)"
+                        "--redis shares the key's quota: say what it is with --rpm, --tpm, \
+                         --itpm, --otpm, --rpd or --tpd (or the limits in the config file)"
                             .into(),
                     );
                 }
@@ -176,12 +203,21 @@ impl Target {
                 (endpoint.to_owned(), key, None)
             }
             (None, None) => {
-                let requests = policy.limits.requests;
-                let rpm = requests.map(|r| r.amount().min(u64::from(u32::MAX)) as u32);
+                // The mock enforces the limits the batch was told, so that the run shows them.
+                let limits = &policy.limits;
+                let per_minute = |rate: Option<tollgate::rate_limit::Rate>| {
+                    rate.map(|r| (r.per_sec() * 60.0).min(f64::from(u32::MAX)) as u32)
+                };
+                let requests = limits.requests;
                 let burst = requests.map(|r| r.burst().min(u64::from(u32::MAX)) as u32);
                 let mock = MockServer::spawn(MockConfig {
-                    rpm,
+                    rpm: per_minute(requests),
                     burst,
+                    tpm: per_minute(limits.tokens),
+                    itpm: per_minute(limits.input_tokens),
+                    otpm: per_minute(limits.output_tokens),
+                    rpd: limits.requests_per_day,
+                    tpd: limits.tokens_per_day,
                     ..MockConfig::default()
                 })
                 .await

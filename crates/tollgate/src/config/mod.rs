@@ -29,8 +29,12 @@
 //!
 //! [providers.claude]
 //! preset = "anthropic"
-//! limits = { requests = 50, tokens = 40000 }
+//! limits = { requests = 50, input_tokens = 40000, output_tokens = 8000 }
 //! breaker = { consecutive_failures = 5, break_duration = "20s" }
+//!
+//! [prices."claude-haiku-4-5"]  # US dollars per million tokens, for run estimates
+//! input = 1.0
+//! output = 5.0
 //! ```
 //!
 //! # Errors
@@ -63,6 +67,46 @@ use crate::stack::Policy;
 pub struct Config {
     /// The policies by provider name, as written in the file.
     pub providers: BTreeMap<String, Policy>,
+    /// Prices by model name (`[prices.MODEL]`), to estimate what a run costs.
+    pub prices: BTreeMap<String, Price>,
+}
+
+/// What a model's tokens cost, in US dollars per million (`[prices.MODEL]` in a config file).
+///
+/// ```
+/// use tollgate::config::Config;
+///
+/// let config = Config::from_toml("[prices.\"gpt-4o-mini\"]\ninput = 0.15\noutput = 0.6\n")?;
+/// let price = config.prices["gpt-4o-mini"];
+/// assert!((price.cost(1_000_000, 500_000) - 0.45).abs() < 1e-9);
+/// # Ok::<(), tollgate::config::ConfigFileError>(())
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, serde::Deserialize, serde::Serialize)]
+#[serde(deny_unknown_fields)]
+#[non_exhaustive]
+pub struct Price {
+    /// Dollars per million input tokens.
+    pub input: f64,
+    /// Dollars per million output tokens.
+    pub output: f64,
+}
+
+impl Price {
+    /// The cost of `input` and `output` tokens, in dollars.
+    pub fn cost(&self, input: u64, output: u64) -> f64 {
+        (input as f64 * self.input + output as f64 * self.output) / 1e6
+    }
+
+    fn check(&self) -> Result<(), String> {
+        if [self.input, self.output]
+            .iter()
+            .all(|price| price.is_finite() && *price >= 0.0)
+        {
+            Ok(())
+        } else {
+            Err("prices are dollars per million tokens: numbers of zero or more".into())
+        }
+    }
 }
 
 /// Why a config could not be loaded: which file, where, and what was wrong.
@@ -172,8 +216,7 @@ impl Config {
                 path: None,
                 message: error.to_string(),
             })?;
-        overlay::policies(value, &|path: &[String]| overlay::toml_position(text, path))
-            .map(|providers| Config { providers })
+        overlay::config(value, &|path: &[String]| overlay::toml_position(text, path))
     }
 
     /// Parses JSON text.
@@ -183,7 +226,7 @@ impl Config {
                 path: None,
                 message: error.to_string(),
             })?;
-        overlay::policies(value, &|_: &[String]| None).map(|providers| Config { providers })
+        overlay::config(value, &|_: &[String]| None)
     }
 
     /// The policy named `name`, or an error listing the names there are.

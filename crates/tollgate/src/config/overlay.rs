@@ -9,18 +9,15 @@ use std::collections::BTreeMap;
 
 use serde_json::{Map, Value};
 
-use super::ConfigFileError;
+use super::{Config, ConfigFileError, Price};
 use crate::stack::Policy;
 use crate::Provider;
 
 /// Where a field is written (line and column), found from its path of keys.
 pub(super) type Locate<'a> = &'a dyn Fn(&[String]) -> Option<(usize, usize)>;
 
-/// The policies of a whole file.
-pub(super) fn policies(
-    file: Value,
-    locate: Locate<'_>,
-) -> Result<BTreeMap<String, Policy>, ConfigFileError> {
+/// A whole file: its policies and its prices.
+pub(super) fn config(file: Value, locate: Locate<'_>) -> Result<Config, ConfigFileError> {
     let invalid = |path: Vec<String>, message: String| ConfigFileError::Invalid {
         path: None,
         field: path.join("."),
@@ -34,11 +31,31 @@ pub(super) fn policies(
         ));
     };
     let providers = file.remove("providers").unwrap_or_default();
+    let prices = file.remove("prices").unwrap_or_default();
     if let Some(key) = file.keys().next() {
         return Err(invalid(
             vec![key.clone()],
-            "unknown key: a config file holds `[providers.NAME]` tables".into(),
+            "unknown key: a config file holds `[providers.NAME]` and `[prices.MODEL]` tables"
+                .into(),
         ));
+    }
+    let prices = match prices {
+        Value::Null => BTreeMap::new(),
+        prices => serde_path_to_error::deserialize::<_, BTreeMap<String, Price>>(prices).map_err(
+            |error| {
+                let mut path = vec!["prices".to_owned()];
+                path.extend(error.path().iter().filter_map(|segment| match segment {
+                    serde_path_to_error::Segment::Map { key } => Some(key.clone()),
+                    _ => None,
+                }));
+                invalid(path, error.into_inner().to_string())
+            },
+        )?,
+    };
+    for (model, price) in &prices {
+        if let Err(message) = price.check() {
+            return Err(invalid(vec!["prices".into(), model.clone()], message));
+        }
     }
     let providers = match providers {
         Value::Null => Map::new(),
@@ -60,7 +77,10 @@ pub(super) fn policies(
         let policy = policy(table).map_err(|(rest, message)| invalid(at(&rest), message))?;
         policies.insert(name, policy);
     }
-    Ok(policies)
+    Ok(Config {
+        providers: policies,
+        prices,
+    })
 }
 
 /// One provider's policy: its table over its preset, checked. An error gives the path of the

@@ -3,12 +3,13 @@
 use std::fmt;
 use std::time::Duration;
 
-use crate::classify::{rejected, Classification, LimitKind};
+use crate::classify::{rejected, Classification, HintSource, Kind, LimitKind};
 
 /// The limiter refused a request at once, instead of letting it wait without bound. It carries
-/// its verdict (a local rejection, retryable after [`retry_after`](Self::retry_after)) as its
-/// `source()`, where [`classify_error_default`](crate::classify::classify_error_default) and
-/// the outer layers find it.
+/// its verdict (a local rejection, retryable after [`retry_after`](Self::retry_after); for a
+/// spent daily quota, an exhausted quota the retry layer does not wait for) as its `source()`,
+/// where [`classify_error_default`](crate::classify::classify_error_default) and the outer
+/// layers find it.
 ///
 /// ```
 /// use std::time::Duration;
@@ -30,10 +31,16 @@ pub struct RateLimitError {
 impl RateLimitError {
     /// Builds the rejection (the layer does this; public for tests and adapters).
     pub fn new(refusal: Refusal) -> Self {
-        RateLimitError {
-            refusal,
-            verdict: rejected(refusal.retry_after()),
-        }
+        let verdict = match refusal {
+            // Not a wait the retry layer can sit out: the quota is spent for hours.
+            Refusal::DailyQuotaSpent { limit, resets_in } => {
+                Classification::new(Kind::QuotaExhausted)
+                    .with_retry_after(resets_in, Some(HintSource::Local))
+                    .with_limit(Some(limit))
+            }
+            _ => rejected(refusal.retry_after()),
+        };
+        RateLimitError { refusal, verdict }
     }
 
     /// Why the request was refused.

@@ -53,6 +53,14 @@ pub(crate) fn learn<B>(
         && !daily
         && server.is_none_or(|s| s.requests.remaining.is_none_or(|r| r == 0));
     let refused = limited && about_requests && !over_ceiling;
+    if let (true, Some(which), Some(wait)) = (limited && daily, which, hint) {
+        // The provider's daily quota is spent: refuse at once until its hint, rather than send
+        // every request for a 429 of its own.
+        partition
+            .lock()
+            .quota
+            .day_spent_until(which, Instant::now() + wait);
+    }
     if partition.adaptive {
         // The rate adapts instead of everyone pausing: the refused request's own retry waits
         // for the hint, the others go on at the lowered rate.

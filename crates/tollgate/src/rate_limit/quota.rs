@@ -139,6 +139,8 @@ pub(crate) struct Quota {
     concurrency: Option<u32>,
     in_flight: u32,
     paused_until: Option<Instant>,
+    /// A daily quota the provider said is spent (a 429 about it), until its hint.
+    day_spent: Option<(Instant, LimitKind)>,
 }
 
 impl Quota {
@@ -165,6 +167,15 @@ impl Quota {
             concurrency: local.concurrency,
             in_flight: 0,
             paused_until: None,
+            day_spent: None,
+        }
+    }
+
+    /// The provider refused a request for a daily quota of `which`, spent until `until`: every
+    /// request is refused at once until then, configured daily quota or not.
+    pub(crate) fn day_spent_until(&mut self, which: LimitKind, until: Instant) {
+        if self.day_spent.is_none_or(|(current, _)| current < until) {
+            self.day_spent = Some((until, which));
         }
     }
 
@@ -276,6 +287,12 @@ impl Quota {
                 LimitKind::TokensPerDay,
             ),
         ];
+        if let Some((until, which)) = self.day_spent {
+            if until > now {
+                return Err(Blocked::Daily(until - now, which));
+            }
+            self.day_spent = None;
+        }
         for (day, cost, which) in days.into_iter().filter(|_| buckets) {
             if let Some(Err((resets_in, first))) = day.as_mut().map(|day| day.check(cost, now)) {
                 if first {
@@ -488,6 +505,7 @@ impl Quota {
         self.end_pause_if_over(now);
         self.in_flight == 0
             && self.paused_until.is_none()
+            && self.day_spent.is_none_or(|(until, _)| until <= now)
             && [&self.requests, &self.tokens, &self.input, &self.output]
                 .into_iter()
                 .flatten()

@@ -22,6 +22,8 @@ pub enum Step {
     Slow(u16, std::time::Duration),
     /// Answers with this status and JSON body.
     Body(u16, String),
+    /// Answers with this status, these headers and this body.
+    Full(u16, Vec<(&'static str, String)>, String),
 }
 
 pub fn status(code: u16) -> Step {
@@ -90,6 +92,14 @@ impl<B> tower::Service<Request<B>> for Scripted {
                 }
                 Step::Fail(message) => {
                     Err(std::io::Error::new(std::io::ErrorKind::ConnectionReset, message).into())
+                }
+                Step::Full(code, headers, body) => {
+                    let mut response = Response::new(body);
+                    *response.status_mut() = StatusCode::from_u16(code).unwrap();
+                    for (name, value) in headers {
+                        response.headers_mut().insert(name, value.parse().unwrap());
+                    }
+                    Ok(response)
                 }
                 Step::Body(code, body) => {
                     let mut response = Response::new(body);
