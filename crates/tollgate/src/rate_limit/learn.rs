@@ -11,7 +11,7 @@ use tokio::time::Instant;
 use super::adaptive::{Change, Controller};
 use super::bucket::Bucket;
 use super::limiter::Settings;
-use super::limits::{adaptive_bucket_rate, Rate};
+use super::limits::{adaptive_bucket_rate, Rate, RESERVATION_BURST};
 use super::partition::{Partition, State};
 use crate::classify::{response_verdict, Kind, LimitKind, RateLimitState};
 
@@ -233,17 +233,31 @@ impl State {
         } else {
             server.tokens
         };
+        // An adopted input or output limit holds reservations as a configured one does.
+        let reserving = Some(RESERVATION_BURST);
         let pairs = [
-            (&mut quota.requests, server.requests, adopt_requests),
-            (&mut quota.tokens, combined, adopt_limits),
-            (&mut quota.input, server.input_tokens, adopt_limits),
-            (&mut quota.output, server.output_tokens, adopt_limits),
+            (&mut quota.requests, server.requests, adopt_requests, None),
+            (&mut quota.tokens, combined, adopt_limits, None),
+            (
+                &mut quota.input,
+                server.input_tokens,
+                adopt_limits,
+                reserving,
+            ),
+            (
+                &mut quota.output,
+                server.output_tokens,
+                adopt_limits,
+                reserving,
+            ),
         ];
-        for (bucket, window, adopt_limits) in pairs {
+        for (bucket, window, adopt_limits, burst) in pairs {
             let Some(bucket) = bucket else {
                 // No limit configured here: the provider's, per minute, becomes the limit.
                 if let Some(limit) = window.limit.filter(|l| adopt_limits && *l > 0) {
-                    let mut adopted = Bucket::new(Rate::per_minute(limit), headroom, now);
+                    let rate = Rate::per_minute(limit);
+                    let rate = burst.map_or(rate, |window| rate.or_burst_of(window));
+                    let mut adopted = Bucket::new(rate, headroom, now);
                     if let Some(remaining) = window.remaining {
                         adopted.lower_to(remaining, now);
                     }
