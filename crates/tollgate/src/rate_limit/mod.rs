@@ -8,12 +8,12 @@
 //! # How it works
 //!
 //! Each quota (one by default, one per key with [`RateLimitBuilder::key`]; every setting is in
-//! [`LimitConfig`]) is a set of token buckets with continuous refill (capacity = burst) plus an
-//! in-flight count, behind one lock. A request is admitted when every limit allows it, and takes
-//! from all of them at once: a request held back by the token limit consumes no request slot. Its
-//! cost in tokens comes from a [`Cost`] function, by default [`EstimateTokens`] (OpenAI's admission
-//! rule); a request that costs more than the token bucket holds fails at once with a
-//! [`RateLimitError`] ([`Refusal::TooLarge`]).
+//! [`LimitConfig`]) is a set of token buckets with continuous refill (capacity = burst), daily
+//! counts and an in-flight count, behind one lock. A request is admitted when every limit allows
+//! it, and takes from all of them at once: a request held back by one limit consumes nothing
+//! from the others. Its tokens come from a [`Cost`] function, by default [`EstimateTokens`]
+//! (the prompt's characters / 4, and `max_tokens`); a request that costs more than a limit ever
+//! holds fails at once with a [`RateLimitError`] ([`Refusal::TooLarge`]).
 //!
 //! Requests that cannot go at once wait in a FIFO queue, so a large request is not starved by
 //! small ones. Only the head of the queue holds a timer, set to the instant its tokens are due;
@@ -22,10 +22,37 @@
 //! [`max_queue`](RateLimitBuilder::max_queue) bound the wait with typed errors.
 //!
 //! The limiter learns from the provider: `x-ratelimit-remaining-*` / `anthropic-ratelimit-*`
-//! lower a bucket that believes it has more, and a lower `limit` replaces the configured one (a
-//! token limit the headers report is adopted and charged even when none was configured).
+//! lower the matching bucket (requests, tokens, input tokens, output tokens) when it believes it
+//! has more, and a lower `limit` replaces the configured one (a token limit the headers report
+//! is adopted and charged even when none was configured).
 //! Concurrency permits are held until the response body ends, so streamed completions count
 //! while they stream.
+//!
+//! # Token limits as providers meter them
+//!
+//! Providers count tokens differently, and each limit of [`LimitConfig`] takes the part its
+//! provider counts from a request's [`TokenEstimate`] (the prompt, and `max_tokens`):
+//! `tokens` (OpenAI's TPM) the greater of the two at admission, never corrected, as OpenAI
+//! counts it; `input_tokens` and `output_tokens` (Anthropic's ITPM and OTPM) the prompt and
+//! the whole `max_tokens`, *reserved* at admission and *settled* when the answer reports its
+//! `usage`: the body is scanned as the caller reads it ([`Usage`]: OpenAI, Anthropic and
+//! Gemini shapes, JSON or server-sent events), the unused part of the reservation is given
+//! back and any excess charged. A 429 is charged no tokens, a failed answer no output; a body
+//! dropped before its usage leaves the reservation standing. Real output is usually a small
+//! share of `max_tokens`, so charging it whole paced Anthropic batches at a fraction of their
+//! quota (`token-bench`: 5.5x the ideal time, against 1.12x settled).
+//!
+//! A refund gives back only the part of a reservation still ahead on the bucket's schedule: the
+//! part behind has been refilled already, and giving it back again would admit it twice. So
+//! real usage admitted over any window stays within burst + rate x window, and an answer that
+//! takes longer than the bucket's burst is worth of time keeps its reservation; the input and
+//! output limits therefore hold ten seconds' worth by default, not a tenth of a second.
+//!
+//! Daily quotas (`requests_per_day`, `tokens_per_day`: Groq's and Gemini's RPD and TPD) are
+//! counts per day that reset at a fixed time ([`LimitConfig::day_starts_at`]); a spent one
+//! refuses at once with [`Refusal::DailyQuotaSpent`] and the time to the reset, an exhausted
+//! quota the retry layer does not wait for. A provider's own 429 about a daily quota does the
+//! same until its hint, configured quota or not.
 //!
 //! # The server is the truth: adaptive limits
 //!
@@ -80,6 +107,16 @@
 //!     .max_wait(Duration::from_secs(30))
 //!     .build()
 //!     .unwrap();
+//! // Anthropic's three buckets, and a daily quota.
+//! let anthropic = RateLimitLayer::builder()
+//!     .requests(Rate::per_minute(50))
+//!     .input_tokens(Rate::per_minute(40_000))
+//!     .output_tokens(Rate::per_minute(8_000))
+//!     .requests_per_day(10_000)
+//!     .cache_reads_count(false)
+//!     .build()
+//!     .unwrap();
+//! # let _ = anthropic;
 //! # let _ = layer;
 //! ```
 

@@ -6,7 +6,9 @@
 //! queue, its order and the concurrency bound stay in the process. What the provider says
 //! travels through the store too: a 429 with a hint pauses the quota for every process
 //! ([`Store::pause`]), and a low `remaining` header lowers the shared bucket
-//! ([`Store::lower`]).
+//! ([`Store::lower`]). The input, output and daily token charges it holds are settled there
+//! too ([`Store::settle`], without waiting for the answer), with the same rule as in process:
+//! what is unused and still ahead on the schedule comes back.
 //!
 //! When the store cannot be reached, [`OnStoreError`] decides: fail open onto local buckets
 //! sized to this process's fair share, or fail closed with
@@ -80,6 +82,14 @@ pub trait Store: fmt::Debug + Send + Sync + 'static {
 }
 
 /// A charge a [`Store`] took and held for settling, as [`Store::acquire`] returned it.
+///
+/// ```
+/// use tollgate::classify::LimitKind;
+/// use tollgate::rate_limit::StoreHold;
+///
+/// let hold = StoreHold::new(LimitKind::OutputTokens, 400, 1_700_000_000_000_000, 0);
+/// assert_eq!(hold.amount, 400);
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct StoreHold {
