@@ -92,3 +92,47 @@ async fn the_adaptive_rate_is_exported_as_it_changes() {
     assert_eq!(exported, current);
     assert!(current > 10.0, "grew from its initial 10/s: {current}");
 }
+
+#[tokio::test(start_paused = true)]
+async fn tokens_reserved_used_and_given_back_are_exported() {
+    let recorder = PrometheusBuilder::new().build_recorder();
+    let handle = recorder.handle();
+    let _guard = metrics::set_default_local_recorder(&recorder);
+    // Answers use a quarter of max_tokens 400.
+    let mock = MockServer::spawn(MockConfig {
+        output_share: Some((0.25, 0.25)),
+        ..MockConfig::default()
+    })
+    .await
+    .unwrap();
+    let mut policy = Policy::preset(Provider::Anthropic);
+    policy.limits.output_tokens = Some(Rate::per_minute(600_000));
+    let stack = policy.layer().unwrap().layer(http_client());
+    for i in 0..10 {
+        let response = stack
+            .clone()
+            .oneshot(chat_request(&mock.url(), "k", &format!("{i}"), 400))
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 200);
+        http_body_util::BodyExt::collect(response.into_body())
+            .await
+            .unwrap();
+    }
+    let scrape = handle.render();
+    let series = |name: &str| sample(&scrape, name).unwrap_or_else(|| panic!("{name} in {scrape}"));
+    assert_eq!(
+        series("tollgate_tokens_reserved_total{provider=\"anthropic\",limit=\"output\"}"),
+        4_000.0
+    );
+    assert_eq!(
+        series("tollgate_tokens_used_total{provider=\"anthropic\",direction=\"output\"}"),
+        1_000.0
+    );
+    assert_eq!(
+        series(
+            "tollgate_token_corrections_total{provider=\"anthropic\",limit=\"output\",sign=\"refund\"}"
+        ),
+        3_000.0
+    );
+}
