@@ -12,33 +12,8 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
-use support::{key_of, prompts, prompts_saying, results, scratch, stderr, tollgate};
+use support::{batch, batch_to, key_of, prompts, prompts_saying, results, run, scratch, stderr};
 use tollgate_mock::{FaultMix, Faults, MockConfig, MockServer};
-
-fn batch(input: &Path, output: &Path) -> Command {
-    let mut command = tollgate();
-    command
-        .args(["batch", "--input"])
-        .arg(input)
-        .arg("--output")
-        .arg(output);
-    command
-}
-
-/// `batch` against `mock`, with a key.
-fn batch_to(input: &Path, output: &Path, mock: &MockServer) -> Command {
-    let mut command = batch(input, output);
-    command
-        .env("TOLLGATE_API_KEY", "sk-test")
-        .args(["--endpoint", &mock.url()]);
-    command
-}
-
-async fn run(mut command: Command) -> std::process::Output {
-    tokio::task::spawn_blocking(move || command.output().unwrap())
-        .await
-        .unwrap()
-}
 
 fn once_each(lines: &[Value]) -> HashMap<String, &Value> {
     let mut by_key = HashMap::new();
@@ -150,7 +125,7 @@ async fn a_hung_connection_is_cut_by_the_default_attempt_timeout() {
     let dir = scratch("hang");
     let input = prompts(&dir, 8, "");
     let output = dir.join("results.jsonl");
-    let mut command = batch_to(&input, &output, &mock);
+    let mut command = batch_to(&input, &output, &mock.url());
     // max_tokens 1: the default attempt timeout is 10.1 s.
     command.args(["--max-tokens", "1"]);
     let started = Instant::now();
@@ -243,7 +218,7 @@ async fn sigterm_lets_the_requests_in_flight_finish_and_a_rerun_resumes() {
     let input = prompts(&dir, 40, "");
     let output = dir.join("results.jsonl");
     let summary = dir.join("summary.json");
-    let mut command = batch_to(&input, &output, &mock);
+    let mut command = batch_to(&input, &output, &mock.url());
     command
         .args(["--concurrency", "4"])
         .arg("--summary-json")
@@ -283,7 +258,7 @@ async fn sigterm_lets_the_requests_in_flight_finish_and_a_rerun_resumes() {
         "what was in flight finished within the grace period: {totals}"
     );
 
-    let resumed = run(batch_to(&input, &output, &mock)).await;
+    let resumed = run(batch_to(&input, &output, &mock.url())).await;
     assert_eq!(resumed.status.code(), Some(0), "{}", stderr(&resumed));
     assert_eq!(once_each(&results(&output)).len(), 40);
 }
@@ -299,7 +274,7 @@ async fn a_second_signal_stops_at_once() {
     let dir = scratch("second-signal");
     let input = prompts(&dir, 4, "");
     let output = dir.join("results.jsonl");
-    let mut command = batch_to(&input, &output, &mock);
+    let mut command = batch_to(&input, &output, &mock.url());
     command.args(["--grace", "60"]).stderr(Stdio::piped());
     let child = command.spawn().unwrap();
     tokio::time::sleep(Duration::from_millis(1_000)).await;
@@ -394,7 +369,7 @@ async fn openai_batch_files_run_unchanged_and_results_come_back_in_their_shape()
         .collect();
     std::fs::write(&input, lines).unwrap();
     let output = dir.join("out.jsonl");
-    let mut command = batch_to(&input, &output, &mock);
+    let mut command = batch_to(&input, &output, &mock.url());
     command.args(["--output-format", "openai-batch"]);
     let finished = run(command).await;
     assert_eq!(finished.status.code(), Some(0), "{}", stderr(&finished));
@@ -407,7 +382,7 @@ async fn openai_batch_files_run_unchanged_and_results_come_back_in_their_shape()
         assert!(line["error"].is_null());
     }
     let again = {
-        let mut command = batch_to(&input, &output, &mock);
+        let mut command = batch_to(&input, &output, &mock.url());
         command.args(["--output-format", "openai-batch"]);
         run(command).await
     };
@@ -440,7 +415,7 @@ async fn the_report_plots_real_sent_429_and_retry_series() {
     let input = prompts(&dir, 40, "");
     let output = dir.join("results.jsonl");
     let report = dir.join("report.svg");
-    let mut command = batch_to(&input, &output, &mock);
+    let mut command = batch_to(&input, &output, &mock.url());
     command.arg("--report").arg(&report);
     let finished = run(command).await;
     // A request may meet the injected 429 on every attempt: the run then ends with 1.

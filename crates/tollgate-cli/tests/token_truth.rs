@@ -6,29 +6,10 @@ mod support;
 
 use std::collections::HashSet;
 use std::path::Path;
-use std::process::Command;
 
 use serde_json::Value;
-use support::{key_of, prompts, results, scratch, stderr, tollgate};
+use support::{batch_to, key_of, prompts, results, run, scratch, stderr};
 use tollgate_mock::{MockConfig, MockServer};
-
-fn batch_to(input: &Path, output: &Path, mock: &MockServer) -> Command {
-    let mut command = tollgate();
-    command
-        .args(["batch", "--input"])
-        .arg(input)
-        .arg("--output")
-        .arg(output)
-        .env("TOLLGATE_API_KEY", "sk-test")
-        .args(["--endpoint", &mock.url()]);
-    command
-}
-
-async fn run(mut command: Command) -> std::process::Output {
-    tokio::task::spawn_blocking(move || command.output().unwrap())
-        .await
-        .unwrap()
-}
 
 fn summary(path: &Path) -> Value {
     serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
@@ -46,7 +27,7 @@ async fn a_batch_of_twice_the_daily_allowance_stops_at_it_and_resumes_after_the_
     let input = prompts(&dir, 2 * ALLOWANCE as usize, "");
     let output = dir.join("results.jsonl");
     let first_summary = dir.join("first.json");
-    let mut first = batch_to(&input, &output, &today);
+    let mut first = batch_to(&input, &output, &today.url());
     first
         .args(["--rpd", &ALLOWANCE.to_string(), "--summary-json"])
         .arg(&first_summary);
@@ -76,7 +57,7 @@ async fn a_batch_of_twice_the_daily_allowance_stops_at_it_and_resumes_after_the_
 
     // The next day (a fresh mock): the rest, and only the rest, is sent.
     let tomorrow = MockServer::spawn(daily()).await.unwrap();
-    let mut second = batch_to(&input, &output, &tomorrow);
+    let mut second = batch_to(&input, &output, &tomorrow.url());
     second.args(["--rpd", &ALLOWANCE.to_string()]);
     let second = run(second).await;
     assert_eq!(second.status.code(), Some(0), "{}", stderr(&second));
@@ -100,7 +81,7 @@ async fn a_providers_daily_429_stops_the_batch_after_one_refusal() {
     let dir = scratch("provider-daily");
     let input = prompts(&dir, 30, "");
     let output = dir.join("results.jsonl");
-    let mut command = batch_to(&input, &output, &mock);
+    let mut command = batch_to(&input, &output, &mock.url());
     command.args(["--provider", "groq", "--concurrency", "1"]);
     let outcome = run(command).await;
     assert_eq!(outcome.status.code(), Some(75), "{}", stderr(&outcome));
@@ -130,7 +111,7 @@ async fn tokens_used_and_the_estimated_cost_are_reported() {
     )
     .unwrap();
     let summary_path = dir.join("summary.json");
-    let mut command = batch_to(&input, &output, &mock);
+    let mut command = batch_to(&input, &output, &mock.url());
     command
         .args(["--max-tokens", "100", "--otpm", "60000", "--config"])
         .arg(&config)

@@ -20,6 +20,33 @@ pub fn tollgate() -> Command {
     command
 }
 
+/// `tollgate batch` from `input` to `output`.
+pub fn batch(input: &Path, output: &Path) -> Command {
+    let mut command = tollgate();
+    command
+        .args(["batch", "--input"])
+        .arg(input)
+        .arg("--output")
+        .arg(output);
+    command
+}
+
+/// `batch` against the mock at `url`, with a key.
+pub fn batch_to(input: &Path, output: &Path, url: &str) -> Command {
+    let mut command = batch(input, output);
+    command
+        .env("TOLLGATE_API_KEY", "sk-test")
+        .args(["--endpoint", url]);
+    command
+}
+
+/// Runs `command` to its end off the async runtime.
+pub async fn run(mut command: Command) -> Output {
+    tokio::task::spawn_blocking(move || command.output().unwrap())
+        .await
+        .unwrap()
+}
+
 /// A fresh directory for one test.
 pub fn scratch(name: &str) -> PathBuf {
     let dir = std::env::temp_dir().join(format!("tollgate-cli-{name}-{}", std::process::id()));

@@ -10,7 +10,7 @@ use http_body::{Body, Frame, SizeHint};
 use pin_project_lite::pin_project;
 
 use super::partition::Partition;
-use super::quota::{Holds, Outcome};
+use super::quota::{Held, Holds, Outcome};
 use super::usage::UsageScan;
 
 /// A concurrency permit, returned when dropped.
@@ -28,23 +28,26 @@ impl Drop for Permit {
 #[derive(Debug)]
 pub(crate) struct Settlement {
     partition: Arc<Partition>,
-    holds: Holds,
+    holds: Box<Holds>,
     scan: UsageScan,
 }
 
 impl Settlement {
     /// A settlement for `holds`, or `None` when nothing is held that usage could correct.
-    pub(crate) fn new(partition: &Arc<Partition>, holds: Holds) -> Option<Self> {
+    /// Boxed: only requests whose tokens are settled pay for it, and every other request's
+    /// future and body stay small.
+    pub(crate) fn new(partition: &Arc<Partition>, held: Held) -> Option<Box<Self>> {
+        let holds = held?;
         for (limit, amount) in holds.amounts() {
             if amount > 0 {
                 crate::telemetry::tokens_reserved(&partition.name, limit, amount);
             }
         }
-        (!holds.is_empty()).then(|| Settlement {
+        Some(Box::new(Settlement {
             partition: Arc::clone(partition),
             holds,
             scan: UsageScan::default(),
-        })
+        }))
     }
 
     /// Settles at once: the attempt ended without a body worth reading.
@@ -86,12 +89,16 @@ pin_project! {
         #[pin]
         inner: B,
         permit: Option<Permit>,
-        settlement: Option<Settlement>,
+        settlement: Option<Box<Settlement>>,
     }
 }
 
 impl<B> RateLimitBody<B> {
-    pub(crate) fn new(inner: B, permit: Option<Permit>, settlement: Option<Settlement>) -> Self {
+    pub(crate) fn new(
+        inner: B,
+        permit: Option<Permit>,
+        settlement: Option<Box<Settlement>>,
+    ) -> Self {
         RateLimitBody {
             inner,
             permit,

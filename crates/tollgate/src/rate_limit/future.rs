@@ -17,7 +17,7 @@ use super::error::{RateLimitError, Refusal};
 use super::learn::learn;
 use super::limiter::Settings;
 use super::partition::{Admit, Partition};
-use super::quota::{Blocked, Demand, Holds, Outcome};
+use super::quota::{Blocked, Demand, Held, Outcome};
 use super::shared::{Route, SharedQuota};
 use super::store::{Grant, OnStoreError, StoreFuture};
 use crate::attempt::AttemptClock;
@@ -57,7 +57,7 @@ pin_project! {
             wait: Wait,
             admitted: bool,
             permit: Option<Permit>,
-            settlement: Option<Settlement>,
+            settlement: Option<Box<Settlement>>,
             service: S,
             request: Option<Request<B>>,
         },
@@ -65,7 +65,7 @@ pin_project! {
             #[pin]
             future: S::Future,
             permit: Option<Permit>,
-            settlement: Option<Settlement>,
+            settlement: Option<Box<Settlement>>,
             sent_at: Instant,
         },
         Done,
@@ -100,10 +100,10 @@ impl Wait {
         &mut self,
         cx: &mut Context<'_>,
         max_wait: Option<Duration>,
-    ) -> Poll<Result<(bool, Holds), Refusal>> {
+    ) -> Poll<Result<(bool, Held), Refusal>> {
         loop {
             let Some(id) = self.id else {
-                return Poll::Ready(Ok((false, Holds::default())));
+                return Poll::Ready(Ok((false, None)));
             };
             if let Some(asking) = &mut self.asking {
                 let answer = ready!(asking.as_mut().poll(cx));
@@ -115,12 +115,13 @@ impl Wait {
                 match answer {
                     Ok(grant @ (Grant::Admitted | Grant::Held(_))) => {
                         shared.store.answered(now);
-                        let (permit, mut holds) = self.partition.lock().admit_head(id, now);
-                        if let Grant::Held(stored) = grant {
-                            holds.stored = stored;
-                        }
+                        let stored = match grant {
+                            Grant::Held(stored) => stored,
+                            _ => [None; 3],
+                        };
+                        let admitted = self.partition.lock().admit_head(id, stored, now);
                         self.id = None;
-                        return Poll::Ready(Ok((permit, holds)));
+                        return Poll::Ready(Ok(admitted));
                     }
                     Ok(Grant::Wait { wait, which }) if which.is_daily() => {
                         shared.store.answered(now);
@@ -257,7 +258,7 @@ where
         partition: Arc<Partition>,
         future: S::Future,
         permit: Option<Permit>,
-        settlement: Option<Settlement>,
+        settlement: Option<Box<Settlement>>,
         sent_at: Instant,
     ) -> Self {
         ResponseFuture {

@@ -16,19 +16,17 @@ use super::bucket::Bucket;
 use super::limits::adaptive_bucket_rate;
 use super::limits::Limits;
 use super::queue::Queue;
-use super::quota::{Blocked, Corrections, Demand, Holds, Outcome, Quota};
+use super::quota::{Blocked, Corrections, Demand, Held, Holds, Outcome, Quota};
+use super::store::StoreHold;
 use super::shared::SharedQuota;
 use crate::classify::LimitKind;
 
 /// How a queued waiter at the head of the queue proceeds.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-// Returned once per admission and moved straight into the response future: boxing the holds
-// would cost an allocation per request to save a copy.
-#[allow(clippy::large_enum_variant)]
+#[derive(Debug, PartialEq, Eq)]
 pub(crate) enum Admit {
     /// Admitted by the local buckets: whether a concurrency permit was taken, and what the
     /// token limits hold.
-    Taken(bool, Holds),
+    Taken(bool, Held),
     /// The local bounds allow: ask the store, then [`State::admit_head`].
     AskStore,
 }
@@ -155,7 +153,7 @@ impl Partition {
 impl State {
     /// Takes from every limit for a request of `demand` (only the local bounds when the store
     /// took from the buckets); returns whether a concurrency permit was taken and the holds.
-    fn take(&mut self, demand: &Demand, buckets: bool, now: Instant) -> (bool, Holds) {
+    fn take(&mut self, demand: &Demand, buckets: bool, now: Instant) -> (bool, Held) {
         if let Some(controller) = &mut self.adaptive {
             controller.sent(now);
         }
@@ -169,7 +167,7 @@ impl State {
         &mut self,
         demand: &Demand,
         now: Instant,
-    ) -> Result<Option<(bool, Holds)>, (Duration, LimitKind)> {
+    ) -> Result<Option<(bool, Held)>, (Duration, LimitKind)> {
         // With others queued, FIFO order says join the queue behind them.
         let ahead = (0, Demand::default());
         match self.quota.check(demand, ahead, true, now) {
@@ -248,12 +246,17 @@ impl State {
     /// The store admitted the head of the queue: it leaves the queue with a concurrency permit
     /// if one is needed (and its share of the local daily counts), and the next waiter's turn
     /// begins.
-    pub(crate) fn admit_head(&mut self, id: u64, now: Instant) -> (bool, Holds) {
+    pub(crate) fn admit_head(
+        &mut self,
+        id: u64,
+        stored: [Option<StoreHold>; 3],
+        now: Instant,
+    ) -> (bool, Held) {
         let demand = self.queue.head_demand().unwrap_or(Demand::ONE);
         self.queue.remove(id);
-        let admitted = self.take(&demand, false, now);
+        let (permit, _) = self.take(&demand, false, now);
         self.queue.wake_head();
-        admitted
+        (permit, Holds::stored(demand.estimate, stored))
     }
 
     /// Removes a cancelled waiter; its place (and its claim on the tokens) goes to the next.

@@ -85,7 +85,22 @@ pub(crate) struct Holds {
     pub(crate) stored: [Option<StoreHold>; 3],
 }
 
+/// What an admission holds for settling, boxed when there is anything: most requests hold
+/// nothing, and a pointer keeps their futures small.
+pub(crate) type Held = Option<Box<Holds>>;
+
 impl Holds {
+    /// What a shared store held for a request of `estimate`.
+    pub(crate) fn stored(estimate: TokenEstimate, stored: [Option<StoreHold>; 3]) -> Held {
+        stored.iter().any(Option::is_some).then(|| {
+            Box::new(Holds {
+                estimate,
+                stored,
+                ..Holds::default()
+            })
+        })
+    }
+
     /// What each token limit holds, by limit name.
     pub(crate) fn amounts(&self) -> [(&'static str, u64); 2] {
         let amount = |hold: Option<Hold>| hold.map_or(0, |hold| hold.amount);
@@ -339,7 +354,7 @@ impl Quota {
 
     /// Takes from every limit (with `buckets` false, the store took from the buckets); returns
     /// whether a concurrency permit was taken and what the token limits hold.
-    pub(crate) fn take(&mut self, demand: &Demand, buckets: bool, now: Instant) -> (bool, Holds) {
+    pub(crate) fn take(&mut self, demand: &Demand, buckets: bool, now: Instant) -> (bool, Held) {
         let mut holds = Holds {
             estimate: demand.estimate,
             ..Holds::default()
@@ -365,10 +380,8 @@ impl Quota {
                 .as_mut()
                 .map(|day| day.take(demand.combined, now));
         }
-        if !self.charged.metering.reconcile {
-            holds = Holds::default();
-        }
-        (self.take_permit(), holds)
+        let held = (self.charged.metering.reconcile && !holds.is_empty()).then(|| Box::new(holds));
+        (self.take_permit(), held)
     }
 
     /// What the attempt really used, per limit that settles: (input, output, daily tokens).
