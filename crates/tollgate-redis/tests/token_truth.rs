@@ -1,6 +1,6 @@
 //! Input, output and daily limits in Redis, and the settling of held charges, against a real
-//! `redis-server`: the store's scripts directly, then four independent clients sharing one
-//! output limit. Its own test binary, so no other test competes for the cores during the run.
+//! `redis-server`: the store's scripts directly, then four independent clients sharing input
+//! and output limits. Its own test binary, so no other test competes for the cores during the run.
 
 use std::convert::Infallible;
 use std::sync::{Arc, Mutex};
@@ -142,14 +142,19 @@ async fn a_spent_daily_quota_waits_until_the_next_day_and_tokens_settle() {
 
 const RATE: u64 = 2_000; // output tokens per second
 const BURST: u64 = 1_000;
+const INPUT_RATE: u64 = 600; // input tokens per second
+const INPUT_BURST: u64 = 300;
 const RUN: Duration = Duration::from_secs(3);
 const CLIENTS: usize = 4;
 
-/// When each request was admitted and the output it really used.
-type Log = Arc<Mutex<Vec<(Instant, u64)>>>;
+/// Forty characters of prompt (an estimate of 10 tokens) and max_tokens 100.
+const PROMPT: &str = r#"{"max_tokens":100,"messages":[{"role":"user","content":"forty characters of prompt, give or take"}]}"#;
+
+/// When each request was admitted, and the input and output it really used.
+type Log = Arc<Mutex<Vec<(Instant, u64, u64)>>>;
 
 #[test]
-fn four_clients_sharing_an_output_limit_never_use_more_than_it_allows() {
+fn four_clients_sharing_input_and_output_limits_never_use_more_than_they_allow() {
     let server = RedisServer::start();
     let log: Log = Arc::default();
     let deadline = Instant::now() + RUN;
@@ -165,25 +170,27 @@ fn four_clients_sharing_an_output_limit_never_use_more_than_it_allows() {
                     let store = RedisStore::builder(url).build().unwrap();
                     let layer = RateLimitLayer::builder()
                         .output_tokens(Rate::per_second(RATE).with_burst(BURST))
+                        .input_tokens(Rate::per_second(INPUT_RATE).with_burst(INPUT_BURST))
                         .headroom(Duration::ZERO)
                         .store(store, OnStoreError::FailClosed)
                         .build()
                         .unwrap();
                     let counter = Arc::new(Mutex::new(client as u64));
-                    // Answers of 10 to 40 tokens for max_tokens 100, after 5 ms.
+                    // Answers of 10 to 40 tokens for max_tokens 100, prompts of 2 to 10 tokens
+                    // for an estimate of 10, after 5 ms.
                     let upstream = service_fn(move |_: Request<String>| {
-                        let used = {
+                        let (input, used) = {
                             let mut n = counter.lock().unwrap();
                             *n = n
                                 .wrapping_mul(6364136223846793005)
                                 .wrapping_add(1442695040888963407);
-                            10 + (*n >> 33) % 31
+                            (2 + (*n >> 40) % 9, 10 + (*n >> 33) % 31)
                         };
-                        log.lock().unwrap().push((Instant::now(), used));
+                        log.lock().unwrap().push((Instant::now(), input, used));
                         async move {
                             tokio::time::sleep(Duration::from_millis(5)).await;
                             let body = format!(
-                                r#"{{"usage":{{"input_tokens":5,"output_tokens":{used}}}}}"#
+                                r#"{{"usage":{{"input_tokens":{input},"output_tokens":{used}}}}}"#
                             );
                             Ok::<_, Infallible>(Response::new(body))
                         }
@@ -194,9 +201,7 @@ fn four_clients_sharing_an_output_limit_never_use_more_than_it_allows() {
                             let service = service.clone();
                             tokio::spawn(async move {
                                 while Instant::now() < deadline {
-                                    let request = Request::new(
-                                        r#"{"max_tokens":100,"messages":[]}"#.to_owned(),
-                                    );
+                                    let request = Request::new(PROMPT.to_owned());
                                     let answer = service.clone().oneshot(request).await.unwrap();
                                     answer.into_body().collect().await.unwrap();
                                 }
@@ -217,19 +222,25 @@ fn four_clients_sharing_an_output_limit_never_use_more_than_it_allows() {
     }
     let mut log = log.lock().unwrap().clone();
     log.sort();
-    let used: u64 = log.iter().map(|(_, used)| used).sum();
+    let used: u64 = log.iter().map(|(_, _, used)| used).sum();
     let elapsed = (log[log.len() - 1].0 - log[0].0).as_secs_f64();
     // Every window, give or take 20 ms of scheduling between admission and logging.
-    let slack = RATE as f64 * 0.020 + 40.0;
-    for (i, (start, _)) in log.iter().enumerate() {
-        let mut in_window = 0;
-        for (end, output) in &log[i..] {
-            in_window += output;
-            let window = (*end - *start).as_secs_f64();
-            assert!(
-                in_window as f64 <= BURST as f64 + RATE as f64 * window + slack,
-                "{in_window} output tokens admitted within {window:.4}s"
-            );
+    let limits = [
+        ("output", RATE, BURST, 40.0),
+        ("input", INPUT_RATE, INPUT_BURST, 10.0),
+    ];
+    for (name, rate, burst, largest) in limits {
+        let slack = rate as f64 * 0.020 + largest;
+        for (i, (start, ..)) in log.iter().enumerate() {
+            let mut in_window = 0;
+            for (end, input, output) in &log[i..] {
+                in_window += if name == "input" { *input } else { *output };
+                let window = (*end - *start).as_secs_f64();
+                assert!(
+                    in_window as f64 <= burst as f64 + rate as f64 * window + slack,
+                    "{in_window} {name} tokens admitted within {window:.4}s"
+                );
+            }
         }
     }
     // Paced by the reservations alone (100 each), 2,000 a second is 20 requests a second, 500

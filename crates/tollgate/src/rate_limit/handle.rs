@@ -133,6 +133,8 @@ fn fixed_field_changed(built: &LimitConfig, asked: &LimitConfig) -> Option<&'sta
             "sum_token_estimate",
             built.sum_token_estimate != asked.sum_token_estimate,
         ),
+        // The days already counted keep their reset time.
+        ("day_starts_at", built.day_starts_at != asked.day_starts_at),
     ]
     .into_iter()
     .find_map(|(field, changed)| changed.then_some(field))

@@ -17,8 +17,8 @@ use super::limits::adaptive_bucket_rate;
 use super::limits::Limits;
 use super::queue::Queue;
 use super::quota::{Blocked, Corrections, Demand, Held, Holds, Outcome, Quota};
-use super::store::StoreHold;
 use super::shared::SharedQuota;
+use super::store::StoreHold;
 use crate::classify::LimitKind;
 
 /// How a queued waiter at the head of the queue proceeds.
