@@ -109,14 +109,6 @@ impl Holds {
             ("output", amount(self.output)),
         ]
     }
-
-    /// Whether anything is held that usage could correct.
-    pub(crate) fn is_empty(&self) -> bool {
-        self.input.is_none()
-            && self.output.is_none()
-            && self.day_tokens.is_none()
-            && self.stored.iter().all(Option::is_none)
-    }
 }
 
 /// How an attempt ended, for its token charges.
@@ -355,32 +347,38 @@ impl Quota {
     /// Takes from every limit (with `buckets` false, the store took from the buckets); returns
     /// whether a concurrency permit was taken and what the token limits hold.
     pub(crate) fn take(&mut self, demand: &Demand, buckets: bool, now: Instant) -> (bool, Held) {
-        let mut holds = Holds {
-            estimate: demand.estimate,
-            ..Holds::default()
-        };
-        if buckets {
-            let _ = self.requests.as_mut().map(|b| b.take(1, now));
-            // The combined limit is OpenAI's, which counts the admission charge and never
-            // corrects it: it is not held for settling.
-            let _ = self.tokens.as_mut().map(|b| b.take(demand.combined, now));
-            holds.input = self
-                .input
-                .as_mut()
-                .map(|b| b.take(demand.estimate.input, now));
-            holds.output = self
-                .output
-                .as_mut()
-                .map(|b| b.take(demand.estimate.output, now));
-            if let Some(day) = &mut self.requests_per_day {
-                let _ = day.take(1, now);
-            }
-            holds.day_tokens = self
-                .tokens_per_day
-                .as_mut()
-                .map(|day| day.take(demand.combined, now));
+        if !buckets {
+            return (self.take_permit(), None);
         }
-        let held = (self.charged.metering.reconcile && !holds.is_empty()).then(|| Box::new(holds));
+        let _ = self.requests.as_mut().map(|b| b.take(1, now));
+        // The combined limit is OpenAI's, which counts the admission charge and never corrects
+        // it: it is not held for settling.
+        let _ = self.tokens.as_mut().map(|b| b.take(demand.combined, now));
+        if let Some(day) = &mut self.requests_per_day {
+            let _ = day.take(1, now);
+        }
+        let input = self
+            .input
+            .as_mut()
+            .map(|b| b.take(demand.estimate.input, now));
+        let output = self
+            .output
+            .as_mut()
+            .map(|b| b.take(demand.estimate.output, now));
+        let day_tokens = self
+            .tokens_per_day
+            .as_mut()
+            .map(|day| day.take(demand.combined, now));
+        let settles = input.is_some() || output.is_some() || day_tokens.is_some();
+        let held = (settles && self.charged.metering.reconcile).then(|| {
+            Box::new(Holds {
+                estimate: demand.estimate,
+                input,
+                output,
+                day_tokens,
+                stored: [None; 3],
+            })
+        });
         (self.take_permit(), held)
     }
 
