@@ -71,7 +71,7 @@ pub(crate) fn refine(verdict: Classification, body: &[u8], _now: SystemTime) -> 
 }
 
 /// The limit a provider's 429 message names, when it names one precisely.
-fn limit_in_message(message: &str) -> Option<LimitKind> {
+pub(crate) fn limit_in_message(message: &str) -> Option<LimitKind> {
     let message = message.to_ascii_lowercase();
     let named = [
         ("tokens per day", LimitKind::TokensPerDay),

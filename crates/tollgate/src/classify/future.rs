@@ -15,15 +15,18 @@ use super::body::ClassifiedBody;
 use super::classifier::Classify;
 use super::error::ClassifiedError;
 use super::headers::RateLimitState;
+use super::stream::{StreamConfig, StreamError, Watch};
 use super::verdict::{Classification, Kind};
 use super::MAX_CLASSIFIED_BODY;
 use crate::BoxError;
 
 pin_project! {
     /// Response future of [`Classify`](super::Classify): awaits the inner future, then (for error
-    /// answers the classifier wants to read) up to 64 KiB of the body.
+    /// answers the classifier wants to read) up to 64 KiB of the body, or (for a stream with the
+    /// first-token gate) the stream up to its first content event.
     pub struct ResponseFuture<F, B, C> {
         classifier: C,
+        streams: StreamConfig,
         #[pin]
         state: State<F, B>,
     }
@@ -46,14 +49,22 @@ pin_project! {
             buf: BytesMut,
             verdict: Classification,
         },
+        Gating {
+            parts: Option<Parts>,
+            body: Option<B>,
+            buf: BytesMut,
+            watch: Option<Box<Watch>>,
+            verdict: Classification,
+        },
         Done,
     }
 }
 
 impl<F, B, C> ResponseFuture<F, B, C> {
-    pub(crate) fn new(future: F, classifier: C) -> Self {
+    pub(crate) fn new(future: F, classifier: C, streams: StreamConfig) -> Self {
         ResponseFuture {
             classifier,
+            streams,
             state: State::Waiting { future },
         }
     }
@@ -87,6 +98,22 @@ where
                         .classifier
                         .classify_response(response.status(), response.headers());
                     let (parts, body) = response.into_parts();
+                    if verdict.kind() == Kind::Success && is_event_stream(&parts.headers) {
+                        let watch = Box::new(Watch::new(*this.streams));
+                        if !this.streams.first_token_gate {
+                            this.state.set(State::Done);
+                            let body = ClassifiedBody::watched(Bytes::new(), body, false, watch);
+                            return Poll::Ready(Ok(stamp(parts, body, verdict)));
+                        }
+                        this.state.set(State::Gating {
+                            parts: Some(parts),
+                            body: Some(body),
+                            buf: BytesMut::new(),
+                            watch: Some(watch),
+                            verdict,
+                        });
+                        continue;
+                    }
                     if !this.classifier.wants_body(&verdict) || declared_too_long(&parts.headers) {
                         this.state.set(State::Done);
                         return Poll::Ready(Ok(stamp(parts, ClassifiedBody::new(body), verdict)));
@@ -127,10 +154,103 @@ where
                     let body = ClassifiedBody::replay(prefix, body, done, trailers);
                     return Poll::Ready(Ok(stamp(parts, body, refined)));
                 }
+                StateProj::Gating {
+                    parts,
+                    body,
+                    buf,
+                    watch,
+                    verdict,
+                } => {
+                    let gate = ready!(gate(body, buf, watch, cx));
+                    let (parts, body, watch) = (parts.take(), body.take(), watch.take());
+                    let verdict = *verdict;
+                    let prefix = std::mem::take(buf).freeze();
+                    this.state.set(State::Done);
+                    let (Some(parts), Some(body), Some(watch)) = (parts, body, watch) else {
+                        return Poll::Ready(Err(after_completion()));
+                    };
+                    return Poll::Ready(match gate {
+                        Gate::Open { inner_done } => {
+                            let body = ClassifiedBody::watched(prefix, body, inner_done, watch);
+                            Ok(stamp(parts, body, verdict))
+                        }
+                        // Before the first token: the attempt failed, and may be retried.
+                        Gate::Failed(error) => Err(ClassifiedError::new(
+                            error.classification(),
+                            Box::new(error),
+                        )),
+                    });
+                }
                 StateProj::Done => return Poll::Ready(Err(after_completion())),
             }
         }
     }
+}
+
+/// How a stream held until its first token ended its wait.
+enum Gate {
+    /// The first content event (or the provider's end) arrived: the caller gets the stream.
+    Open { inner_done: bool },
+    /// An error event, a disconnect or a stall came first.
+    Failed(StreamError),
+}
+
+/// Reads the stream into `buf` until its first content event, watching it.
+fn gate<B>(
+    body: &mut Option<B>,
+    buf: &mut BytesMut,
+    watch: &mut Option<Box<Watch>>,
+    cx: &mut Context<'_>,
+) -> Poll<Gate>
+where
+    B: Body<Data = Bytes> + Unpin,
+    B::Error: Into<BoxError>,
+{
+    let (Some(body), Some(watch)) = (body.as_mut(), watch.as_mut()) else {
+        return Poll::Ready(Gate::Failed(StreamError::cut("polled after completion")));
+    };
+    loop {
+        let frame = match Pin::new(&mut *body).poll_frame(cx) {
+            Poll::Pending => {
+                return watch.poll_timeout(cx).map(Gate::Failed);
+            }
+            Poll::Ready(frame) => frame,
+        };
+        match frame {
+            Some(Ok(frame)) => {
+                if let Some(data) = frame.data_ref() {
+                    watch.feed(data);
+                    buf.extend_from_slice(data);
+                }
+                if let Some(failure) = watch.failure.take() {
+                    return Poll::Ready(Gate::Failed(failure));
+                }
+                if watch.content || watch.ended {
+                    return Poll::Ready(Gate::Open { inner_done: false });
+                }
+            }
+            Some(Err(error)) => {
+                let error: BoxError = error.into();
+                return Poll::Ready(Gate::Failed(StreamError::cut(format!(
+                    "the stream broke off before its first token: {error}"
+                ))));
+            }
+            None if watch.ended => return Poll::Ready(Gate::Open { inner_done: true }),
+            None => {
+                return Poll::Ready(Gate::Failed(StreamError::cut(
+                    "the stream ended before its first token",
+                )))
+            }
+        }
+    }
+}
+
+/// Whether the answer is a stream of server-sent events.
+fn is_event_stream(headers: &HeaderMap) -> bool {
+    headers
+        .get(http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.trim_start().starts_with("text/event-stream"))
 }
 
 /// Reads data frames into `buf` until the body ends, trailers arrive, or the bound is reached.

@@ -49,6 +49,8 @@ mod future;
 mod headers;
 mod layer;
 mod service;
+mod sse;
+mod stream;
 mod verdict;
 
 pub use body::ClassifiedBody;
@@ -58,6 +60,7 @@ pub use future::ResponseFuture;
 pub use headers::{LimitWindow, RateLimitState};
 pub use layer::ClassifyLayer;
 pub use service::Classify as ClassifyService;
+pub use stream::{StreamConfig, StreamError};
 pub use verdict::{Classification, HintSource, Kind, LimitKind};
 
 pub(crate) use error::rejected;

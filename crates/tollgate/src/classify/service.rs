@@ -11,6 +11,7 @@ use super::body::ClassifiedBody;
 use super::classifier::Classify as Classifier;
 use super::error::ClassifiedError;
 use super::future::ResponseFuture;
+use super::stream::StreamConfig;
 use crate::BoxError;
 
 /// The service built by [`ClassifyLayer`](crate::classify::ClassifyLayer): see there.
@@ -18,12 +19,23 @@ use crate::BoxError;
 pub struct Classify<S, C> {
     inner: S,
     classifier: C,
+    streams: StreamConfig,
 }
 
 impl<S, C> Classify<S, C> {
     /// Wraps `inner`, judging its answers with `classifier`.
     pub fn new(inner: S, classifier: C) -> Self {
-        Classify { inner, classifier }
+        Classify {
+            inner,
+            classifier,
+            streams: StreamConfig::default(),
+        }
+    }
+
+    /// Watches streamed answers as `streams` says.
+    pub fn with_streams(mut self, streams: StreamConfig) -> Self {
+        self.streams = streams;
+        self
     }
 
     /// The inner service.
@@ -55,6 +67,10 @@ where
         // The request is about to leave for the network, where a client's own logging may print
         // it: its credentials are marked sensitive first.
         crate::redact_secrets(request.headers_mut());
-        ResponseFuture::new(self.inner.call(request), self.classifier.clone())
+        ResponseFuture::new(
+            self.inner.call(request),
+            self.classifier.clone(),
+            self.streams,
+        )
     }
 }
