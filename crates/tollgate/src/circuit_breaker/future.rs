@@ -9,38 +9,11 @@ use http::Response;
 use pin_project_lite::pin_project;
 use tokio::time::Instant;
 
+use super::body::{BreakerBody, Pending};
 use super::circuit::{Circuit, Ticket};
-use super::config::Outcome;
 use super::error::CircuitOpen;
-use crate::classify::{error_verdict, response_verdict};
+use crate::classify::{error_verdict, is_event_stream, response_verdict, Kind};
 use crate::BoxError;
-
-/// An admitted call; if it ends without an outcome (dropped), its probe slot is freed.
-struct Pending {
-    circuit: Arc<Circuit>,
-    ticket: Ticket,
-    started: Option<Instant>,
-    recorded: bool,
-}
-
-impl Pending {
-    fn finish(mut self, outcome: Outcome) {
-        let slow = match (self.started, self.circuit.settings.config.slow_calls) {
-            (Some(started), Some(slow)) => started.elapsed() >= slow.threshold,
-            _ => false,
-        };
-        self.circuit.record(self.ticket, outcome, slow);
-        self.recorded = true;
-    }
-}
-
-impl Drop for Pending {
-    fn drop(&mut self) {
-        if !self.recorded {
-            self.circuit.record(self.ticket, Outcome::Ignored, false);
-        }
-    }
-}
 
 pin_project! {
     /// Response future of [`CircuitBreaker`](super::CircuitBreaker): a refusal ready at once, or
@@ -91,7 +64,7 @@ where
     F: Future<Output = Result<Response<B>, E>>,
     E: Into<BoxError>,
 {
-    type Output = Result<Response<B>, BoxError>;
+    type Output = Result<Response<BreakerBody<B>>, BoxError>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.project();
@@ -101,15 +74,23 @@ where
                 None => crate::polled_after_completion("circuit breaker"),
             }));
         };
-        let result = ready!(inner.poll(cx)).map_err(Into::into);
+        let result: Result<Response<B>, BoxError> = ready!(inner.poll(cx)).map_err(Into::into);
+        let mut streaming = None;
         if let Some(pending) = this.pending.take() {
             let verdict = match &result {
                 Ok(response) => response_verdict(response),
                 Err(error) => error_verdict(&**error),
             };
-            let outcome = pending.circuit.settings.outcome(verdict.kind());
-            pending.finish(outcome);
+            match &result {
+                // A stream that started well is judged when it ends.
+                Ok(response)
+                    if verdict.kind() == Kind::Success && is_event_stream(response.headers()) =>
+                {
+                    streaming = Some(pending);
+                }
+                _ => pending.finish_as(verdict.kind()),
+            }
         }
-        Poll::Ready(result)
+        Poll::Ready(result.map(|response| response.map(|body| BreakerBody::new(body, streaming))))
     }
 }

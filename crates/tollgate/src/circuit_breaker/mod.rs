@@ -41,6 +41,7 @@
 //! # let _ = layer;
 //! ```
 
+mod body;
 mod breakers;
 mod circuit;
 mod config;
@@ -53,6 +54,7 @@ mod settings;
 mod state;
 mod window;
 
+pub use body::BreakerBody;
 pub use circuit::Snapshot;
 pub use config::{BreakGrowth, BreakerConfig, CircuitBreakerBuilder, SlowCalls};
 pub use error::{CircuitOpen, Refusal};

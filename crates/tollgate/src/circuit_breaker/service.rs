@@ -7,6 +7,7 @@ use std::task::{Context, Poll};
 use http::{Request, Response};
 use tower_service::Service;
 
+use super::body::BreakerBody;
 use super::breakers::Breakers;
 use super::future::ResponseFuture;
 use crate::key::{KeyFor, KeyType};
@@ -59,7 +60,7 @@ where
     S::Error: Into<BoxError>,
     K: KeyFor<ReqBody>,
 {
-    type Response = Response<ResBody>;
+    type Response = Response<BreakerBody<ResBody>>;
     type Error = BoxError;
     type Future = ResponseFuture<S::Future>;
 

@@ -15,7 +15,7 @@ use super::body::ClassifiedBody;
 use super::classifier::Classify;
 use super::error::ClassifiedError;
 use super::headers::RateLimitState;
-use super::stream::{StreamConfig, StreamError, Watch};
+use super::stream::{is_event_stream, StreamConfig, StreamError, Watch};
 use super::verdict::{Classification, Kind};
 use super::MAX_CLASSIFIED_BODY;
 use crate::BoxError;
@@ -243,14 +243,6 @@ where
             }
         }
     }
-}
-
-/// Whether the answer is a stream of server-sent events.
-fn is_event_stream(headers: &HeaderMap) -> bool {
-    headers
-        .get(http::header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.trim_start().starts_with("text/event-stream"))
 }
 
 /// Reads data frames into `buf` until the body ends, trailers arrive, or the bound is reached.

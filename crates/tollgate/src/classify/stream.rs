@@ -59,6 +59,14 @@ pub struct StreamConfig {
 }
 
 impl StreamConfig {
+    /// Nothing held, nothing timed: the watch only ends a stream on an error event.
+    pub const NONE: StreamConfig = StreamConfig {
+        first_token_gate: false,
+        first_event_timeout: None,
+        idle_timeout: None,
+        deadline: None,
+    };
+
     /// Checks every setting; the error names the field.
     pub fn validate(&self) -> Result<(), crate::ConfigError> {
         for (field, timeout) in [
@@ -255,4 +263,33 @@ impl Watch {
             waited.as_secs_f64()
         )))
     }
+}
+
+/// The verdict a body error carries, when it carries one: a [`StreamError`], directly or in a
+/// boxed error's chain (the error of a body [`ClassifiedBody`](super::ClassifiedBody) watched).
+pub(crate) fn body_error_verdict<E: 'static>(error: &E) -> Option<Classification> {
+    let any = error as &dyn std::any::Any;
+    let mut cause: Option<&(dyn std::error::Error + 'static)> =
+        if let Some(boxed) = any.downcast_ref::<crate::BoxError>() {
+            Some(&**boxed)
+        } else if let Some(stream) = any.downcast_ref::<StreamError>() {
+            Some(stream)
+        } else {
+            None
+        };
+    while let Some(error) = cause {
+        if let Some(verdict) = error.downcast_ref::<Classification>() {
+            return Some(*verdict);
+        }
+        cause = error.source();
+    }
+    None
+}
+
+/// Whether an answer's head says it is a stream of server-sent events.
+pub(crate) fn is_event_stream(headers: &http::HeaderMap) -> bool {
+    headers
+        .get(http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.trim_start().starts_with("text/event-stream"))
 }

@@ -9,9 +9,12 @@ use bytes::Buf;
 use http_body::{Body, Frame, SizeHint};
 use pin_project_lite::pin_project;
 
+use super::learn::learn_verdict;
+use super::limiter::Settings;
 use super::partition::Partition;
 use super::quota::{Held, Holds, Outcome};
 use super::usage::UsageScan;
+use crate::classify::Kind;
 
 /// A concurrency permit, returned when dropped.
 #[derive(Debug)]
@@ -76,6 +79,15 @@ fn report(partition: &Partition, corrections: super::quota::Corrections) {
     crate::telemetry::token_correction(name, "output", corrections.output);
 }
 
+/// What a streamed answer's body needs to learn from an error inside the stream (a
+/// `rate_limit_error` event is a 429 sent late).
+#[derive(Debug)]
+pub(crate) struct StreamLearner {
+    pub(crate) settings: Settings,
+    pub(crate) partition: Arc<Partition>,
+    pub(crate) sent_at: tokio::time::Instant,
+}
+
 pin_project! {
     /// The body of a response that passed the [`RateLimitLayer`](super::RateLimitLayer).
     ///
@@ -83,13 +95,15 @@ pin_project! {
     /// dropped, so streamed completions count while they stream. When token limits are set, the
     /// answer's `usage` is read from the bytes as they go by (nothing is buffered or copied but
     /// the usage object itself) and the request's token charges are corrected to it when the
-    /// body ends or is dropped.
+    /// body ends or is dropped. A `rate_limit_error` inside a stream teaches the limiter as a
+    /// 429 does.
     #[derive(Debug)]
     pub struct RateLimitBody<B> {
         #[pin]
         inner: B,
         permit: Option<Permit>,
         settlement: Option<Box<Settlement>>,
+        stream: Option<Box<StreamLearner>>,
     }
 }
 
@@ -98,11 +112,13 @@ impl<B> RateLimitBody<B> {
         inner: B,
         permit: Option<Permit>,
         settlement: Option<Box<Settlement>>,
+        stream: Option<Box<StreamLearner>>,
     ) -> Self {
         RateLimitBody {
             inner,
             permit,
             settlement,
+            stream,
         }
     }
 
@@ -112,7 +128,11 @@ impl<B> RateLimitBody<B> {
     }
 }
 
-impl<B: Body> Body for RateLimitBody<B> {
+impl<B> Body for RateLimitBody<B>
+where
+    B: Body,
+    B::Error: 'static,
+{
     type Data = B::Data;
     type Error = B::Error;
 
@@ -137,7 +157,23 @@ impl<B: Body> Body for RateLimitBody<B> {
                     }
                 }
             }
-            Poll::Ready(None) | Poll::Ready(Some(Err(_))) => {
+            Poll::Ready(Some(Err(error))) => {
+                if let Some(stream) = this.stream.take() {
+                    let verdict = crate::classify::body_error_verdict(error);
+                    if let Some(verdict) = verdict.filter(|v| v.kind() == Kind::RateLimited) {
+                        learn_verdict(
+                            &stream.settings,
+                            &stream.partition,
+                            verdict,
+                            None,
+                            stream.sent_at,
+                        );
+                    }
+                }
+                this.permit.take();
+                this.settlement.take();
+            }
+            Poll::Ready(None) => {
                 this.permit.take();
                 this.settlement.take();
             }

@@ -12,7 +12,7 @@ use pin_project_lite::pin_project;
 use tokio::time::{sleep_until, Instant, Sleep};
 use tower_service::Service;
 
-use super::body::{Permit, RateLimitBody, Settlement};
+use super::body::{Permit, RateLimitBody, Settlement, StreamLearner};
 use super::error::{RateLimitError, Refusal};
 use super::learn::learn;
 use super::limiter::Settings;
@@ -380,11 +380,19 @@ where
                             settlement.settle_now(outcome);
                         }
                     }
+                    let mut stream = None;
                     if this.settings.learn {
                         learn(this.settings, this.partition, &response, sent_at);
+                        if crate::classify::is_event_stream(response.headers()) {
+                            stream = Some(Box::new(StreamLearner {
+                                settings: *this.settings,
+                                partition: Arc::clone(this.partition),
+                                sent_at,
+                            }));
+                        }
                     }
                     return Poll::Ready(Ok(
-                        response.map(|body| RateLimitBody::new(body, permit, settlement))
+                        response.map(|body| RateLimitBody::new(body, permit, settlement, stream))
                     ));
                 }
                 StateProj::Done => {

@@ -13,7 +13,7 @@ use super::bucket::Bucket;
 use super::limiter::Settings;
 use super::limits::{adaptive_bucket_rate, Rate, RESERVATION_BURST};
 use super::partition::{Partition, State};
-use crate::classify::{response_verdict, Kind, LimitKind, RateLimitState};
+use crate::classify::{response_verdict, Classification, Kind, LimitKind, RateLimitState};
 
 /// A provider's `remaining` at or below 1/this of the burst is told to a shared store.
 const LOW_REMAINING: u64 = 4;
@@ -26,15 +26,32 @@ pub(crate) fn learn<B>(
     response: &Response<B>,
     sent_at: Instant,
 ) {
-    let verdict = response_verdict(response);
-    let limited = verdict.kind() == Kind::RateLimited;
-    if limited {
-        crate::telemetry::rate_limited_response(&partition.name);
-    }
     let server = match response.extensions().get::<RateLimitState>() {
         Some(state) => Some(*state),
         None => RateLimitState::from_headers_with(response.headers(), SystemTime::now),
     };
+    learn_verdict(
+        settings,
+        partition,
+        response_verdict(response),
+        server,
+        sent_at,
+    );
+}
+
+/// Reacts to a verdict on a request sent at `sent_at`, with the provider's rate-limit headers
+/// when there were any: from an answer's head, or from an error inside its stream.
+pub(crate) fn learn_verdict(
+    settings: &Settings,
+    partition: &Partition,
+    verdict: Classification,
+    server: Option<RateLimitState>,
+    sent_at: Instant,
+) {
+    let limited = verdict.kind() == Kind::RateLimited;
+    if limited {
+        crate::telemetry::rate_limited_response(&partition.name);
+    }
     // A hint longer than the retry layer honours (a daily quota's "retry in 10 hours") neither
     // pauses the quota nor says anything about the rate: the retry layer gives up on it.
     let hint = verdict.retry_after();

@@ -113,7 +113,7 @@ impl StandardLayer {
                 .name(name)
                 .build()?,
             limit,
-            classify: ClassifyLayer::new(),
+            classify: ClassifyLayer::new().streams(policy.streams),
         })
     }
 

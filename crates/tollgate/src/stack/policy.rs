@@ -3,6 +3,7 @@
 use std::time::Duration;
 
 use crate::circuit_breaker::BreakerConfig;
+use crate::classify::StreamConfig;
 use crate::rate_limit::LimitConfig;
 use crate::retry::{OverCeiling, RetryConfig};
 use crate::{ConfigError, Provider};
@@ -43,7 +44,21 @@ pub struct Policy {
     pub retry: RetryConfig,
     /// Circuit breaking.
     pub breaker: BreakerConfig,
+    /// How streamed answers are watched (in a file, `[providers.NAME.streams]`).
+    #[cfg_attr(feature = "serde", serde(default))]
+    pub streams: StreamConfig,
 }
+
+/// How every preset watches streams: held until the first token (so a failure before it is
+/// retried), a minute at most for the first event and between two reads (reasoning models
+/// think in silence, but not for minutes), and no bound on the whole.
+const PRESET_STREAMS: StreamConfig = {
+    let mut streams = StreamConfig::NONE;
+    streams.first_token_gate = true;
+    streams.first_event_timeout = Some(Duration::from_secs(60));
+    streams.idle_timeout = Some(Duration::from_secs(60));
+    streams
+};
 
 impl Policy {
     /// The recommended settings for `provider`, without limits (they depend on your tier: set
@@ -66,6 +81,7 @@ impl Policy {
             limits: LimitConfig::default(),
             retry: RetryConfig::default(),
             breaker: BreakerConfig::default(),
+            streams: PRESET_STREAMS,
         };
         match provider {
             Provider::OpenAi => policy.retry.ceiling = Duration::from_secs(120),
@@ -95,7 +111,8 @@ impl Policy {
     pub fn validate(&self) -> Result<(), ConfigError> {
         self.limits.validate().map_err(|e| e.within("limits"))?;
         self.retry.validate().map_err(|e| e.within("retry"))?;
-        self.breaker.validate().map_err(|e| e.within("breaker"))
+        self.breaker.validate().map_err(|e| e.within("breaker"))?;
+        self.streams.validate().map_err(|e| e.within("streams"))
     }
 
     /// Whether requests to `host` belong to this policy.
