@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use crate::config::{Faults, HintStyle, MockConfig};
+use crate::config::{Faults, HintStyle, MockConfig, StreamFaults};
 
 /// Options of the mock provider's command line.
 ///
@@ -73,6 +73,11 @@ pub struct MockArgs {
     /// Share of requests (0.0 to 1.0) answered with an injected fault.
     #[arg(long, default_value_t = 0.0)]
     pub fault_rate: f64,
+    /// Share of streamed answers (0.0 to 1.0) with a fault inside the stream: an error event
+    /// before or after the first token, a stall, a disconnect, a truncated end, a slow first
+    /// token.
+    #[arg(long, default_value_t = 0.0)]
+    pub stream_fault_rate: f64,
     /// Seed for the fault and latency draws.
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
@@ -93,6 +98,12 @@ impl MockArgs {
             return Err(format!(
                 "--fault-rate must be between 0.0 and 1.0, got {}",
                 self.fault_rate
+            ));
+        }
+        if !(0.0..=1.0).contains(&self.stream_fault_rate) {
+            return Err(format!(
+                "--stream-fault-rate must be between 0.0 and 1.0, got {}",
+                self.stream_fault_rate
             ));
         }
         if !(0.0..=1.0).contains(&self.cache_read_share) {
@@ -145,6 +156,10 @@ impl MockArgs {
             faults: Faults {
                 rate: self.fault_rate,
                 ..Faults::default()
+            },
+            stream_faults: StreamFaults {
+                rate: self.stream_fault_rate,
+                ..StreamFaults::default()
             },
             seed: self.seed,
             hints: self.hints,

@@ -59,6 +59,8 @@ pub struct MockConfig {
     pub hints: HintStyle,
     /// Faults injected from `seed`.
     pub faults: Faults,
+    /// Faults injected inside streamed answers (`"stream": true`), from `seed`.
+    pub stream_faults: StreamFaults,
     /// Seed of the random draws (faults and latency jitter): the same seed and the same order of
     /// requests give the same answers.
     pub seed: u64,
@@ -85,6 +87,7 @@ impl Default for MockConfig {
             api_key: None,
             hints: HintStyle::Full,
             faults: Faults::default(),
+            stream_faults: StreamFaults::default(),
             seed: 0,
         }
     }
@@ -196,6 +199,82 @@ impl FaultMix {
             server_error: 1,
             overloaded: 1,
             ..FaultMix::none()
+        }
+    }
+}
+
+/// Faults injected inside streamed answers, after their `200` head, drawn from the seed.
+#[derive(Debug, Clone)]
+pub struct StreamFaults {
+    /// Share of streamed answers (0.0 to 1.0) that get a fault.
+    pub rate: f64,
+    /// Relative weights of the stream fault kinds.
+    pub mix: StreamFaultMix,
+    /// How long a stalled stream stays silent before it ends.
+    pub stall: Duration,
+    /// How late a slow first token comes.
+    pub first_token_delay: Duration,
+    /// At most this many faulty streams, then none (`None`: no bound).
+    pub max: Option<u64>,
+}
+
+impl Default for StreamFaults {
+    fn default() -> Self {
+        StreamFaults {
+            rate: 0.0,
+            mix: StreamFaultMix::default(),
+            stall: Duration::from_secs(300),
+            first_token_delay: Duration::from_secs(5),
+            max: None,
+        }
+    }
+}
+
+/// Relative weights of each stream fault (all equal by default).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StreamFaultMix {
+    /// An error event (Anthropic's `overloaded_error`, OpenAI's server error chunk) before the
+    /// first token.
+    pub error_before_first_token: u32,
+    /// The same after a few tokens.
+    pub error_after_first_token: u32,
+    /// Silence after the head.
+    pub stall_before_first_token: u32,
+    /// Silence after a few tokens.
+    pub stall_mid_stream: u32,
+    /// The connection closes after a few tokens.
+    pub disconnect_mid_stream: u32,
+    /// The final event cut short.
+    pub truncated_final_event: u32,
+    /// The first token late.
+    pub slow_first_token: u32,
+}
+
+impl Default for StreamFaultMix {
+    fn default() -> Self {
+        StreamFaultMix {
+            error_before_first_token: 1,
+            error_after_first_token: 1,
+            stall_before_first_token: 1,
+            stall_mid_stream: 1,
+            disconnect_mid_stream: 1,
+            truncated_final_event: 1,
+            slow_first_token: 1,
+        }
+    }
+}
+
+impl StreamFaultMix {
+    /// No fault at all: a base to set the weights wanted on.
+    pub fn none() -> Self {
+        StreamFaultMix {
+            error_before_first_token: 0,
+            error_after_first_token: 0,
+            stall_before_first_token: 0,
+            stall_mid_stream: 0,
+            disconnect_mid_stream: 0,
+            truncated_final_event: 0,
+            slow_first_token: 0,
         }
     }
 }

@@ -1,5 +1,6 @@
 //! One request's path through the mock: auth, parsing, outage, limits, faults, latency, answer.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
@@ -15,6 +16,7 @@ use crate::config::{HintStyle, MockConfig};
 use crate::faults::{draw_fault, Fault};
 use crate::meter::{Admission, Ask, Limit, Meter, Refusal};
 use crate::stats::{Outcome, Recorder};
+use crate::stream::{self, MockBody};
 
 /// The largest request body the mock reads.
 const MAX_REQUEST_BODY: usize = 1024 * 1024;
@@ -44,6 +46,8 @@ pub(crate) struct Shared {
     pub(crate) recorder: Recorder,
     start: Instant,
     meter: Mutex<Meter>,
+    /// Stream faults drawn so far.
+    stream_faults: AtomicU64,
     rng: Mutex<SmallRng>,
 }
 
@@ -55,11 +59,12 @@ impl Shared {
             recorder: Recorder::default(),
             start: Instant::now(),
             meter: Mutex::new(Meter::default()),
+            stream_faults: AtomicU64::new(0),
         }
     }
 }
 
-type MockResponse = Response<Full<Bytes>>;
+type MockResponse = Response<MockBody>;
 
 pub(crate) async fn handle<B>(
     shared: Arc<Shared>,
@@ -146,7 +151,8 @@ where
         return answer(StatusCode::SERVICE_UNAVAILABLE, body);
     }
 
-    let (fault, jitter, share) = {
+    let streamed = json["stream"] == Value::Bool(true);
+    let (fault, jitter, share, stream_fault) = {
         let mut rng = shared.rng.lock().unwrap_or_else(|p| p.into_inner());
         let fault = draw_fault(&mut *rng, &shared.config.faults);
         let jitter_ms = shared.config.latency_jitter.as_millis() as u64;
@@ -155,7 +161,16 @@ where
             .config
             .output_share
             .map(|(low, high)| rng.random_range(low..=high.max(low)));
-        (fault, jitter, share)
+        // Only streamed requests draw a stream fault: the others' draws stay as they were.
+        let faults = &shared.config.stream_faults;
+        let stream_fault = streamed
+            .then(|| stream::draw(&mut *rng, faults))
+            .flatten()
+            .filter(|_| {
+                let drawn = shared.stream_faults.fetch_add(1, Ordering::Relaxed);
+                faults.max.is_none_or(|max| drawn < max)
+            });
+        (fault, jitter, share, stream_fault)
     };
 
     let prompt = prompt_tokens(&json);
@@ -229,6 +244,46 @@ where
     } else {
         0
     };
+    if streamed && produced > 0 {
+        // The head now, the tokens as they are generated; the meters settle when it ends.
+        let latency = shared.config.latency + jitter;
+        if !latency.is_zero() {
+            tokio::time::sleep(latency).await;
+        }
+        if fault == Some(Fault::MalformedHeaders) {
+            malformed_headers(&mut headers);
+        }
+        let plan = stream::Plan {
+            anthropic: api == Api::Anthropic,
+            model: json["model"].as_str().unwrap_or("mock-model").to_owned(),
+            prompt,
+            cached,
+            output,
+            per_token: shared.config.per_output_token,
+            fault: stream_fault,
+            faults: shared.config.stream_faults.clone(),
+            include_usage: json["stream_options"]["include_usage"] == Value::Bool(true),
+        };
+        let (frames, body) = tokio::sync::mpsc::channel(16);
+        let ended = Arc::clone(&shared);
+        tokio::spawn(async move {
+            let sent = plan.run(frames).await;
+            let used = if sent > 0 { prompt + sent } else { 0 };
+            lock(&ended.meter).settle(&ended.config, &key, ask, sent, used, Instant::now());
+            if sent > 0 {
+                ended.recorder.used(prompt, sent);
+            }
+        });
+        shared
+            .recorder
+            .answered(second, Outcome::Status(200), false, charged);
+        let mut response = Response::new(MockBody::Stream(body));
+        response.headers_mut().insert(
+            http::header::CONTENT_TYPE,
+            HeaderValue::from_static("text/event-stream"),
+        );
+        return Ok(with_headers(response, headers));
+    }
     let latency = shared.config.latency + jitter + shared.config.per_output_token * produced as u32;
     if !latency.is_zero() {
         tokio::time::sleep(latency).await;
@@ -536,7 +591,7 @@ fn insert(headers: &mut HeaderMap, name: &str, value: String) {
 }
 
 fn json_response(status: StatusCode, body: &Value) -> MockResponse {
-    let mut response = Response::new(Full::new(Bytes::from(body.to_string())));
+    let mut response = Response::new(MockBody::Full(Full::new(Bytes::from(body.to_string()))));
     *response.status_mut() = status;
     response.headers_mut().insert(
         http::header::CONTENT_TYPE,

@@ -38,6 +38,7 @@ mod faults;
 mod handler;
 mod meter;
 mod stats;
+mod stream;
 
 use std::io;
 use std::net::SocketAddr;
@@ -50,7 +51,7 @@ use tokio::sync::oneshot;
 use tokio::task::{JoinHandle, JoinSet};
 
 pub use cli::MockArgs;
-pub use config::{FaultMix, Faults, HintStyle, MockConfig};
+pub use config::{FaultMix, Faults, HintStyle, MockConfig, StreamFaultMix, StreamFaults};
 pub use stats::{Second, Stats};
 
 use handler::Shared;

@@ -223,6 +223,7 @@ where
                     buf.extend_from_slice(data);
                 }
                 if let Some(failure) = watch.failure.take() {
+                    drain_ready(body, cx);
                     return Poll::Ready(Gate::Failed(failure));
                 }
                 if watch.content || watch.ended {
@@ -241,6 +242,20 @@ where
                     "the stream ended before its first token",
                 )))
             }
+        }
+    }
+}
+
+/// Reads what a failed stream has already delivered, without waiting, so that a connection whose
+/// answer has in fact ended goes back to the pool clean rather than dropped mid-answer.
+fn drain_ready<B>(body: &mut B, cx: &mut Context<'_>)
+where
+    B: Body<Data = Bytes> + Unpin,
+{
+    for _ in 0..16 {
+        match Pin::new(&mut *body).poll_frame(cx) {
+            Poll::Ready(Some(Ok(_))) => {}
+            _ => return,
         }
     }
 }
