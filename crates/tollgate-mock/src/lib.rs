@@ -135,6 +135,8 @@ async fn serve(listener: TcpListener, shared: Arc<Shared>, mut stop: oneshot::Re
             _ = &mut stop => break,
             accepted = listener.accept() => {
                 let Ok((stream, _)) = accepted else { continue };
+                // As providers do: small writes (a streamed token) leave at once.
+                let _ = stream.set_nodelay(true);
                 let shared = Arc::clone(&shared);
                 connections.spawn(async move {
                     let service = service_fn(move |request| handler::handle(Arc::clone(&shared), request));
