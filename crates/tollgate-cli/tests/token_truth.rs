@@ -134,3 +134,55 @@ async fn tokens_used_and_the_estimated_cost_are_reported() {
         .iter()
         .all(|line| line["response"]["model"] == "claude-haiku-4-5"));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn streamed_batches_survive_errors_after_the_first_token() {
+    // One stream in ten breaks with an error event after its first tokens: each is sent again
+    // whole, and every result holds only a complete answer.
+    let mock = MockServer::spawn(MockConfig {
+        output_share: Some((0.05, 0.05)),
+        stream_faults: tollgate_mock::StreamFaults {
+            rate: 0.1,
+            mix: tollgate_mock::StreamFaultMix {
+                error_after_first_token: 1,
+                ..tollgate_mock::StreamFaultMix::none()
+            },
+            ..tollgate_mock::StreamFaults::default()
+        },
+        seed: 3,
+        ..MockConfig::default()
+    })
+    .await
+    .unwrap();
+    let dir = scratch("stream-batch");
+    let input = prompts(&dir, 60, "");
+    let output = dir.join("results.jsonl");
+    let summary_path = dir.join("summary.json");
+    let mut command = batch_to(&input, &output, &mock.url());
+    command
+        .args(["--stream", "--max-tokens", "200", "--summary-json"])
+        .arg(&summary_path);
+    let outcome = run(command).await;
+    assert_eq!(outcome.status.code(), Some(0), "{}", stderr(&outcome));
+    let lines = results(&output);
+    assert_eq!(lines.len(), 60);
+    for line in &lines {
+        assert_eq!(line["outcome"], "ok");
+        let text = line["response"]["choices"][0]["message"]["content"]
+            .as_str()
+            .unwrap();
+        assert_eq!(text, "tok ".repeat(10), "the complete answer only");
+    }
+    let summary = summary(&summary_path);
+    let retried = summary["streams_retried"].as_u64().unwrap();
+    assert!(retried >= 1, "{summary}");
+    assert_eq!(
+        mock.stats().requests,
+        60 + retried,
+        "each retried stream was sent again"
+    );
+    assert_eq!(
+        summary["output_tokens"], 600,
+        "usage read from the final chunks"
+    );
+}

@@ -19,6 +19,7 @@ mod progress;
 mod report;
 mod send;
 mod stop;
+mod stream;
 mod target;
 
 use std::collections::BTreeMap;
@@ -78,6 +79,12 @@ pub(crate) struct BatchArgs {
     /// claude-haiku-4-5, llama-3.1-8b-instant, gemini-2.5-flash).
     #[arg(long)]
     model: Option<String>,
+    /// Send every request streamed (server-sent events) and assemble the answer: the results
+    /// have the same shape as without it. A stream that breaks after its first token is sent
+    /// again whole (counted in the summary's `streams_retried`); one that breaks before it is
+    /// retried by the stack.
+    #[arg(long)]
+    stream: bool,
     /// `max_tokens` for `prompt` lines.
     #[arg(long, default_value_t = 256, value_parser = flags::positive)]
     max_tokens: u64,
@@ -124,6 +131,8 @@ pub(crate) struct Counters {
     pub(crate) input_tokens: AtomicU64,
     /// Output tokens the answers reported using.
     pub(crate) output_tokens: AtomicU64,
+    /// Streams that broke after their first token and were sent again whole.
+    pub(crate) streams_retried: AtomicU64,
 }
 
 /// Exit code: the run finished but some lines did not succeed.
@@ -260,8 +269,9 @@ pub(crate) async fn run(args: BatchArgs) -> Result<ExitCode, String> {
                 let Ok(slot) = slot else { break };
                 counters.sent.fetch_add(1, Ordering::Relaxed);
                 let (stack, finished, target) = (stack.clone(), finished.clone(), target.clone());
+                let counters = Arc::clone(&counters);
                 tasks.spawn(async move {
-                    let ended = send::send(stack, &target, line).await;
+                    let ended = send::send(stack, &target, line, &counters).await;
                     let _ = finished.send(ended).await;
                     drop(slot);
                 });
@@ -397,6 +407,7 @@ pub(crate) async fn run(args: BatchArgs) -> Result<ExitCode, String> {
         "errors_by_kind": errors_by_kind,
         "attempts": counters.attempts.load(Ordering::Relaxed),
         "rate_limited_429": counters.rate_limited.load(Ordering::Relaxed),
+        "streams_retried": counters.streams_retried.load(Ordering::Relaxed),
         "input_tokens": counters.input_tokens.load(Ordering::Relaxed),
         "output_tokens": counters.output_tokens.load(Ordering::Relaxed),
         "estimated_cost_usd": (!prices.is_empty()).then_some(cost),

@@ -1,5 +1,6 @@
 //! One request through the stack, and how its end is written down.
 
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use http_body_util::BodyExt;
@@ -11,7 +12,9 @@ use tower::ServiceExt;
 
 use super::input::{Line, LineKind, Request};
 use super::output::{Class, Outcome};
+use super::stream;
 use super::target::Target;
+use super::Counters;
 
 /// What a completed request adds to the report, besides its result line: the tokens its
 /// answer reported using, and the model that answered (for its price).
@@ -49,8 +52,32 @@ pub(crate) fn invalid(line: &Line, message: String) -> Outcome {
     }
 }
 
-/// Sends `line`'s request and describes its end.
-pub(crate) async fn send<S, B>(stack: S, target: &Target, line: Line) -> Ended
+/// Sends `line`'s request and describes its end. With `--stream`, a stream that breaks after
+/// its first token is sent again whole, up to the policy's attempts.
+pub(crate) async fn send<S, B>(stack: S, target: &Target, line: Line, counters: &Counters) -> Ended
+where
+    S: tower::Service<
+            http::Request<tollgate_e2e::Body>,
+            Response = http::Response<B>,
+            Error = RetryError,
+        > + Clone,
+    B: http_body::Body,
+    B::Error: std::fmt::Display,
+{
+    let mut sent = 0;
+    loop {
+        let (ended, broken) = send_once(stack.clone(), target, &line).await;
+        sent += 1;
+        let again = broken && target.stream && sent < target.policy.retry.max_attempts.max(1);
+        if !again {
+            return ended;
+        }
+        counters.streams_retried.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+/// One request through the stack: how it ended, and whether a stream broke after its head.
+async fn send_once<S, B>(stack: S, target: &Target, line: &Line) -> (Ended, bool)
 where
     S: tower::Service<
         http::Request<tollgate_e2e::Body>,
@@ -60,8 +87,12 @@ where
     B: http_body::Body,
     B::Error: std::fmt::Display,
 {
+    let line = line.clone();
     let LineKind::Request(Request { path, body, .. }) = &line.kind else {
-        return Ended::Done(invalid(&line, "not a request".into()), Usage::default());
+        return (
+            Ended::Done(invalid(&line, "not a request".into()), Usage::default()),
+            false,
+        );
     };
     let started = Instant::now();
     let mut outcome = Outcome {
@@ -79,10 +110,14 @@ where
         latency_ms: 0,
     };
     let mut usage = Usage::default();
-    match stack
-        .oneshot(target.request(path.as_deref(), body.clone()))
-        .await
-    {
+    let mut broken = false;
+    let anthropic = target.path(path.as_deref()).ends_with("/messages");
+    let body = if target.stream {
+        stream::streamed_body(body, anthropic)
+    } else {
+        body.clone()
+    };
+    match stack.oneshot(target.request(path.as_deref(), body)).await {
         Ok(response) => {
             let status = response.status().as_u16();
             let info = response.extensions().get::<RetryInfo>().copied();
@@ -92,9 +127,13 @@ where
             match response.into_body().collect().await {
                 Ok(bytes) => {
                     let bytes = bytes.to_bytes();
-                    let answer: Value = serde_json::from_slice(&bytes).unwrap_or_else(|_| {
-                        Value::String(String::from_utf8_lossy(&bytes).into_owned())
-                    });
+                    let answer: Value = if target.stream && (200..300).contains(&status) {
+                        stream::assemble(&bytes, anthropic)
+                    } else {
+                        serde_json::from_slice(&bytes).unwrap_or_else(|_| {
+                            Value::String(String::from_utf8_lossy(&bytes).into_owned())
+                        })
+                    };
                     if (200..300).contains(&status) {
                         outcome.outcome = "ok";
                         outcome.class = Class::Succeeded;
@@ -113,6 +152,7 @@ where
                     outcome.body = Some(answer);
                 }
                 Err(error) => {
+                    broken = true;
                     outcome.outcome = "error";
                     outcome.kind = Some("connection".into());
                     outcome.message = Some(format!("the answer broke off: {error}"));
@@ -125,7 +165,7 @@ where
                 .downcast_ref::<RateLimitError>()
                 .map(RateLimitError::refusal);
             if let Some(Refusal::DailyQuotaSpent { limit, resets_in }) = refusal {
-                return Ended::QuotaSpent(limit, resets_in);
+                return (Ended::QuotaSpent(limit, resets_in), false);
             }
             let kind = error.last_verdict().kind();
             outcome.attempts = error.attempts();
@@ -136,7 +176,7 @@ where
         }
     }
     outcome.latency_ms = started.elapsed().as_millis() as u64;
-    Ended::Done(outcome, usage)
+    (Ended::Done(outcome, usage), broken)
 }
 
 /// Whether a rerun should try again by default an answer with `status`: not when the prompt

@@ -22,6 +22,8 @@ pub(crate) struct Target {
     /// The stack built from the policy (its limiter in Redis with `--redis`).
     pub(crate) layer: StandardLayer,
     pub(crate) concurrency: usize,
+    /// Send the requests streamed (`--stream`).
+    pub(crate) stream: bool,
     /// The endpoint's base URL (no trailing slash).
     base: Arc<str>,
     key: Arc<Secret>,
@@ -251,14 +253,20 @@ impl Target {
             policy,
             layer,
             concurrency,
+            stream: args.stream,
             _mock: mock,
         })
+    }
+
+    /// The path a line's request goes to: its own, or the provider's chat path.
+    pub(crate) fn path<'a>(&'a self, path: Option<&'a str>) -> &'a str {
+        path.unwrap_or(self.policy.provider.chat_path())
     }
 
     /// A request carrying `body` to `path` (the provider's chat path when the line names
     /// none), authenticated the provider's way.
     pub(crate) fn request(&self, path: Option<&str>, body: Bytes) -> Request<Full<Bytes>> {
-        let path = path.unwrap_or(self.policy.provider.chat_path());
+        let path = self.path(path);
         let mut request = Request::post(format!("{}{path}", self.base))
             .header(http::header::CONTENT_TYPE, "application/json")
             .body(Full::new(body))
