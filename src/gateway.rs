@@ -1,6 +1,7 @@
-//! An axum gateway: forwards OpenAI-style requests upstream through a tollgate stack, and
-//! answers with the upstream's response, or with a clear 429/503 of its own (with `Retry-After`)
-//! when the stack refuses or gives up.
+//! An axum gateway: forwards OpenAI- and Anthropic-style requests upstream through a tollgate
+//! stack, and answers with the upstream's response (streams passed through chunk by chunk, as
+//! they arrive), or with a clear 429/503 of its own (with `Retry-After`, in the provider's error
+//! shape) when the stack refuses or gives up before the first byte.
 
 use std::time::Duration;
 
@@ -68,12 +69,14 @@ where
     B::Error: Into<BoxError>,
 {
     let (parts, body) = request.into_parts();
+    let shape = Shape::of(parts.uri.path());
     let Ok(body) = Limited::new(body, MAX_BODY)
         .collect()
         .await
         .map(|c| c.to_bytes())
     else {
         return refusal(
+            shape,
             StatusCode::PAYLOAD_TOO_LARGE,
             None,
             "request body unreadable or over 4 MiB",
@@ -87,6 +90,7 @@ where
     )
     .parse::<Uri>() else {
         return refusal(
+            shape,
             StatusCode::BAD_REQUEST,
             None,
             "the request path does not make a valid upstream URI",
@@ -99,16 +103,35 @@ where
     upstream.headers_mut().remove(http::header::HOST);
     tollgate::redact_secrets(upstream.headers_mut());
     match gateway.stack.oneshot(upstream).await {
+        // A stream goes on as it arrives: axum's body polls the stack's, frame by frame.
         Ok(response) => response.map(AxumBody::new),
-        Err(error) => gave_up(&error),
+        Err(error) => gave_up(shape, &error),
+    }
+}
+
+/// Which provider's error shape the client expects.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Shape {
+    OpenAi,
+    Anthropic,
+}
+
+impl Shape {
+    fn of(path: &str) -> Self {
+        if path.ends_with("/messages") {
+            Shape::Anthropic
+        } else {
+            Shape::OpenAi
+        }
     }
 }
 
 /// The gateway's own answer when the stack refused or gave up.
-fn gave_up(error: &RetryError) -> Response {
+fn gave_up(shape: Shape, error: &RetryError) -> Response {
     let last = error.last_error();
     if let Some(open) = last.downcast_ref::<CircuitOpen>() {
         return refusal(
+            shape,
             StatusCode::SERVICE_UNAVAILABLE,
             open.retry_after(),
             &open.to_string(),
@@ -116,6 +139,7 @@ fn gave_up(error: &RetryError) -> Response {
     }
     if let Some(limited) = last.downcast_ref::<RateLimitError>() {
         return refusal(
+            shape,
             StatusCode::TOO_MANY_REQUESTS,
             limited.retry_after(),
             &limited.to_string(),
@@ -128,11 +152,39 @@ fn gave_up(error: &RetryError) -> Response {
         Kind::Overloaded | Kind::Rejected => StatusCode::SERVICE_UNAVAILABLE,
         _ => StatusCode::BAD_GATEWAY,
     };
-    refusal(status, verdict.retry_after(), &error.to_string())
+    refusal(shape, status, verdict.retry_after(), &error.to_string())
 }
 
-fn refusal(status: StatusCode, retry_after: Option<Duration>, message: &str) -> Response {
-    let body = serde_json::json!({"error": {"type": "gateway_error", "message": message}});
+/// An error answer in the shape the client's SDK reads: OpenAI's `{"error": {...}}` or
+/// Anthropic's `{"type": "error", "error": {...}}`, with the type each uses for the status.
+fn refusal(
+    shape: Shape,
+    status: StatusCode,
+    retry_after: Option<Duration>,
+    message: &str,
+) -> Response {
+    let body = match shape {
+        Shape::OpenAi => {
+            let (kind, code) = match status {
+                StatusCode::TOO_MANY_REQUESTS => ("requests", "rate_limit_exceeded"),
+                StatusCode::BAD_REQUEST | StatusCode::PAYLOAD_TOO_LARGE => {
+                    ("invalid_request_error", "invalid_request")
+                }
+                _ => ("server_error", "gateway_error"),
+            };
+            serde_json::json!({"error": {"message": message, "type": kind, "param": null, "code": code}})
+        }
+        Shape::Anthropic => {
+            let kind = match status {
+                StatusCode::TOO_MANY_REQUESTS => "rate_limit_error",
+                StatusCode::SERVICE_UNAVAILABLE => "overloaded_error",
+                StatusCode::BAD_REQUEST => "invalid_request_error",
+                StatusCode::PAYLOAD_TOO_LARGE => "request_too_large",
+                _ => "api_error",
+            };
+            serde_json::json!({"type": "error", "error": {"type": kind, "message": message}})
+        }
+    };
     let mut response = (status, axum::Json(body)).into_response();
     if let Some(wait) = retry_after {
         let seconds = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);

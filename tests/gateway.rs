@@ -78,3 +78,72 @@ async fn forwards_through_the_stack_and_refuses_clearly() {
         "refused requests never reached the provider"
     );
 }
+
+#[tokio::test]
+async fn streams_pass_through_as_they_come_and_refusals_take_the_providers_shape() {
+    // 10 tokens, 30 ms apart: a gateway that buffered would hand the first after the last.
+    let mock = MockServer::spawn(MockConfig {
+        output_share: Some((0.1, 0.1)),
+        per_output_token: Duration::from_millis(30),
+        ..MockConfig::default()
+    })
+    .await
+    .unwrap();
+    let mut policy = Policy::preset(Provider::Anthropic);
+    policy.limits.requests = Some(Rate::per_minute(60).with_burst(1));
+    policy.limits.adaptive = None;
+    policy.limits.max_wait = Some(Duration::from_millis(100));
+    // The refusal's hint is longer than the deadline: the retry layer gives up on it at once.
+    policy.retry.deadline = Some(Duration::from_millis(200));
+    let app = gateway::router(
+        policy.layer().unwrap().layer(http_client()),
+        mock.url().parse().unwrap(),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await });
+
+    let message = |url: &str| {
+        let body = serde_json::json!({"model": "claude-haiku-4-5", "max_tokens": 100,
+            "stream": true, "messages": [{"role": "user", "content": "hi"}]});
+        http::Request::post(format!("{url}/v1/messages"))
+            .header("x-api-key", "sk-test")
+            .header("content-type", "application/json")
+            .body(Full::new(Bytes::from(body.to_string())))
+            .unwrap()
+    };
+    let started = std::time::Instant::now();
+    let response = http_client().request(message(&url)).await.unwrap();
+    assert_eq!(response.status(), 200);
+    assert_eq!(response.headers()["content-type"], "text/event-stream");
+    let mut body = response.into_body();
+    let mut first_token = None;
+    let mut tokens = 0;
+    while let Some(frame) = body.frame().await {
+        let frame = frame.unwrap();
+        let Some(data) = frame.data_ref() else {
+            continue;
+        };
+        let text = String::from_utf8_lossy(data);
+        tokens += text.matches("tok ").count();
+        if tokens > 0 && first_token.is_none() {
+            first_token = Some(started.elapsed());
+        }
+    }
+    let whole = started.elapsed();
+    let first_token = first_token.unwrap();
+    assert_eq!(tokens, 10);
+    assert!(
+        first_token * 3 < whole,
+        "the first token came at {first_token:?}, the end at {whole:?}: passed through, not buffered"
+    );
+
+    // The burst is spent: refused before the first byte, in Anthropic's error shape.
+    let response = http_client().request(message(&url)).await.unwrap();
+    assert_eq!(response.status(), 429);
+    assert!(response.headers().contains_key("retry-after"));
+    let body = response.into_body().collect().await.unwrap().to_bytes();
+    let body: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(body["type"], "error");
+    assert_eq!(body["error"]["type"], "rate_limit_error");
+}

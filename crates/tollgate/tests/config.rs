@@ -146,6 +146,32 @@ fn token_and_daily_limits_have_keys() {
 }
 
 #[test]
+fn streams_have_keys_and_the_presets_gate_the_first_token() {
+    let config = Config::from_toml(
+        "[providers.claude]\npreset = \"anthropic\"\n\
+         streams = { idle_timeout = \"2m\", deadline = \"10m\" }\n\
+         [providers.raw]\npreset = \"openai\"\nstreams = { first_token_gate = false }\n",
+    )
+    .unwrap();
+    let claude = config.provider("claude").unwrap();
+    assert!(claude.streams.first_token_gate, "kept from the preset");
+    assert_eq!(
+        claude.streams.first_event_timeout,
+        Some(Duration::from_secs(60))
+    );
+    assert_eq!(claude.streams.idle_timeout, Some(Duration::from_secs(120)));
+    assert_eq!(claude.streams.deadline, Some(Duration::from_secs(600)));
+    assert!(!config.provider("raw").unwrap().streams.first_token_gate);
+    let error = Config::from_toml("[providers.x.streams]\nidle_timeout = \"0s\"\n").unwrap_err();
+    assert!(
+        error
+            .to_string()
+            .contains("providers.x.streams.idle_timeout"),
+        "{error}"
+    );
+}
+
+#[test]
 fn adaptive_is_the_default_and_a_switch() {
     let config = Config::from_toml(
         "[providers.open]\npreset = \"openai-compatible\"\n\
