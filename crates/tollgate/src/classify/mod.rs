@@ -33,7 +33,7 @@
 //! is held until the stream's first content event, so a failure before it fails the attempt and
 //! the retry layer retries it; after it the caller owns the stream and a failure is surfaced on
 //! the body, never replayed. `stream-bench`: the watch reads a 10 MB stream over loopback at the
-//! bare client's speed (0.96-1.04x) and adds a few microseconds to the first token.
+//! bare client's speed (0.99x in one run) and adds a microsecond or two to the first token.
 //!
 //! # Trade-offs
 //!
