@@ -83,6 +83,10 @@ pub struct LimitConfig {
     /// Whether prompt tokens read from the provider's cache count against the input and
     /// combined limits (default true; false for Anthropic, whose input limit excludes them).
     pub cache_reads_count: bool,
+    /// The least share of the admissions that lower [`Priority`](super::Priority) lanes get
+    /// while they wait behind higher ones, so that none starves (default 0.1: a batch behind
+    /// interactive traffic still gets a tenth of the quota).
+    pub low_lane_share: f64,
     /// Requests in flight at once, held until their response body ends (default none).
     pub concurrency: Option<u32>,
     /// How much of the burst is held back, as time at the refill rate, for delays that vary
@@ -136,6 +140,7 @@ impl Default for LimitConfig {
             day_starts_at: Duration::ZERO,
             reconcile_usage: true,
             cache_reads_count: true,
+            low_lane_share: 0.1,
             concurrency: None,
             headroom: Duration::from_millis(10),
             adaptive: Some(Adaptive::default()),
@@ -182,6 +187,7 @@ impl LimitConfig {
                 reconcile: self.reconcile_usage,
                 cache_reads_count: self.cache_reads_count,
             },
+            low_lane_share: self.low_lane_share,
         }
     }
 
@@ -218,6 +224,11 @@ impl LimitConfig {
                 "must be at least 1; leave it out for no daily quota",
             )?;
         }
+        reject_if(
+            !(0.0..1.0).contains(&self.low_lane_share),
+            "low_lane_share",
+            "must be at least 0 and below 1, e.g. 0.1 for a tenth of the admissions",
+        )?;
         reject_if(
             self.day_starts_at >= super::daily::DAY,
             "day_starts_at",
@@ -287,6 +298,7 @@ impl<C, K> RateLimitBuilder<C, K> {
         day_starts_at: Duration,
         reconcile_usage: bool,
         cache_reads_count: bool,
+        low_lane_share: f64,
         concurrency: u32 => Some,
         headroom: Duration,
         max_wait: Duration => Some,

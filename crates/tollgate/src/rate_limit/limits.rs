@@ -283,6 +283,8 @@ pub(crate) struct Limits {
     pub(crate) headroom: Duration,
     pub(crate) adaptive: Option<Adaptive>,
     pub(crate) metering: Metering,
+    /// The least share of admissions lower priority lanes get while they wait.
+    pub(crate) low_lane_share: f64,
 }
 
 impl Limits {

@@ -93,7 +93,7 @@ impl Partition {
             shared,
             state: Mutex::new(State {
                 quota: Quota::new(*limits, &local, adaptive_start, now),
-                queue: Queue::default(),
+                queue: Queue::new(limits.low_lane_share),
                 adaptive,
             }),
         }
@@ -177,14 +177,15 @@ impl State {
         }
     }
 
-    /// How long a new request of `demand` would wait behind the queue (for the max-wait
-    /// bound).
+    /// How long a new request of `demand` in `lane` would wait behind the queue (for the
+    /// max-wait bound).
     pub(crate) fn estimated_wait(
         &mut self,
         demand: &Demand,
+        lane: u8,
         now: Instant,
     ) -> Option<(Duration, LimitKind)> {
-        match self.quota.check(demand, self.queue.ahead(), true, now) {
+        match self.quota.check(demand, self.queue.ahead(lane), true, now) {
             Ok(()) | Err(Blocked::Concurrency) => None,
             Err(Blocked::For(wait, which) | Blocked::Daily(wait, which)) => Some((wait, which)),
         }
@@ -192,15 +193,21 @@ impl State {
 
     /// Whether waiter `id` is at the head of the queue.
     pub(crate) fn is_head(&self, id: u64) -> bool {
-        self.queue.position(id) == Some(0)
+        self.queue.is_head(id)
     }
 
     pub(crate) fn queue_len(&self) -> usize {
         self.queue.len()
     }
 
-    pub(crate) fn enqueue(&mut self, demand: Demand, waker: Waker) -> u64 {
-        self.queue.push(demand, waker)
+    pub(crate) fn enqueue(
+        &mut self,
+        demand: Demand,
+        lane: u8,
+        tenant: Option<(std::sync::Arc<str>, u32)>,
+        waker: Waker,
+    ) -> u64 {
+        self.queue.push(demand, lane, tenant, waker)
     }
 
     /// For a queued waiter: admits it if it is at the head and every limit allows (or, with
@@ -212,11 +219,11 @@ impl State {
         ask_store: bool,
         now: Instant,
     ) -> Result<Admit, Option<Blocked>> {
-        let Some(position) = self.queue.position(id) else {
+        if !self.queue.contains(id) {
             return Err(None);
-        };
-        let (0, Some(demand)) = (position, self.queue.head_demand()) else {
-            self.queue.set_waker(position, waker);
+        }
+        let (true, Some(demand)) = (self.queue.is_head(id), self.queue.head_demand()) else {
+            self.queue.set_waker(id, waker);
             return Err(None);
         };
         match self
@@ -225,7 +232,7 @@ impl State {
         {
             Ok(()) if ask_store => Ok(Admit::AskStore),
             Ok(()) => {
-                self.queue.remove(id);
+                self.queue.admit(id);
                 let (permit, holds) = self.take(&demand, true, now);
                 self.queue.wake_head();
                 Ok(Admit::Taken(permit, holds))
@@ -237,7 +244,7 @@ impl State {
                 Err(Some(blocked))
             }
             Err(blocked) => {
-                self.queue.set_waker(0, waker);
+                self.queue.set_waker(id, waker);
                 Err(Some(blocked))
             }
         }
@@ -253,7 +260,7 @@ impl State {
         now: Instant,
     ) -> (bool, Held) {
         let demand = self.queue.head_demand().unwrap_or(Demand::ONE);
-        self.queue.remove(id);
+        self.queue.admit(id);
         let (permit, _) = self.take(&demand, false, now);
         self.queue.wake_head();
         (permit, Holds::stored(demand.estimate, stored))
@@ -261,7 +268,7 @@ impl State {
 
     /// Removes a cancelled waiter; its place (and its claim on the tokens) goes to the next.
     pub(crate) fn cancel(&mut self, id: u64) {
-        if self.queue.remove(id) == Some(0) {
+        if self.queue.remove(id) {
             self.queue.wake_head();
         }
     }

@@ -12,6 +12,7 @@ use super::body::{Permit, RateLimitBody, Settlement};
 use super::cost::Cost;
 use super::error::{RateLimitError, Refusal};
 use super::future::{ResponseFuture, Wait};
+use super::lanes::{Priority, Tenant};
 use super::limiter::Limiter;
 use super::quota::Demand;
 use crate::attempt::AttemptClock;
@@ -129,10 +130,16 @@ where
             return ResponseFuture::calling(settings, partition, future, permit, settlement, now);
         }
         // The store's wait is known only when it answers; the future applies max_wait then.
+        let lane = request
+            .extensions()
+            .get::<Priority>()
+            .copied()
+            .unwrap_or_default()
+            .0;
         let estimate = if shared {
             None
         } else {
-            state.estimated_wait(&demand, now)
+            state.estimated_wait(&demand, lane, now)
         };
         if let Some(max_queue) = settings.max_queue {
             if state.queue_len() >= max_queue {
@@ -159,7 +166,8 @@ where
         }
         // Queue now, so the order of calls is the order of admission; the real waker is
         // registered on the first poll.
-        let id = state.enqueue(demand, Waker::noop().clone());
+        let tenant = request.extensions().get::<Tenant>().map(Tenant::share);
+        let id = state.enqueue(demand, lane, tenant, Waker::noop().clone());
         if let Some(clock) = request.extensions().get::<AttemptClock>() {
             // The retry layer's attempt timeout waits until the request leaves the queue.
             clock.queued();
