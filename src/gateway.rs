@@ -13,10 +13,13 @@ use http::{HeaderValue, Request, StatusCode, Uri};
 use http_body_util::{BodyExt, Full, Limited};
 use tollgate::circuit_breaker::CircuitOpen;
 use tollgate::classify::Kind;
-use tollgate::rate_limit::RateLimitError;
+use tollgate::rate_limit::{Priority, RateLimitError};
 use tollgate::retry::RetryError;
 use tollgate::BoxError;
 use tower::{Service, ServiceExt};
+
+/// The header a client names its priority lane with (`low`, `normal`, `high`, 0 to 255).
+pub const PRIORITY_HEADER: &str = "x-tollgate-priority";
 
 /// The largest request body the gateway forwards.
 const MAX_BODY: usize = 4 * 1024 * 1024;
@@ -101,6 +104,23 @@ where
     *upstream.uri_mut() = uri;
     *upstream.headers_mut() = parts.headers;
     upstream.headers_mut().remove(http::header::HOST);
+    // The client's lane in the quota's queue; the header is the gateway's, not the provider's.
+    if let Some(priority) = upstream.headers_mut().remove(PRIORITY_HEADER) {
+        let parsed = priority.to_str().ok().map(str::parse::<Priority>);
+        match parsed {
+            Some(Ok(priority)) => {
+                upstream.extensions_mut().insert(priority);
+            }
+            _ => {
+                return refusal(
+                    shape,
+                    StatusCode::BAD_REQUEST,
+                    None,
+                    "x-tollgate-priority must be low, normal, high or 0 to 255",
+                )
+            }
+        }
+    }
     tollgate::redact_secrets(upstream.headers_mut());
     match gateway.stack.oneshot(upstream).await {
         // A stream goes on as it arrives: axum's body polls the stack's, frame by frame.

@@ -138,6 +138,16 @@ async fn streams_pass_through_as_they_come_and_refusals_take_the_providers_shape
         "the first token came at {first_token:?}, the end at {whole:?}: passed through, not buffered"
     );
 
+    // A lane the gateway cannot read is the client's error, said in its provider's shape.
+    let mut bad = message(&url);
+    bad.headers_mut()
+        .insert("x-tollgate-priority", "urgent".parse().unwrap());
+    let response = http_client().request(bad).await.unwrap();
+    assert_eq!(response.status(), 400);
+    let body = response.into_body().collect().await.unwrap().to_bytes();
+    let body: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(body["error"]["type"], "invalid_request_error");
+
     // The burst is spent: refused before the first byte, in Anthropic's error shape.
     let response = http_client().request(message(&url)).await.unwrap();
     assert_eq!(response.status(), 429);

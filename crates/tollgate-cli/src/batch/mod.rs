@@ -85,6 +85,10 @@ pub(crate) struct BatchArgs {
     /// retried by the stack.
     #[arg(long)]
     stream: bool,
+    /// The batch's lane in the quota's queue (`low`, `normal`, `high`, or 0 to 255): with
+    /// `--redis`, other processes' higher lanes go first (default normal).
+    #[arg(long, value_parser = parse_priority)]
+    priority: Option<tollgate::rate_limit::Priority>,
     /// `max_tokens` for `prompt` lines.
     #[arg(long, default_value_t = 256, value_parser = flags::positive)]
     max_tokens: u64,
@@ -460,6 +464,11 @@ pub(crate) async fn run(args: BatchArgs) -> Result<ExitCode, String> {
         return Ok(ExitCode::from(SOME_FAILED));
     }
     Ok(ExitCode::SUCCESS)
+}
+
+fn parse_priority(text: &str) -> Result<tollgate::rate_limit::Priority, String> {
+    text.parse()
+        .map_err(|e: tollgate::ConfigError| e.message().to_owned())
 }
 
 /// Says what the plan keeps, retries and redoes.

@@ -24,6 +24,8 @@ pub(crate) struct Target {
     pub(crate) concurrency: usize,
     /// Send the requests streamed (`--stream`).
     pub(crate) stream: bool,
+    /// The requests' lane in the quota's queue (`--priority`).
+    priority: Option<tollgate::rate_limit::Priority>,
     /// The endpoint's base URL (no trailing slash).
     base: Arc<str>,
     key: Arc<Secret>,
@@ -254,6 +256,7 @@ impl Target {
             layer,
             concurrency,
             stream: args.stream,
+            priority: args.priority,
             _mock: mock,
         })
     }
@@ -273,6 +276,9 @@ impl Target {
             .unwrap_or_default();
         // Checked in `resolve`: a key that is not a valid header value stops the batch there.
         let _ = self.policy.provider.authorize(&mut request, &self.key.0);
+        if let Some(priority) = self.priority {
+            request.extensions_mut().insert(priority);
+        }
         request
     }
 }

@@ -32,6 +32,34 @@ impl Default for Priority {
     }
 }
 
+impl std::str::FromStr for Priority {
+    type Err = crate::ConfigError;
+
+    /// `low`, `normal`, `high`, or a lane from 0 to 255 (as a gateway's `x-tollgate-priority`
+    /// header or `tollgate batch --priority` say it).
+    ///
+    /// ```
+    /// use tollgate::rate_limit::Priority;
+    ///
+    /// assert_eq!("high".parse::<Priority>().unwrap(), Priority::HIGH);
+    /// assert_eq!("7".parse::<Priority>().unwrap(), Priority(7));
+    /// assert!("urgent".parse::<Priority>().is_err());
+    /// ```
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        match text.trim().to_ascii_lowercase().as_str() {
+            "low" => Ok(Priority::LOW),
+            "normal" => Ok(Priority::NORMAL),
+            "high" => Ok(Priority::HIGH),
+            lane => lane.parse::<u8>().map(Priority).map_err(|_| {
+                crate::ConfigError::new(
+                    "priority",
+                    format!("`{text}` is not a priority: write low, normal, high or 0 to 255"),
+                )
+            }),
+        }
+    }
+}
+
 /// Whose request it is, among the tenants sharing one quota: within a lane, competing tenants
 /// get admissions in proportion to their weights, a lone tenant gets them all, and an idle
 /// tenant's share goes to the others. Set it from whatever names a tenant (a gateway's client
