@@ -13,6 +13,7 @@ use http::{HeaderValue, Request, StatusCode, Uri};
 use http_body_util::{BodyExt, Full, Limited};
 use tollgate::circuit_breaker::CircuitOpen;
 use tollgate::classify::Kind;
+use tollgate::fallback::ServedBy;
 use tollgate::rate_limit::{Priority, RateLimitError};
 use tollgate::retry::RetryError;
 use tollgate::BoxError;
@@ -20,6 +21,9 @@ use tower::{Service, ServiceExt};
 
 /// The header a client names its priority lane with (`low`, `normal`, `high`, 0 to 255).
 pub const PRIORITY_HEADER: &str = "x-tollgate-priority";
+
+/// The header naming the target of a fallback chain that answered.
+pub const SERVED_BY_HEADER: &str = "x-tollgate-served-by";
 
 /// The largest request body the gateway forwards.
 const MAX_BODY: usize = 4 * 1024 * 1024;
@@ -124,7 +128,17 @@ where
     tollgate::redact_secrets(upstream.headers_mut());
     match gateway.stack.oneshot(upstream).await {
         // A stream goes on as it arrives: axum's body polls the stack's, frame by frame.
-        Ok(response) => response.map(AxumBody::new),
+        Ok(mut response) => {
+            // Behind a fallback chain, which target answered.
+            let served = response
+                .extensions()
+                .get::<ServedBy>()
+                .map(|s| s.target.clone());
+            if let Some(value) = served.and_then(|t| HeaderValue::from_str(&t).ok()) {
+                response.headers_mut().insert(SERVED_BY_HEADER, value);
+            }
+            response.map(AxumBody::new)
+        }
         Err(error) => gave_up(shape, &error),
     }
 }

@@ -62,6 +62,7 @@ pub mod classify;
 #[cfg(feature = "config")]
 pub mod config;
 mod config_error;
+pub mod fallback;
 pub mod key;
 mod provider;
 pub mod rate_limit;

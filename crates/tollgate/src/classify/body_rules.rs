@@ -36,6 +36,20 @@ pub(crate) fn refine(verdict: Classification, body: &[u8], _now: SystemTime) -> 
             .with_kind(Kind::QuotaExhausted)
             .with_should_retry(None);
     }
+    // A prompt too long for the model's context window: a client error a model with a larger
+    // window would not make (OpenAI's `context_length_exceeded`, Anthropic's "prompt is too
+    // long", Gemini's "exceeds the maximum number of tokens").
+    let lowered = message.to_ascii_lowercase();
+    if code == "context_length_exceeded"
+        || lowered.contains("prompt is too long")
+        || lowered.contains("maximum context length")
+        || lowered.contains("exceeds the maximum number of tokens")
+    {
+        return verdict
+            .with_kind(Kind::ClientError)
+            .with_should_retry(None)
+            .with_limit(Some(LimitKind::ContextWindow));
+    }
     // OpenAI's "Request too large ... on tokens per min": the request alone exceeds the limit.
     if message.starts_with("Request too large") {
         return verdict

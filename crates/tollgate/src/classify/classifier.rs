@@ -30,9 +30,12 @@ pub trait Classify: Clone + Send + Sync + 'static {
     /// [`MAX_CLASSIFIED_BODY`](super::MAX_CLASSIFIED_BODY) bytes) to refine the verdict. The
     /// default reads the bodies of 429s and 5xx answers, where providers put what matters.
     fn wants_body(&self, verdict: &Classification) -> bool {
-        verdict
-            .status()
-            .is_some_and(|s| s == StatusCode::TOO_MANY_REQUESTS || s.is_server_error())
+        // 400s too: a prompt too long for the model's context says so only in its body.
+        verdict.status().is_some_and(|s| {
+            s == StatusCode::TOO_MANY_REQUESTS
+                || s == StatusCode::BAD_REQUEST
+                || s.is_server_error()
+        })
     }
 
     /// Refines a verdict with the response body (a JSON error, usually).

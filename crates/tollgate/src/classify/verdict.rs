@@ -154,6 +154,8 @@ pub enum LimitKind {
     RequestsPerDay,
     /// Tokens per day (Groq's TPD).
     TokensPerDay,
+    /// The model's context window: the prompt is too long for it (a `400`, not a rate).
+    ContextWindow,
 }
 
 impl LimitKind {
@@ -168,6 +170,7 @@ impl LimitKind {
             LimitKind::OutputTokens => "output tokens",
             LimitKind::RequestsPerDay => "requests per day",
             LimitKind::TokensPerDay => "tokens per day",
+            LimitKind::ContextWindow => "context window",
         }
     }
 

@@ -15,6 +15,7 @@ use super::config::RetryEvent;
 use super::error::{AttemptTimedOut, RetryError, RetryInfo, StopReason};
 use super::policy::{Decision, RetryPolicy};
 use super::replay::{try_clone_request, ReplayBody};
+use super::FailFast;
 use crate::attempt::{AttemptClock, Progress};
 use crate::classify::{error_verdict, response_verdict, Classification, Kind};
 use crate::BoxError;
@@ -169,7 +170,15 @@ where
                             (Classification::new(Kind::Timeout), Failure::Error(error))
                         }
                     };
-                    let decision = if this.replay.is_none() && verdict.is_retryable() {
+                    // A caller with somewhere else to go does not wait out a local refusal.
+                    let fail_fast = verdict.kind() == Kind::Rejected
+                        && this
+                            .replay
+                            .as_ref()
+                            .is_some_and(|r| r.extensions().get::<FailFast>().is_some());
+                    let decision = if fail_fast {
+                        Decision::Stop(StopReason::NotRetryable)
+                    } else if this.replay.is_none() && verdict.is_retryable() {
                         Decision::Stop(StopReason::NotReplayable)
                     } else {
                         this.policy.decide(

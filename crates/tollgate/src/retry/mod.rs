@@ -66,3 +66,15 @@ pub use future::ResponseFuture;
 pub use layer::BackoffRetryLayer;
 pub use replay::ReplayBody;
 pub use service::BackoffRetry;
+
+/// A request extension: a local refusal (an open breaker, the rate limiter's refusal) ends the
+/// call at once instead of being waited out, for a caller with somewhere else to go. A
+/// [`FallbackLayer`](crate::fallback::FallbackLayer) marks its requests so for every target but
+/// the last.
+///
+/// ```
+/// let mut request = http::Request::new(String::new());
+/// request.extensions_mut().insert(tollgate::retry::FailFast);
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct FailFast;
