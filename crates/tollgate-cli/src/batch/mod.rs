@@ -72,6 +72,13 @@ pub(crate) struct BatchArgs {
     /// environment, the batch runs against the embedded mock provider.
     #[arg(long)]
     endpoint: Option<String>,
+    /// Another endpoint of the same API to send a request to when the one before it cannot
+    /// serve it (its breaker open, its quota refusing, its retries given up on an outage or
+    /// overload, the prompt too long for its model): `URL`, or `URL#MODEL` to ask it for another
+    /// model. Repeatable, tried in order; each has its own breaker and limiter, the same key and
+    /// policy. Every result then says which served it (`served_by`).
+    #[arg(long = "fallback", value_name = "URL[#MODEL]")]
+    fallbacks: Vec<String>,
     /// Send no API key: the --endpoint needs none (a local server).
     #[arg(long)]
     no_key: bool,
@@ -208,7 +215,7 @@ pub(crate) async fn run(args: BatchArgs) -> Result<ExitCode, String> {
     };
     let layer = target.layer.clone();
     let (breaker, limiter) = (layer.breaker_handle(), layer.limit_handle());
-    let stack = layer.layer(client);
+    let stack = target.chain()?.layer(client);
     let mut stop = stop::listen(args.grace)?;
 
     // The second pass: the lines with work to do, read on a blocking thread as they are needed.

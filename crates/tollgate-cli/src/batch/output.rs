@@ -265,6 +265,8 @@ pub(crate) struct Outcome {
     pub(crate) body: Option<Value>,
     pub(crate) attempts: u32,
     pub(crate) latency_ms: u64,
+    /// With `--fallback`, the target that answered, and the ones skipped before it and why.
+    pub(crate) served_by: Option<Value>,
 }
 
 impl Outcome {
@@ -278,6 +280,9 @@ impl Outcome {
             "attempts": self.attempts,
             "latency_ms": self.latency_ms,
         });
+        if let Some(served_by) = &self.served_by {
+            line["served_by"] = served_by.clone();
+        }
         if self.class == Class::Succeeded {
             line["response"] = self.body.clone().unwrap_or(Value::Null);
         } else {

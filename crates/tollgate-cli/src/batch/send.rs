@@ -6,6 +6,7 @@ use std::time::{Duration, Instant};
 use http_body_util::BodyExt;
 use serde_json::Value;
 use tollgate::classify::LimitKind;
+use tollgate::fallback::ServedBy;
 use tollgate::rate_limit::{RateLimitError, Refusal};
 use tollgate::retry::{RetryError, RetryInfo, StopReason};
 use tower::ServiceExt;
@@ -49,6 +50,7 @@ pub(crate) fn invalid(line: &Line, message: String) -> Outcome {
         body: None,
         attempts: 0,
         latency_ms: 0,
+        served_by: None,
     }
 }
 
@@ -108,6 +110,7 @@ where
         body: None,
         attempts: 1,
         latency_ms: 0,
+        served_by: None,
     };
     let mut usage = Usage::default();
     let mut broken = false;
@@ -121,6 +124,16 @@ where
         Ok(response) => {
             let status = response.status().as_u16();
             let info = response.extensions().get::<RetryInfo>().copied();
+            if target.has_fallbacks() {
+                outcome.served_by = response.extensions().get::<ServedBy>().map(|served| {
+                    serde_json::json!({
+                        "target": &*served.target,
+                        "skipped": served.skipped.iter().map(|skipped| serde_json::json!({
+                            "target": &*skipped.target, "reason": skipped.reason,
+                        })).collect::<Vec<_>>(),
+                    })
+                });
+            }
             outcome.status = Some(status);
             outcome.attempts = info.map_or(1, |i| i.attempts);
             outcome.stopped = info.and_then(|i| i.stopped).map(StopReason::as_str);

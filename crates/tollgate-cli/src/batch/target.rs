@@ -8,6 +8,7 @@ use bytes::Bytes;
 use http::Request;
 use http_body_util::Full;
 use tollgate::config::{Config, Price};
+use tollgate::fallback::FallbackLayer;
 use tollgate::rate_limit::OnStoreError;
 use tollgate::stack::{Policy, StandardLayer};
 use tollgate::Provider;
@@ -26,6 +27,8 @@ pub(crate) struct Target {
     pub(crate) stream: bool,
     /// The requests' lane in the quota's queue (`--priority`).
     priority: Option<tollgate::rate_limit::Priority>,
+    /// The targets to fall back on (`--fallback`), in order.
+    fallbacks: Vec<tollgate::fallback::Target>,
     /// The endpoint's base URL (no trailing slash).
     base: Arc<str>,
     key: Arc<Secret>,
@@ -238,6 +241,23 @@ impl Target {
                 )
             }
         };
+        let fallbacks = args
+            .fallbacks
+            .iter()
+            .enumerate()
+            .map(|(i, spec)| {
+                let (url, model) = match spec.split_once('#') {
+                    Some((url, model)) => (url, Some(model)),
+                    None => (spec.as_str(), None),
+                };
+                let target = tollgate::fallback::Target::new(format!("fallback-{}", i + 1), url)
+                    .map_err(|e| format!("invalid --fallback `{spec}`: {}", e.message()))?;
+                Ok(match model {
+                    Some(model) => target.model(model),
+                    None => target,
+                })
+            })
+            .collect::<Result<Vec<_>, String>>()?;
         let concurrency = policy
             .limits
             .concurrency
@@ -257,8 +277,30 @@ impl Target {
             concurrency,
             stream: args.stream,
             priority: args.priority,
+            fallbacks,
             _mock: mock,
         })
+    }
+
+    /// Whether requests may fall back on other endpoints (`--fallback`).
+    pub(crate) fn has_fallbacks(&self) -> bool {
+        !self.fallbacks.is_empty()
+    }
+
+    /// The stack over the client: the primary endpoint, then each fallback with its own
+    /// breaker and limiter built from the same policy.
+    pub(crate) fn chain(&self) -> Result<FallbackLayer<StandardLayer>, String> {
+        let primary = tollgate::fallback::Target::new("primary", &self.base)
+            .map_err(|e| format!("invalid endpoint: {}", e.message()))?;
+        let mut targets = vec![(primary, self.layer.clone())];
+        for fallback in &self.fallbacks {
+            let layer = self
+                .policy
+                .layer()
+                .map_err(|e| format!("invalid settings: {e}"))?;
+            targets.push((fallback.clone(), layer));
+        }
+        FallbackLayer::new(targets).map_err(|e| e.to_string())
     }
 
     /// The path a line's request goes to: its own, or the provider's chat path.
