@@ -264,7 +264,7 @@ pub(crate) async fn run(args: BatchArgs) -> Result<ExitCode, String> {
                 if let LineKind::Invalid(message) = &line.kind {
                     let outcome = send::invalid(&line, message.clone());
                     if finished
-                        .send(send::Ended::Done(outcome, send::Usage::default()))
+                        .send(send::Ended::Done(Box::new(outcome), send::Usage::default()))
                         .await
                         .is_err()
                     {
@@ -348,7 +348,7 @@ pub(crate) async fn run(args: BatchArgs) -> Result<ExitCode, String> {
         tokio::select! {
             ended = outcomes.recv() => {
                 match ended {
-                    Some(send::Ended::Done(outcome, usage)) => write(outcome, usage)?,
+                    Some(send::Ended::Done(outcome, usage)) => write(*outcome, usage)?,
                     Some(send::Ended::QuotaSpent(limit, resets_in)) => {
                         if daily.is_none() {
                             eprintln!(
@@ -390,7 +390,7 @@ pub(crate) async fn run(args: BatchArgs) -> Result<ExitCode, String> {
     }
     while let Ok(ended) = outcomes.try_recv() {
         if let send::Ended::Done(outcome, usage) = ended {
-            write(outcome, usage)?;
+            write(*outcome, usage)?;
         }
     }
     // The dispatcher has let go of the lines: the reader has ended or ends at its next line. An

@@ -28,8 +28,9 @@ pub(crate) struct Usage {
 
 /// How a request ended.
 pub(crate) enum Ended {
-    /// With a result to write.
-    Done(Outcome, Usage),
+    /// With a result to write (boxed: it is moved through a channel, and the other case is
+    /// small).
+    Done(Box<Outcome>, Usage),
     /// Not sent: a daily quota is spent until it resets, this long from now. Nothing is
     /// written for the line, which the next run sends.
     QuotaSpent(LimitKind, Duration),
@@ -92,7 +93,10 @@ where
     let line = line.clone();
     let LineKind::Request(Request { path, body, .. }) = &line.kind else {
         return (
-            Ended::Done(invalid(&line, "not a request".into()), Usage::default()),
+            Ended::Done(
+                Box::new(invalid(&line, "not a request".into())),
+                Usage::default(),
+            ),
             false,
         );
     };
@@ -189,7 +193,7 @@ where
         }
     }
     outcome.latency_ms = started.elapsed().as_millis() as u64;
-    (Ended::Done(outcome, usage), broken)
+    (Ended::Done(Box::new(outcome), usage), broken)
 }
 
 /// Whether a rerun should try again by default an answer with `status`: not when the prompt
