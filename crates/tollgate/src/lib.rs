@@ -5,14 +5,19 @@
 //!
 //! - [`ClassifyLayer`](classify::ClassifyLayer) judges each attempt once (rate limited,
 //!   overloaded, transient, permanent, auth, ...) and parses the provider's rate-limit headers;
-//!   the other layers act on its verdict.
-//! - [`RateLimitLayer`](rate_limit::RateLimitLayer) keeps requests, tokens and concurrency under
-//!   the provider's limits, with buckets shared by every clone; a configured limit is a ceiling
-//!   the rate adapts below, to what the provider really allows.
+//!   the other layers act on its verdict. It watches streamed answers for the errors providers
+//!   send inside a `200`, and can hold a stream until its first token.
+//! - [`RateLimitLayer`](rate_limit::RateLimitLayer) keeps requests, tokens (combined, input,
+//!   output, per day) and concurrency under the provider's limits, with buckets shared by every
+//!   clone, settled to each answer's real usage; a configured limit is a ceiling the rate adapts
+//!   below, to what the provider really allows. Its queue has priority lanes and weighted
+//!   tenants.
 //! - [`BackoffRetryLayer`](retry::BackoffRetryLayer) retries what can succeed, with jittered
 //!   exponential backoff, server wait hints, a retry budget and deadlines.
 //! - [`CircuitBreakerLayer`](circuit_breaker::CircuitBreakerLayer) fails fast while a provider is
 //!   down and probes until it is back.
+//! - [`FallbackLayer`](fallback::FallbackLayer) sends a request on to the next target (another
+//!   deployment, provider or model) when one cannot serve it.
 //!
 //! Each layer has one settings value ([`LimitConfig`](rate_limit::LimitConfig),
 //! [`RetryConfig`](retry::RetryConfig), [`BreakerConfig`](circuit_breaker::BreakerConfig)) that

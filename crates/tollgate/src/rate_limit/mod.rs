@@ -15,8 +15,12 @@
 //! (the prompt's characters / 4, and `max_tokens`); a request that costs more than a limit ever
 //! holds fails at once with a [`RateLimitError`] ([`Refusal::TooLarge`]).
 //!
-//! Requests that cannot go at once wait in a FIFO queue, so a large request is not starved by
-//! small ones. Only the head of the queue holds a timer, set to the instant its tokens are due;
+//! Requests that cannot go at once wait in a queue, first come first served by default, so a
+//! large request is not starved by small ones; a [`Priority`] puts a request in a higher lane
+//! (interactive traffic ahead of a batch, with a minimum share,
+//! [`LimitConfig::low_lane_share`], so the batch never starves), and a [`Tenant`] shares its
+//! lane with the other tenants by weight (start-time fair queueing: a lone tenant gets all of
+//! it, an idle tenant's share goes to the others). Only the head of the queue holds a timer, set to the instant its tokens are due;
 //! when admitted it wakes the next. A waiter that is dropped gives its place and its claim to the
 //! next one. [`max_wait`](RateLimitBuilder::max_wait) and
 //! [`max_queue`](RateLimitBuilder::max_queue) bound the wait with typed errors.
