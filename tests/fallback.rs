@@ -17,8 +17,10 @@ use tollgate_e2e::Body;
 use tollgate_mock::{Faults, MockConfig, MockServer};
 use tower::{Layer, ServiceExt};
 
+type HttpClient = Client<hyper_util::client::legacy::connect::HttpConnector, Body>;
+
 /// hyper-util without idle connections (see `tests/streams.rs`).
-fn http_client() -> Client<hyper_util::client::legacy::connect::HttpConnector, Body> {
+fn http_client() -> HttpClient {
     Client::builder(TokioExecutor::new())
         .pool_max_idle_per_host(0)
         .build_http()
@@ -43,6 +45,28 @@ fn policy() -> Policy {
     policy
 }
 
+/// The primary, then the secondary (asked for `model` when given), each with its own stack.
+fn chain_of(
+    primary: &MockServer,
+    secondary: &MockServer,
+    model: Option<&str>,
+) -> tollgate::fallback::Fallback<<tollgate::stack::StandardLayer as Layer<HttpClient>>::Service> {
+    let second = Target::new("secondary", &secondary.url()).unwrap();
+    let second = match model {
+        Some(model) => second.model(model),
+        None => second,
+    };
+    FallbackLayer::new(vec![
+        (
+            Target::new("primary", &primary.url()).unwrap(),
+            policy().layer().unwrap(),
+        ),
+        (second, policy().layer().unwrap()),
+    ])
+    .unwrap()
+    .layer(http_client())
+}
+
 #[tokio::test(start_paused = true)]
 async fn a_batch_rides_out_the_primarys_outage_and_comes_back_to_it() {
     let primary = MockServer::spawn(MockConfig {
@@ -55,20 +79,7 @@ async fn a_batch_rides_out_the_primarys_outage_and_comes_back_to_it() {
     .await
     .unwrap();
     let secondary = MockServer::spawn(MockConfig::default()).await.unwrap();
-    let chain = FallbackLayer::new(vec![
-        (
-            Target::new("primary", &primary.url()).unwrap(),
-            policy().layer().unwrap(),
-        ),
-        (
-            Target::new("secondary", &secondary.url())
-                .unwrap()
-                .model("gpt-4o"),
-            policy().layer().unwrap(),
-        ),
-    ])
-    .unwrap()
-    .layer(http_client());
+    let chain = chain_of(&primary, &secondary, Some("gpt-4o"));
     let mut served = Vec::new();
     for _ in 0..32 {
         let response = chain.clone().oneshot(chat("gpt-4o-mini")).await.unwrap();
@@ -112,18 +123,7 @@ async fn a_bad_key_is_not_a_reason_to_move_on() {
     .await
     .unwrap();
     let secondary = MockServer::spawn(MockConfig::default()).await.unwrap();
-    let chain = FallbackLayer::new(vec![
-        (
-            Target::new("primary", &primary.url()).unwrap(),
-            policy().layer().unwrap(),
-        ),
-        (
-            Target::new("secondary", &secondary.url()).unwrap(),
-            policy().layer().unwrap(),
-        ),
-    ])
-    .unwrap()
-    .layer(http_client());
+    let chain = chain_of(&primary, &secondary, None);
     let response = chain.oneshot(chat("gpt-4o-mini")).await.unwrap();
     assert_eq!(response.status(), 401);
     assert_eq!(secondary.stats().requests, 0);
@@ -141,18 +141,7 @@ async fn the_gateway_says_which_target_served() {
     .await
     .unwrap();
     let secondary = MockServer::spawn(MockConfig::default()).await.unwrap();
-    let chain = FallbackLayer::new(vec![
-        (
-            Target::new("primary", &primary.url()).unwrap(),
-            policy().layer().unwrap(),
-        ),
-        (
-            Target::new("secondary", &secondary.url()).unwrap(),
-            policy().layer().unwrap(),
-        ),
-    ])
-    .unwrap()
-    .layer(http_client());
+    let chain = chain_of(&primary, &secondary, None);
     let app = tollgate_e2e::gateway::router(chain, "http://unused.invalid".parse().unwrap());
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://{}", listener.local_addr().unwrap());
