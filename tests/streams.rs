@@ -18,11 +18,34 @@ use tollgate_e2e::Body;
 use tollgate_mock::{MockConfig, MockServer, StreamFaultMix, StreamFaults};
 use tower::{Layer, ServiceExt};
 
+type HttpClient = Client<hyper_util::client::legacy::connect::HttpConnector, Body>;
+type Stack = <StandardLayer as Layer<HttpClient>>::Service;
+
+/// The `provider` preset's stack over the client, and its breaker's handle.
+fn preset(provider: Provider) -> (Stack, tollgate::circuit_breaker::CircuitBreakerHandle) {
+    let layer = StandardLayer::new(&Policy::preset(provider)).unwrap();
+    let breaker = layer.breaker_handle();
+    (layer.layer(http_client()), breaker)
+}
+
+/// A streamed request of `max_tokens` to `mock` through `stack`, up to its response head.
+async fn send(
+    stack: Stack,
+    mock: &MockServer,
+    provider: Provider,
+    max_tokens: u64,
+) -> http::Response<impl http_body::Body<Data = Bytes, Error = tollgate::BoxError>> {
+    stack
+        .oneshot(streamed(&mock.url(), provider, max_tokens))
+        .await
+        .unwrap()
+}
+
 /// hyper-util's client without keeping idle connections: a stream dropped before its end leaves
 /// a connection that, under the paused clock, the pool could hand to the next attempt before it
 /// has read the rest (with real time it never shows); a fresh connection per request keeps the
 /// tests about the streams.
-fn http_client() -> Client<hyper_util::client::legacy::connect::HttpConnector, Body> {
+fn http_client() -> HttpClient {
     Client::builder(TokioExecutor::new())
         .pool_max_idle_per_host(0)
         .build_http()
@@ -85,13 +108,8 @@ fn stream_error(error: &tollgate::BoxError) -> &StreamError {
 async fn an_error_event_before_the_first_token_is_retried_transparently() {
     for provider in [Provider::Anthropic, Provider::OpenAi] {
         let mock = mock_with(|m| m.error_before_first_token = 1).await;
-        let layer = StandardLayer::new(&Policy::preset(provider)).unwrap();
-        let breaker = layer.breaker_handle();
-        let stack = layer.layer(http_client());
-        let response = stack
-            .oneshot(streamed(&mock.url(), provider, 100))
-            .await
-            .unwrap();
+        let (stack, breaker) = preset(provider);
+        let response = send(stack, &mock, provider, 100).await;
         assert_eq!(response.status(), 200);
         let text = read(response.into_body()).await.unwrap();
         assert_eq!(
@@ -117,13 +135,8 @@ async fn an_error_event_before_the_first_token_is_retried_transparently() {
 #[tokio::test(start_paused = true)]
 async fn an_error_event_after_the_first_token_ends_the_body_and_is_not_replayed() {
     let mock = mock_with(|m| m.error_after_first_token = 1).await;
-    let layer = StandardLayer::new(&Policy::preset(Provider::Anthropic)).unwrap();
-    let breaker = layer.breaker_handle();
-    let stack = layer.layer(http_client());
-    let response = stack
-        .oneshot(streamed(&mock.url(), Provider::Anthropic, 100))
-        .await
-        .unwrap();
+    let (stack, breaker) = preset(Provider::Anthropic);
+    let response = send(stack, &mock, Provider::Anthropic, 100).await;
     let error = read(response.into_body()).await.unwrap_err();
     let error = stream_error(&error);
     assert_eq!(error.classification().kind(), Kind::Overloaded);
@@ -139,14 +152,9 @@ async fn an_error_event_after_the_first_token_ends_the_body_and_is_not_replayed(
 #[tokio::test(start_paused = true)]
 async fn a_stall_before_the_first_token_times_out_and_is_retried() {
     let mock = mock_with(|m| m.stall_before_first_token = 1).await;
-    let stack = StandardLayer::new(&Policy::preset(Provider::Anthropic))
-        .unwrap()
-        .layer(http_client());
+    let (stack, _) = preset(Provider::Anthropic);
     let started = tokio::time::Instant::now();
-    let response = stack
-        .oneshot(streamed(&mock.url(), Provider::Anthropic, 50))
-        .await
-        .unwrap();
+    let response = send(stack, &mock, Provider::Anthropic, 50).await;
     let text = read(response.into_body()).await.unwrap();
     assert_eq!(text.matches("tok ").count(), 5);
     assert_eq!(mock.stats().requests, 2);
@@ -160,13 +168,8 @@ async fn a_stall_before_the_first_token_times_out_and_is_retried() {
 #[tokio::test(start_paused = true)]
 async fn a_stall_in_the_middle_times_out_on_the_body() {
     let mock = mock_with(|m| m.stall_mid_stream = 1).await;
-    let stack = StandardLayer::new(&Policy::preset(Provider::OpenAi))
-        .unwrap()
-        .layer(http_client());
-    let response = stack
-        .oneshot(streamed(&mock.url(), Provider::OpenAi, 100))
-        .await
-        .unwrap();
+    let (stack, _) = preset(Provider::OpenAi);
+    let response = send(stack, &mock, Provider::OpenAi, 100).await;
     let started = tokio::time::Instant::now();
     let error = read(response.into_body()).await.unwrap_err();
     assert_eq!(stream_error(&error).classification().kind(), Kind::Timeout);
@@ -181,13 +184,8 @@ async fn a_disconnect_or_a_truncated_end_is_a_broken_stream() {
         |m| m.truncated_final_event = 1,
     ] {
         let mock = mock_with(fault).await;
-        let layer = StandardLayer::new(&Policy::preset(Provider::Anthropic)).unwrap();
-        let breaker = layer.breaker_handle();
-        let stack = layer.layer(http_client());
-        let response = stack
-            .oneshot(streamed(&mock.url(), Provider::Anthropic, 100))
-            .await
-            .unwrap();
+        let (stack, breaker) = preset(Provider::Anthropic);
+        let response = send(stack, &mock, Provider::Anthropic, 100).await;
         let read = read(response.into_body()).await;
         assert!(read.is_err(), "{read:?} {:?}", mock.stats());
         assert_eq!(breaker.snapshot().failures, 1, "a connection failure");
@@ -198,14 +196,9 @@ async fn a_disconnect_or_a_truncated_end_is_a_broken_stream() {
 #[tokio::test(start_paused = true)]
 async fn a_slow_first_token_within_the_timeout_is_waited_for() {
     let mock = mock_with(|m| m.slow_first_token = 1).await;
-    let stack = StandardLayer::new(&Policy::preset(Provider::Anthropic))
-        .unwrap()
-        .layer(http_client());
+    let (stack, _) = preset(Provider::Anthropic);
     let started = tokio::time::Instant::now();
-    let response = stack
-        .oneshot(streamed(&mock.url(), Provider::Anthropic, 100))
-        .await
-        .unwrap();
+    let response = send(stack, &mock, Provider::Anthropic, 100).await;
     assert!(
         started.elapsed() >= Duration::from_secs(5),
         "held until the first token"
