@@ -23,13 +23,19 @@ async fn every_line_succeeds_through_the_fallback_and_says_so() {
     let dir = scratch("fallback");
     let input = prompts(&dir, 20, "");
     let output = dir.join("results.jsonl");
+    // The fallback comes from the config file, as it would in production.
+    let config = dir.join("tollgate.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[providers.main]\npreset = \"openai\"\nretry = {{ max_attempts = 2 }}\n\
+             [[fallback]]\nendpoint = \"{}\"\nmodel = \"gpt-4o\"\n",
+            secondary.url()
+        ),
+    )
+    .unwrap();
     let mut command = batch_to(&input, &output, &primary.url());
-    command.args([
-        "--fallback",
-        &format!("{}#gpt-4o", secondary.url()),
-        "--max-attempts",
-        "2",
-    ]);
+    command.arg("--config").arg(&config);
     let outcome = run(command).await;
     assert_eq!(outcome.status.code(), Some(0), "{}", stderr(&outcome));
     let lines = results(&output);

@@ -172,6 +172,23 @@ fn streams_have_keys_and_the_presets_gate_the_first_token() {
 }
 
 #[test]
+fn fallback_entries_name_a_provider_table_of_the_file() {
+    let config = Config::from_toml(
+        "[providers.a]\npreset = \"openai\"\n\
+         [[fallback]]\nendpoint = \"https://b.example.com\"\nprovider = \"a\"\n",
+    )
+    .unwrap();
+    assert_eq!(config.fallback[0].endpoint, "https://b.example.com");
+    let error = Config::from_toml(
+        "[providers.a]\npreset = \"openai\"\n[[fallback]]\nendpoint = \"https://b\"\nprovider = \"z\"\n",
+    )
+    .unwrap_err();
+    assert!(error.to_string().contains("fallback.0.provider"), "{error}");
+    let error = Config::from_toml("[[fallback]]\nurl = \"https://b\"\n").unwrap_err();
+    assert!(error.to_string().contains("fallback.0"), "{error}");
+}
+
+#[test]
 fn adaptive_is_the_default_and_a_switch() {
     let config = Config::from_toml(
         "[providers.open]\npreset = \"openai-compatible\"\n\

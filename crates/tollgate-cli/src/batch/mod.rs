@@ -170,7 +170,11 @@ pub(crate) async fn run(args: BatchArgs) -> Result<ExitCode, String> {
     if let Some(path) = &args.report {
         report::check_format(path)?;
     }
-    let (policy, prices) = target::policy(&args)?;
+    let target::Resolved {
+        policy,
+        prices,
+        fallbacks,
+    } = target::policy(&args)?;
     let shape = Shape {
         model: args
             .model
@@ -187,7 +191,7 @@ pub(crate) async fn run(args: BatchArgs) -> Result<ExitCode, String> {
         .await
         .map_err(|e| format!("planning failed: {e}"))??
     };
-    let target = Target::resolve(&args, policy, plan.max_tokens).await?;
+    let target = Target::resolve(&args, policy, fallbacks, plan.max_tokens).await?;
     output::drop_redone(&args.output, &index)?;
     let mut results = output::Results::open(&args.output, args.output_format)?;
     announce(&plan, &args.output);

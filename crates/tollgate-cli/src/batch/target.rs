@@ -27,8 +27,8 @@ pub(crate) struct Target {
     pub(crate) stream: bool,
     /// The requests' lane in the quota's queue (`--priority`).
     priority: Option<tollgate::rate_limit::Priority>,
-    /// The targets to fall back on (`--fallback`), in order.
-    fallbacks: Vec<tollgate::fallback::Target>,
+    /// The targets to fall back on (`[[fallback]]`, `--fallback`), in order, with their policies.
+    fallbacks: Vec<(tollgate::fallback::Target, Policy)>,
     /// The endpoint's base URL (no trailing slash).
     base: Arc<str>,
     key: Arc<Secret>,
@@ -61,8 +61,8 @@ fn default_deadline(attempt: Duration) -> Duration {
 
 /// The policy (the config file's provider, or the preset, with the flags over it) and the
 /// config file's prices by model.
-pub(crate) fn policy(args: &BatchArgs) -> Result<(Policy, BTreeMap<String, Price>), String> {
-    let (mut policy, prices) = match (&args.config, &args.provider) {
+pub(crate) fn policy(args: &BatchArgs) -> Result<Resolved, String> {
+    let (mut policy, prices, fallbacks) = match (&args.config, &args.provider) {
         (Some(path), _) => {
             let config = Config::load(path).map_err(|e| e.to_string())?;
             let policy = match &args.config_provider {
@@ -74,16 +74,72 @@ pub(crate) fn policy(args: &BatchArgs) -> Result<(Policy, BTreeMap<String, Price
                     .cloned()
                     .ok_or_else(|| format!("{} defines no provider", path.display()))?,
             };
-            (policy, config.prices)
+            let fallbacks = config
+                .fallback
+                .iter()
+                .enumerate()
+                .map(|(i, entry)| {
+                    let target = fallback_target(i, &entry.endpoint, entry.model.as_deref())?;
+                    let policy = entry
+                        .provider
+                        .as_ref()
+                        .and_then(|name| config.providers.get(name).cloned());
+                    Ok((target, policy))
+                })
+                .collect::<Result<Vec<_>, String>>()?;
+            (policy, config.prices, fallbacks)
         }
         (None, Some(name)) => (
             Policy::preset(name.parse::<Provider>().map_err(|e| e.to_string())?),
             BTreeMap::new(),
+            Vec::new(),
         ),
-        (None, None) => (Policy::preset(Provider::OpenAi), BTreeMap::new()),
+        (None, None) => (
+            Policy::preset(Provider::OpenAi),
+            BTreeMap::new(),
+            Vec::new(),
+        ),
     };
     args.policy.apply(&mut policy)?;
-    Ok((policy, prices))
+    let mut fallbacks: Vec<(tollgate::fallback::Target, Policy)> = fallbacks
+        .into_iter()
+        .map(|(target, own)| (target, own.unwrap_or_else(|| policy.clone())))
+        .collect();
+    for spec in &args.fallbacks {
+        let (url, model) = match spec.split_once('#') {
+            Some((url, model)) => (url, Some(model)),
+            None => (spec.as_str(), None),
+        };
+        let target = fallback_target(fallbacks.len(), url, model)?;
+        fallbacks.push((target, policy.clone()));
+    }
+    Ok(Resolved {
+        policy,
+        prices,
+        fallbacks,
+    })
+}
+
+/// What the config file and the flags say, before anything is reached.
+pub(crate) struct Resolved {
+    pub(crate) policy: Policy,
+    pub(crate) prices: BTreeMap<String, Price>,
+    /// The targets to fall back on, each with its policy.
+    pub(crate) fallbacks: Vec<(tollgate::fallback::Target, Policy)>,
+}
+
+/// The `i`th fallback target, at `url`, asking for `model` when given.
+fn fallback_target(
+    i: usize,
+    url: &str,
+    model: Option<&str>,
+) -> Result<tollgate::fallback::Target, String> {
+    let target = tollgate::fallback::Target::new(format!("fallback-{}", i + 1), url)
+        .map_err(|e| format!("invalid fallback `{url}`: {}", e.message()))?;
+    Ok(match model {
+        Some(model) => target.model(model),
+        None => target,
+    })
 }
 
 /// The model `prompt` lines ask for when `--model` is not given: a small current model of the
@@ -104,6 +160,7 @@ impl Target {
     pub(crate) async fn resolve(
         args: &BatchArgs,
         mut policy: Policy,
+        fallbacks: Vec<(tollgate::fallback::Target, Policy)>,
         max_tokens: Option<u64>,
     ) -> Result<Target, String> {
         // A hung connection must not hold the batch: safe bounds unless told otherwise.
@@ -115,6 +172,15 @@ impl Target {
             .retry
             .deadline
             .get_or_insert_with(|| default_deadline(attempt));
+        // The fallbacks get the same bounds unless their own policy sets them.
+        let mut fallbacks = fallbacks;
+        for (_, fallback) in &mut fallbacks {
+            let own = *fallback.retry.attempt_timeout.get_or_insert(attempt);
+            fallback
+                .retry
+                .deadline
+                .get_or_insert_with(|| default_deadline(own));
+        }
         let layer = match &args.redis {
             // The quota is shared through Redis: its limits are the ones configured, the same in
             // every process (an adaptive rate would be each process's own guess).
@@ -241,23 +307,6 @@ impl Target {
                 )
             }
         };
-        let fallbacks = args
-            .fallbacks
-            .iter()
-            .enumerate()
-            .map(|(i, spec)| {
-                let (url, model) = match spec.split_once('#') {
-                    Some((url, model)) => (url, Some(model)),
-                    None => (spec.as_str(), None),
-                };
-                let target = tollgate::fallback::Target::new(format!("fallback-{}", i + 1), url)
-                    .map_err(|e| format!("invalid --fallback `{spec}`: {}", e.message()))?;
-                Ok(match model {
-                    Some(model) => target.model(model),
-                    None => target,
-                })
-            })
-            .collect::<Result<Vec<_>, String>>()?;
         let concurrency = policy
             .limits
             .concurrency
@@ -293,11 +342,10 @@ impl Target {
         let primary = tollgate::fallback::Target::new("primary", &self.base)
             .map_err(|e| format!("invalid endpoint: {}", e.message()))?;
         let mut targets = vec![(primary, self.layer.clone())];
-        for fallback in &self.fallbacks {
-            let layer = self
-                .policy
+        for (fallback, policy) in &self.fallbacks {
+            let layer = policy
                 .layer()
-                .map_err(|e| format!("invalid settings: {e}"))?;
+                .map_err(|e| format!("invalid settings of {}: {e}", fallback.name()))?;
             targets.push((fallback.clone(), layer));
         }
         FallbackLayer::new(targets).map_err(|e| e.to_string())

@@ -69,6 +69,37 @@ pub struct Config {
     pub providers: BTreeMap<String, Policy>,
     /// Prices by model name (`[prices.MODEL]`), to estimate what a run costs.
     pub prices: BTreeMap<String, Price>,
+    /// The targets to fall back on, in order (`[[fallback]]`): see
+    /// [`FallbackLayer`](crate::fallback::FallbackLayer).
+    pub fallback: Vec<FallbackEntry>,
+}
+
+/// One target of a fallback chain in a config file (`[[fallback]]`): where, with which
+/// provider's policy, asking for which model.
+///
+/// ```
+/// use tollgate::config::Config;
+///
+/// let config = Config::from_toml(
+///     "[providers.openai]\npreset = \"openai\"\n\
+///      [[fallback]]\nendpoint = \"https://west.example.com\"\nprovider = \"openai\"\nmodel = \"gpt-4o\"\n",
+/// )?;
+/// assert_eq!(config.fallback[0].model.as_deref(), Some("gpt-4o"));
+/// # Ok::<(), tollgate::config::ConfigFileError>(())
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq, serde::Deserialize, serde::Serialize)]
+#[serde(deny_unknown_fields)]
+#[non_exhaustive]
+pub struct FallbackEntry {
+    /// The target's base URL.
+    pub endpoint: String,
+    /// The provider table whose policy the target's stack is built from (default: the one in
+    /// use).
+    #[serde(default)]
+    pub provider: Option<String>,
+    /// The model to ask this target for (default: the request's).
+    #[serde(default)]
+    pub model: Option<String>,
 }
 
 /// What a model's tokens cost, in US dollars per million (`[prices.MODEL]` in a config file).

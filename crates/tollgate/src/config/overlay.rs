@@ -32,10 +32,11 @@ pub(super) fn config(file: Value, locate: Locate<'_>) -> Result<Config, ConfigFi
     };
     let providers = file.remove("providers").unwrap_or_default();
     let prices = file.remove("prices").unwrap_or_default();
+    let fallback = file.remove("fallback").unwrap_or_default();
     if let Some(key) = file.keys().next() {
         return Err(invalid(
             vec![key.clone()],
-            "unknown key: a config file holds `[providers.NAME]` and `[prices.MODEL]` tables"
+            "unknown key: a config file holds `[providers.NAME]`, `[prices.MODEL]` and `[[fallback]]` tables"
                 .into(),
         ));
     }
@@ -51,6 +52,18 @@ pub(super) fn config(file: Value, locate: Locate<'_>) -> Result<Config, ConfigFi
                 invalid(path, error.into_inner().to_string())
             },
         )?,
+    };
+    let fallback: Vec<super::FallbackEntry> = match fallback {
+        Value::Null => Vec::new(),
+        fallback => serde_path_to_error::deserialize(fallback).map_err(|error| {
+            let mut path = vec!["fallback".to_owned()];
+            path.extend(error.path().iter().filter_map(|segment| match segment {
+                serde_path_to_error::Segment::Seq { index } => Some(index.to_string()),
+                serde_path_to_error::Segment::Map { key } => Some(key.clone()),
+                _ => None,
+            }));
+            invalid(path, error.into_inner().to_string())
+        })?,
     };
     for (model, price) in &prices {
         if let Err(message) = price.check() {
@@ -77,9 +90,22 @@ pub(super) fn config(file: Value, locate: Locate<'_>) -> Result<Config, ConfigFi
         let policy = policy(table).map_err(|(rest, message)| invalid(at(&rest), message))?;
         policies.insert(name, policy);
     }
+    for (i, entry) in fallback.iter().enumerate() {
+        if let Some(name) = entry
+            .provider
+            .as_ref()
+            .filter(|n| !policies.contains_key(*n))
+        {
+            return Err(invalid(
+                vec!["fallback".into(), i.to_string(), "provider".into()],
+                format!("no provider table `{name}` in the file"),
+            ));
+        }
+    }
     Ok(Config {
         providers: policies,
         prices,
+        fallback,
     })
 }
 
