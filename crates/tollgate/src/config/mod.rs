@@ -91,7 +91,7 @@ pub struct Config {
 #[serde(deny_unknown_fields)]
 #[non_exhaustive]
 pub struct FallbackEntry {
-    /// The target's base URL.
+    /// The target's base URL (`https://host[:port][/prefix]`).
     pub endpoint: String,
     /// The provider table whose policy the target's stack is built from (default: the one in
     /// use).
