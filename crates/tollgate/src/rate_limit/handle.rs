@@ -136,7 +136,10 @@ fn fixed_field_changed(built: &LimitConfig, asked: &LimitConfig) -> Option<&'sta
         // The days already counted keep their reset time.
         ("day_starts_at", built.day_starts_at != asked.day_starts_at),
         // Each quota's queue took its lanes' share when it was made.
-        ("low_lane_share", built.low_lane_share != asked.low_lane_share),
+        (
+            "low_lane_share",
+            built.low_lane_share != asked.low_lane_share,
+        ),
     ]
     .into_iter()
     .find_map(|(field, changed)| changed.then_some(field))
