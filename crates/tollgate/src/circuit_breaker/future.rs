@@ -12,7 +12,7 @@ use tokio::time::Instant;
 use super::body::{BreakerBody, Pending};
 use super::circuit::{Circuit, Ticket};
 use super::error::CircuitOpen;
-use crate::classify::{error_verdict, is_event_stream, response_verdict, Kind};
+use crate::classify::{error_verdict, response_verdict, Kind};
 use crate::BoxError;
 
 pin_project! {
@@ -83,9 +83,7 @@ where
             };
             match &result {
                 // A stream that started well is judged when it ends.
-                Ok(response)
-                    if verdict.kind() == Kind::Success && is_event_stream(response.headers()) =>
-                {
+                Ok(_) if verdict.kind() == Kind::Success && verdict.is_stream() => {
                     streaming = Some(pending);
                 }
                 _ => pending.finish_as(verdict.kind()),

@@ -99,6 +99,8 @@ where
                         .classify_response(response.status(), response.headers());
                     let (parts, body) = response.into_parts();
                     if verdict.kind() == Kind::Success && is_event_stream(&parts.headers) {
+                        // Said once here, read by the layers outside without looking again.
+                        let verdict = verdict.watched_stream();
                         let watch = Box::new(Watch::new(*this.streams));
                         if !this.streams.first_token_gate {
                             this.state.set(State::Done);

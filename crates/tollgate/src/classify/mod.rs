@@ -75,7 +75,7 @@ pub use future::ResponseFuture;
 pub use headers::{LimitWindow, RateLimitState};
 pub use layer::ClassifyLayer;
 pub use service::Classify as ClassifyService;
-pub(crate) use stream::{body_error_verdict, is_event_stream};
+pub(crate) use stream::body_error_verdict;
 pub use stream::{StreamConfig, StreamError};
 pub use verdict::{Classification, HintSource, Kind, LimitKind};
 

@@ -225,6 +225,7 @@ pub struct Classification {
     retry_after: Option<Duration>,
     hint_source: Option<HintSource>,
     limit: Option<LimitKind>,
+    stream: bool,
 }
 
 impl Classification {
@@ -238,6 +239,7 @@ impl Classification {
             retry_after: None,
             hint_source: None,
             limit: None,
+            stream: false,
         }
     }
 
@@ -321,6 +323,19 @@ impl Classification {
     /// Which limit a 429 was about, if the answer said.
     pub const fn limit(&self) -> Option<LimitKind> {
         self.limit
+    }
+
+    /// Whether the answer is a stream that [`ClassifyLayer`](super::ClassifyLayer) watches: its
+    /// body may still end with a [`StreamError`](super::StreamError), so the layers outside judge
+    /// it when it ends.
+    pub const fn is_stream(&self) -> bool {
+        self.stream
+    }
+
+    /// The same verdict on a watched stream.
+    pub(crate) const fn watched_stream(mut self) -> Self {
+        self.stream = true;
+        self
     }
 
     /// Whether this is a success.

@@ -383,7 +383,10 @@ where
                     let mut stream = None;
                     if this.settings.learn {
                         learn(this.settings, this.partition, &response, sent_at);
-                        if crate::classify::is_event_stream(response.headers()) {
+                        let verdict = response
+                            .extensions()
+                            .get::<crate::classify::Classification>();
+                        if verdict.is_some_and(|v| v.is_stream()) {
                             stream = Some(Box::new(StreamLearner {
                                 settings: *this.settings,
                                 partition: Arc::clone(this.partition),
