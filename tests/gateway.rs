@@ -49,11 +49,17 @@ async fn forwards_through_the_stack_and_refuses_clearly() {
     assert_eq!(status, 200, "{body}");
     assert_eq!(body["object"], "chat.completion");
 
-    // A malformed body is the provider's to judge: forwarded as is, its 400 returned.
+    // A malformed body never reaches the provider: the gateway answers 400 in its shape.
     let mut request = chat_request(&url, "sk-test", "hi", 8);
     *request.body_mut() = Full::new(Bytes::from_static(b"{oops"));
     let response = http_client().request(request).await.unwrap();
     assert_eq!(response.status(), 400);
+    let body = response.into_body().collect().await.unwrap().to_bytes();
+    let body: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(body["error"]["type"], "invalid_request_error", "{body}");
+    assert_eq!(mock.stats().requests, 1);
+    let (status, _, body) = send(&url).await;
+    assert_eq!(status, 200, "{body}");
 
     // The burst of 2 is spent and one request comes per second: the next would wait a second,
     // more than the 100 ms allowed.

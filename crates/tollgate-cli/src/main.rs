@@ -3,6 +3,8 @@
 
 mod batch;
 mod demo;
+mod serve;
+mod shared_quota;
 
 use std::process::ExitCode;
 
@@ -59,6 +61,10 @@ enum Command {
         stopped by SIGINT or SIGTERM (running again resumes)."
     )]
     Batch(Box<batch::BatchArgs>),
+    /// Serve an OpenAI- and Anthropic-compatible gateway in front of one provider: any SDK
+    /// pointed at it gets the rate limits, retries and breaker, one quota shared fairly by its
+    /// client keys (and by replicas, with --redis).
+    Serve(Box<serve::ServeArgs>),
     /// Serve the mock AI provider on 127.0.0.1 for your own tests.
     Mock(tollgate_mock::MockArgs),
     /// The same batch against a faulty, rate-limited mock: naively, then through tollgate.
@@ -71,6 +77,7 @@ async fn main() -> ExitCode {
     init_logging(cli.verbose, cli.log_json);
     let result = match cli.command {
         Command::Batch(args) => batch::run(*args).await,
+        Command::Serve(args) => serve::run(*args).await,
         Command::Mock(args) => serve_mock(args).await,
         Command::Demo(args) => demo::run(args).await,
     };

@@ -11,7 +11,7 @@
 //! stopped by SIGINT or SIGTERM (a rerun resumes); 75 a daily quota is spent (a rerun after it
 //! resets resumes).
 
-mod flags;
+pub(crate) mod flags;
 mod input;
 mod output;
 mod plan;

@@ -9,7 +9,6 @@ use http::Request;
 use http_body_util::Full;
 use tollgate::config::{Config, Price};
 use tollgate::fallback::FallbackLayer;
-use tollgate::rate_limit::OnStoreError;
 use tollgate::stack::{Policy, StandardLayer};
 use tollgate::Provider;
 use tollgate_mock::{MockConfig, MockServer};
@@ -185,53 +184,18 @@ impl Target {
             // The quota is shared through Redis: its limits are the ones configured, the same in
             // every process (an adaptive rate would be each process's own guess).
             Some(url) => {
-                let limits = &mut policy.limits;
-                let told = [limits.requests, limits.tokens, limits.input_tokens]
-                    .iter()
-                    .chain([&limits.output_tokens])
-                    .any(Option::is_some)
-                    || limits.requests_per_day.is_some()
-                    || limits.tokens_per_day.is_some();
-                if !told {
-                    return Err(
-                        "--redis shares the key's quota: say what it is with --rpm, --tpm, \
-                         --itpm, --otpm, --rpd or --tpd (or the limits in the config file)"
-                            .into(),
-                    );
+                crate::shared_quota::SharedQuota {
+                    url,
+                    fail_open: args.redis_fail_open,
+                    processes: args.processes,
                 }
-                limits.adaptive = None;
-                let store = tollgate_redis::RedisStore::builder(url.as_str())
-                    .timeout(Duration::from_secs(2))
-                    .build()
-                    .map_err(|e| format!("invalid --redis: {e}"))?;
-                // Never at the full quota without being told: a dead Redis stops the run,
-                // unless --redis-fail-open says to go on at this process's share.
-                if let Err(error) = store.ping().await {
-                    if !args.redis_fail_open {
-                        return Err(format!(
-                            "cannot reach --redis: {error}; start it, or pass --redis-fail-open \
-                             to run on this process's share (1/--processes) of the limits \
-                             while it is down"
-                        ));
-                    }
-                    eprintln!(
-                        "tollgate: --redis is unreachable ({error}): running on 1/{} of the \
-                         limits until it answers (--redis-fail-open)",
-                        args.processes
-                    );
-                }
-                let on_error = if args.redis_fail_open {
-                    OnStoreError::FailOpen {
-                        processes: args.processes,
-                    }
-                } else {
-                    OnStoreError::FailClosed
-                };
-                StandardLayer::with_store(&policy, store, on_error)
+                .layer(&mut policy)
+                .await?
             }
-            None => policy.layer(),
-        }
-        .map_err(|e| format!("invalid settings: {e}"))?;
+            None => policy
+                .layer()
+                .map_err(|e| format!("invalid settings: {e}"))?,
+        };
         let provider = policy.provider;
         // The key comes from the environment, never a flag (it would show in `ps`).
         let key = provider

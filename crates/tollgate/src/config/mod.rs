@@ -72,6 +72,9 @@ pub struct Config {
     /// The targets to fall back on, in order (`[[fallback]]`): see
     /// [`FallbackLayer`](crate::fallback::FallbackLayer).
     pub fallback: Vec<FallbackEntry>,
+    /// The `[serve]` table as written, for the gateway (`tollgate serve`, the `tollgate-serve`
+    /// crate), which checks it: the library only keeps it.
+    pub serve: Option<serde_json::Value>,
 }
 
 /// One target of a fallback chain in a config file (`[[fallback]]`): where, with which

@@ -33,10 +33,14 @@ pub(super) fn config(file: Value, locate: Locate<'_>) -> Result<Config, ConfigFi
     let providers = file.remove("providers").unwrap_or_default();
     let prices = file.remove("prices").unwrap_or_default();
     let fallback = file.remove("fallback").unwrap_or_default();
+    let serve = file.remove("serve").filter(|table| !table.is_null());
+    if serve.as_ref().is_some_and(|table| !table.is_object()) {
+        return Err(invalid(vec!["serve".into()], "must be a table".into()));
+    }
     if let Some(key) = file.keys().next() {
         return Err(invalid(
             vec![key.clone()],
-            "unknown key: a config file holds `[providers.NAME]`, `[prices.MODEL]` and `[[fallback]]` tables"
+            "unknown key: a config file holds `[providers.NAME]`, `[prices.MODEL]`, `[[fallback]]` and `[serve]` tables"
                 .into(),
         ));
     }
@@ -106,6 +110,7 @@ pub(super) fn config(file: Value, locate: Locate<'_>) -> Result<Config, ConfigFi
         providers: policies,
         prices,
         fallback,
+        serve,
     })
 }
 

@@ -1,0 +1,69 @@
+//! `--redis`: the stack's limiter in Redis, so that every process on one API key shares its
+//! quota (`tollgate batch` and `tollgate serve` alike).
+
+use std::time::Duration;
+
+use tollgate::rate_limit::OnStoreError;
+use tollgate::stack::{Policy, StandardLayer};
+
+/// How a process reaches the shared quota.
+pub(crate) struct SharedQuota<'a> {
+    /// The Redis URL (`redis://`, `rediss://` for TLS).
+    pub(crate) url: &'a str,
+    /// Go on at this process's share while Redis is down.
+    pub(crate) fail_open: bool,
+    /// How many processes share the quota (for the share while Redis is down).
+    pub(crate) processes: u32,
+}
+
+impl SharedQuota<'_> {
+    /// The standard stack with its limiter in Redis. The policy must say the quota (its limits
+    /// are the configured ones, the same in every process: an adaptive rate would be each
+    /// process's own guess); Redis must answer unless `fail_open`.
+    pub(crate) async fn layer(&self, policy: &mut Policy) -> Result<StandardLayer, String> {
+        let limits = &mut policy.limits;
+        let told = [limits.requests, limits.tokens, limits.input_tokens]
+            .iter()
+            .chain([&limits.output_tokens])
+            .any(Option::is_some)
+            || limits.requests_per_day.is_some()
+            || limits.tokens_per_day.is_some();
+        if !told {
+            return Err(
+                "--redis shares the key's quota: say what it is with --rpm, --tpm, \
+                 --itpm, --otpm, --rpd or --tpd (or the limits in the config file)"
+                    .into(),
+            );
+        }
+        limits.adaptive = None;
+        let store = tollgate_redis::RedisStore::builder(self.url)
+            .timeout(Duration::from_secs(2))
+            .build()
+            .map_err(|e| format!("invalid --redis: {e}"))?;
+        // Never at the full quota without being told: a dead Redis stops the run, unless
+        // --redis-fail-open says to go on at this process's share.
+        if let Err(error) = store.ping().await {
+            if !self.fail_open {
+                return Err(format!(
+                    "cannot reach --redis: {error}; start it, or pass --redis-fail-open \
+                     to run on this process's share (1/--processes) of the limits \
+                     while it is down"
+                ));
+            }
+            eprintln!(
+                "tollgate: --redis is unreachable ({error}): running on 1/{} of the \
+                 limits until it answers (--redis-fail-open)",
+                self.processes
+            );
+        }
+        let on_error = if self.fail_open {
+            OnStoreError::FailOpen {
+                processes: self.processes,
+            }
+        } else {
+            OnStoreError::FailClosed
+        };
+        StandardLayer::with_store(policy, store, on_error)
+            .map_err(|e| format!("invalid settings: {e}"))
+    }
+}
