@@ -167,7 +167,9 @@ pub(crate) async fn run(args: ServeArgs) -> Result<ExitCode, String> {
     );
     // The URL alone on stdout, for scripts (and tests) to read.
     println!("http://{addr}");
-    tollgate_serve::serve(listener, gateway, &config, stop_signal()).await;
+    tollgate_serve::serve(listener, gateway, &config, stop_signal())
+        .await
+        .map_err(|e| e.to_string())?;
     Ok(ExitCode::SUCCESS)
 }
 

@@ -13,7 +13,7 @@ use metrics_exporter_prometheus::PrometheusHandle;
 use tollgate::classify::Classification;
 use tollgate::fallback::ServedBy;
 use tollgate::rate_limit::{RateLimitBody, RateLimitHandle};
-use tollgate::retry::RetryInfo;
+use tollgate::retry::{FailFast, RetryInfo};
 use tollgate::{BoxError, Provider};
 use tower::{Layer, ServiceExt};
 use tracing::Instrument;
@@ -218,6 +218,11 @@ impl<S> Gateway<S> {
         self.shared.draining.store(true, Ordering::Relaxed);
     }
 
+    /// Whether it lets any caller in (no client keys).
+    pub fn is_open(&self) -> bool {
+        matches!(self.shared.clients, Clients::Open(_))
+    }
+
     fn ready(&self) -> bool {
         !self.shared.draining.load(Ordering::Relaxed)
             && !self.shared.limit.as_ref().is_some_and(|l| l.store_down())
@@ -344,7 +349,9 @@ where
                     span.record("verdict", verdict.kind().as_str());
                 }
                 span.record("status", response.status().as_u16());
-                if response.status() == StatusCode::UNAUTHORIZED {
+                if response.status() == StatusCode::UNAUTHORIZED
+                    && !self.shared.provider_auth.is_empty()
+                {
                     // The provider refused the gateway's own key: the client's is fine, and
                     // the provider's message may quote part of the gateway's key.
                     tracing::error!("the provider refused the gateway's API key (401)");
@@ -456,6 +463,9 @@ where
         }
         let extensions = request.extensions_mut();
         extensions.insert(client.tenant.clone());
+        // A local refusal (the quota past `max_wait`, an open breaker) goes back to the client
+        // at once with its `Retry-After`: its SDK waits it out, holding nothing here meanwhile.
+        extensions.insert(FailFast);
         if let Some(priority) = priority {
             match priority
                 .to_str()

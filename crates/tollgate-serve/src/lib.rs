@@ -9,7 +9,10 @@
 //! events of a streamed completion included. When the stack refuses (the quota would make the
 //! request wait longer than `max_wait`, the breaker is open) or gives up, the client gets an
 //! answer in its own provider's error shape ([`Shape`]) with `Retry-After`: 429 for a quota, 503
-//! for an open breaker, so its SDK retries it as it would the provider's.
+//! for an open breaker, so its SDK retries it as it would the provider's. Such a local refusal
+//! is not waited out inside the gateway ([`FailFast`](tollgate::retry::FailFast)): the client
+//! waits, holding no connection to the provider meanwhile. The provider's own 429s and 5xx are
+//! retried by the stack as usual.
 //!
 //! **One quota, shared fairly.** Every client key is a [`Tenant`](tollgate::rate_limit::Tenant)
 //! of the provider's quota: when several compete, each gets admissions in proportion to its
@@ -46,7 +49,7 @@
 //! tollgate_serve::serve(listener, gateway, &config, async {
 //!     let _ = tokio::signal::ctrl_c().await;
 //! })
-//! .await;
+//! .await?;
 //! # Ok(())
 //! # }
 //! ```

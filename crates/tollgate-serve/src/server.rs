@@ -33,6 +33,9 @@ pub async fn bind(config: &ServeConfig) -> Result<TcpListener, ServeError> {
 /// Serves `gateway` on `listener` until `shutdown` completes, then stops accepting, marks
 /// itself not ready and lets the requests in flight finish for up to `config.drain_timeout`.
 ///
+/// Refuses at once a gateway without client keys on a listener reachable from other hosts
+/// (whatever `config.clients` says: the gateway's own keys count).
+///
 /// At most `config.max_connections` connections are served at once (the others wait in the
 /// listen backlog); a client that takes longer than `config.header_timeout` to send a request's
 /// headers (or leaves a kept-alive connection idle that long) is disconnected.
@@ -41,9 +44,11 @@ pub async fn serve<S>(
     gateway: Gateway<S>,
     config: &ServeConfig,
     shutdown: impl Future<Output = ()>,
-) where
+) -> Result<(), ServeError>
+where
     S: UpstreamStack,
 {
+    check_exposure(&listener, &gateway)?;
     let connections = Arc::new(Semaphore::new(config.max_connections));
     let graceful = GracefulShutdown::new();
     let mut http = hyper::server::conn::http1::Builder::new();
@@ -94,6 +99,26 @@ pub async fn serve<S>(
             config.drain_timeout
         );
     }
+    Ok(())
+}
+
+/// An open gateway (no client keys) listens on loopback only.
+fn check_exposure<S>(listener: &TcpListener, gateway: &Gateway<S>) -> Result<(), ServeError> {
+    let addr = listener.local_addr().map_err(|source| ServeError::Listen {
+        addr: SocketAddr::from(([0, 0, 0, 0], 0)),
+        source,
+    })?;
+    if gateway.is_open() && !addr.ip().is_loopback() {
+        return Err(ServeError::config(
+            "listen",
+            format!(
+                "{addr} is reachable from other hosts and the gateway has no client keys: \
+                 anyone could spend the provider key's quota. Give client keys, or listen on \
+                 127.0.0.1"
+            ),
+        ));
+    }
+    Ok(())
 }
 
 /// A gateway served in the background (see [`spawn`]).
@@ -134,9 +159,11 @@ where
         addr: config.listen,
         source,
     })?;
+    check_exposure(&listener, &gateway)?;
     let (stop, stopped) = oneshot::channel();
     let task = tokio::spawn(async move {
-        serve(listener, gateway, &config, async {
+        // Checked above: it can only end by the shutdown.
+        let _ = serve(listener, gateway, &config, async {
             let _ = stopped.await;
         })
         .await;
