@@ -187,6 +187,11 @@ impl Plan {
             }});
             let mut text = self.event("message_start", start);
             text.push_str(&self.event("ping", json!({"type": "ping"})));
+            text.push_str(&self.event(
+                "content_block_start",
+                json!({"type": "content_block_start", "index": 0,
+                       "content_block": {"type": "text", "text": ""}}),
+            ));
             text
         } else {
             // OpenAI sends nothing before its first chunk.
@@ -209,10 +214,14 @@ impl Plan {
     fn end(&self) -> String {
         if self.anthropic {
             let mut text = self.event(
+                "content_block_stop",
+                json!({"type": "content_block_stop", "index": 0}),
+            );
+            text.push_str(&self.event(
                 "message_delta",
                 json!({"type": "message_delta", "delta": {"stop_reason": "end_turn"},
                        "usage": {"output_tokens": self.output}}),
-            );
+            ));
             text.push_str(&self.event("message_stop", json!({"type": "message_stop"})));
             return text;
         }

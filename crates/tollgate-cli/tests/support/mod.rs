@@ -91,3 +91,65 @@ pub fn key_of(line: &Value) -> String {
 pub fn stderr(output: &Output) -> String {
     String::from_utf8_lossy(&output.stderr).into_owned()
 }
+
+/// A `tollgate serve` child process, killed when dropped.
+pub struct Served {
+    child: std::process::Child,
+    /// Its base URL, as it printed it.
+    pub url: String,
+    /// Where its stderr (its logs) goes.
+    pub log: PathBuf,
+}
+
+/// Starts `tollgate serve` with `args` on a free loopback port and `env`, its logs to `log`;
+/// returns once it listens.
+pub fn serve(args: &[&str], env: &[(&str, &str)], log: &Path) -> Served {
+    use std::io::BufRead;
+    let mut command = tollgate();
+    command
+        .arg("serve")
+        .args(["--listen", "127.0.0.1:0"])
+        .args(args)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::fs::File::create(log).unwrap());
+    for (name, value) in env {
+        command.env(name, value);
+    }
+    let mut child = command.spawn().unwrap();
+    let mut line = String::new();
+    std::io::BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    assert!(
+        line.starts_with("http://"),
+        "tollgate serve did not start: {}",
+        std::fs::read_to_string(log).unwrap_or_default()
+    );
+    Served {
+        child,
+        url: line.trim().to_owned(),
+        log: log.to_owned(),
+    }
+}
+
+impl Served {
+    /// Kills it with SIGKILL: no drain, no goodbye.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// Stops it with SIGTERM and waits: its exit status.
+    pub fn terminate(mut self) -> std::process::ExitStatus {
+        let _ = Command::new("kill")
+            .arg(self.child.id().to_string())
+            .status();
+        self.child.wait().unwrap()
+    }
+}
+
+impl Drop for Served {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}

@@ -12,7 +12,8 @@
 //!   key is `error` (OpenAI's and Gemini's error chunks);
 //! - the **end**: OpenAI's `data: [DONE]`, Anthropic's `message_stop`;
 //! - **content**: any other event with data, except Anthropic's preamble (`message_start`,
-//!   `ping`): the first one is the stream's first token, after which the caller owns the stream;
+//!   `ping`, `content_block_start`, which opens a block before its first token): the first one
+//!   is the stream's first token, after which the caller owns the stream;
 //! - **other**: events with no data (comments, `retry`, `id`) and the preamble.
 
 use memchr::memchr;
@@ -315,7 +316,10 @@ impl SseScanner {
             Event::Other
         } else if &self.prefix[..self.prefix_len] == b"[DONE]" || self.is_named("message_stop") {
             Event::End
-        } else if self.is_named("message_start") || self.is_named("ping") {
+        } else if self.is_named("message_start")
+            || self.is_named("ping")
+            || self.is_named("content_block_start")
+        {
             Event::Other
         } else {
             Event::Content
@@ -399,15 +403,19 @@ mod tests {
 
     const ANTHROPIC: &[u8] = b"event: message_start\ndata: {\"type\":\"message_start\"}\n\n\
         event: ping\ndata: {\"type\": \"ping\"}\n\n\
+        event: content_block_start\ndata: {\"type\":\"content_block_start\",\"index\":0}\n\n\
         event: content_block_delta\ndata: {\"type\":\"content_block_delta\",\"delta\":{\"text\":\"Hi\"}}\n\n\
         event: error\ndata: {\"type\": \"error\", \"error\": {\"type\": \"overloaded_error\", \"message\": \"Overloaded\"}}\n\n";
 
     #[test]
     fn reads_anthropic_events() {
         let seen = events(ANTHROPIC, &[]);
-        assert_eq!(seen.len(), 4);
-        assert_eq!(seen[..3], [Event::Other, Event::Other, Event::Content]);
-        let Event::Error(failure) = &seen[3] else {
+        assert_eq!(seen.len(), 5);
+        assert_eq!(
+            seen[..4],
+            [Event::Other, Event::Other, Event::Other, Event::Content]
+        );
+        let Event::Error(failure) = &seen[4] else {
             panic!("{seen:?}")
         };
         assert_eq!(failure.verdict.kind(), Kind::Overloaded);
