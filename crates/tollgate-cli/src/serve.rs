@@ -147,7 +147,7 @@ pub(crate) async fn run(args: ServeArgs) -> Result<ExitCode, String> {
         gateway = gateway.provider_key(key);
     }
     let gateway = gateway
-        .build(layer.layer(tollgate_e2e::https_client()))
+        .build(layer.layer(tollgate_serve::upstream_client()))
         .map_err(|e| e.to_string())?;
     let listener = tollgate_serve::bind(&config)
         .await

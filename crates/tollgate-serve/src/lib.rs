@@ -73,4 +73,4 @@ pub use gateway::{Gateway, GatewayBody, GatewayBuilder};
 pub use refuse::{PRIORITY_HEADER, SERVED_BY_HEADER};
 pub use server::{bind, serve, spawn, ServerHandle};
 pub use shape::Shape;
-pub use upstream::UpstreamStack;
+pub use upstream::{upstream_client, UpstreamClient, UpstreamStack};

@@ -1,0 +1,233 @@
+//! `tollgate serve`'s gateway, measured on loopback against calling the mock provider directly,
+//! in the same run:
+//!
+//! 1. Added latency at a fixed offered load (open loop: requests are sent on schedule whatever
+//!    the answers do), 1,000 and 5,000 requests a second for 5 s each after a 1 s warm-up: p50
+//!    and p99 of the direct calls, of the calls through the gateway, and the difference.
+//! 2. The most requests a second each sustains: 64 callers, each sending its next request when
+//!    its answer is read, for 5 s.
+//!
+//! The gateway runs the full standard stack (OpenAI preset: retry, breaker, rate limit,
+//! classify), with one client key, in front of the mock (instant answers, no limits), in this
+//! process: the mock on one Tokio worker, the gateway on two, the load on one (this machine has
+//! two cores: they share them, as a gateway shares its host with its callers). Two
+//! configurations of the gateway's limiter: told the key's limit (60,000,000 RPM, far above
+//! any load here: the cost of the path), and told nothing (the defaults: the rate is found from the
+//! provider's answers, which here never refuse).
+//!
+//! Run: `cargo run --release -p tollgate-bench --bin gateway-bench`.
+
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http::Request;
+use http_body_util::{BodyExt, Full};
+use tokio::runtime::Runtime;
+use tollgate::rate_limit::Rate;
+use tollgate::stack::Policy;
+use tollgate::Provider;
+use tollgate_mock::{MockConfig, MockServer};
+use tollgate_serve::{ClientKey, Gateway, ServeConfig, ServerHandle};
+use tower::Layer;
+
+const KEY: &str = "gw-bench-0123456789";
+const BODY: &str =
+    r#"{"model":"gpt-4o-mini","max_tokens":16,"messages":[{"role":"user","content":"Say hi"}]}"#;
+
+fn runtime(workers: usize) -> Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(workers)
+        .enable_all()
+        .build()
+        .expect("a Tokio runtime")
+}
+
+fn request(base: &str) -> Request<Full<Bytes>> {
+    Request::post(format!("{base}/v1/chat/completions"))
+        .header("authorization", format!("Bearer {KEY}"))
+        .header("content-type", "application/json")
+        .body(Full::new(Bytes::from_static(BODY.as_bytes())))
+        .expect("a valid request")
+}
+
+/// One call: its latency, or `None` when it failed.
+async fn call(client: &tollgate_e2e::HttpClient, base: &str) -> Option<Duration> {
+    let started = Instant::now();
+    let response = client.request(request(base)).await.ok()?;
+    let ok = response.status().is_success();
+    response.into_body().collect().await.ok()?;
+    ok.then(|| started.elapsed())
+}
+
+struct Latencies {
+    p50: Duration,
+    p99: Duration,
+    failed: usize,
+    sent: usize,
+}
+
+/// `rate` requests a second for `seconds` to `base`, sent on schedule (each millisecond, the
+/// ones due by then).
+async fn open_loop(base: &str, rate: u64, seconds: u64) -> Latencies {
+    let client = Arc::new(tollgate_e2e::http_client());
+    let base: Arc<str> = base.into();
+    let samples = Arc::new(Mutex::new(Vec::with_capacity((rate * seconds) as usize)));
+    let failed = Arc::new(Mutex::new(0usize));
+    let total = rate * seconds;
+    let started = Instant::now();
+    let mut sent = 0u64;
+    let mut calls = tokio::task::JoinSet::new();
+    let mut tick = tokio::time::interval(Duration::from_millis(1));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+    while sent < total {
+        tick.tick().await;
+        let due = ((started.elapsed().as_secs_f64() * rate as f64) as u64).min(total);
+        while sent < due {
+            sent += 1;
+            let (client, base) = (Arc::clone(&client), Arc::clone(&base));
+            let (samples, failed) = (Arc::clone(&samples), Arc::clone(&failed));
+            calls.spawn(async move {
+                match call(&client, &base).await {
+                    Some(latency) => samples.lock().unwrap().push(latency),
+                    None => *failed.lock().unwrap() += 1,
+                }
+            });
+        }
+        while calls.try_join_next().is_some() {}
+    }
+    while calls.join_next().await.is_some() {}
+    let mut samples = std::mem::take(&mut *samples.lock().unwrap());
+    samples.sort_unstable();
+    let at = |q: f64| {
+        samples
+            .get(((samples.len() as f64 * q) as usize).min(samples.len().saturating_sub(1)))
+            .copied()
+            .unwrap_or_default()
+    };
+    let failed = *failed.lock().unwrap();
+    Latencies {
+        p50: at(0.50),
+        p99: at(0.99),
+        failed,
+        sent: sent as usize,
+    }
+}
+
+/// Requests a second with `callers` each sending its next when its answer is read.
+async fn closed_loop(base: &str, callers: usize, seconds: u64) -> (f64, usize) {
+    let client = Arc::new(tollgate_e2e::http_client());
+    let base: Arc<str> = base.into();
+    let until = Instant::now() + Duration::from_secs(seconds);
+    let started = Instant::now();
+    let mut tasks = tokio::task::JoinSet::new();
+    for _ in 0..callers {
+        let (client, base) = (Arc::clone(&client), Arc::clone(&base));
+        tasks.spawn(async move {
+            let (mut ok, mut failed) = (0usize, 0usize);
+            while Instant::now() < until {
+                match call(&client, &base).await {
+                    Some(_) => ok += 1,
+                    None => failed += 1,
+                }
+            }
+            (ok, failed)
+        });
+    }
+    let (mut ok, mut failed) = (0, 0);
+    while let Some(Ok((o, f))) = tasks.join_next().await {
+        ok += o;
+        failed += f;
+    }
+    (ok as f64 / started.elapsed().as_secs_f64(), failed)
+}
+
+fn start_gateway(gateway_rt: &Runtime, mock: &str, told: bool) -> ServerHandle {
+    let mut policy = Policy::preset(Provider::OpenAi);
+    if told {
+        policy.limits.requests = Some(Rate::per_minute(60_000_000));
+        policy.limits.adaptive = None;
+    }
+    let mock = mock.to_owned();
+    gateway_rt.block_on(async move {
+        let mut config = ServeConfig::default();
+        config.listen = "127.0.0.1:0".parse().unwrap();
+        config
+            .clients
+            .push(ClientKey::new("bench", KEY).expect("a valid key"));
+        let layer = policy.layer().expect("a valid policy");
+        let gateway = Gateway::builder(Provider::OpenAi, &mock)
+            .provider_key("sk-bench-provider")
+            .config(&config)
+            .build(layer.layer(tollgate_serve::upstream_client()))
+            .expect("a valid gateway");
+        tollgate_serve::spawn(gateway, config)
+            .await
+            .expect("the gateway listens")
+    })
+}
+
+fn micros(d: Duration) -> String {
+    format!("{}", d.as_micros())
+}
+
+fn main() {
+    let mock_rt = runtime(1);
+    let gateway_rt = runtime(2);
+    let load_rt = runtime(1);
+    let mock = mock_rt
+        .block_on(MockServer::spawn(MockConfig::default()))
+        .expect("the mock listens");
+    let direct = mock.url();
+    let told = start_gateway(&gateway_rt, &direct, true);
+    let defaults = start_gateway(&gateway_rt, &direct, false);
+    let targets = [
+        ("direct to the mock", direct.clone()),
+        ("gateway, told the limit", told.url()),
+        ("gateway, told nothing", defaults.url()),
+    ];
+
+    println!("## Added latency at a fixed load (open loop, 5 s each after 1 s of warm-up)\n");
+    println!("| offered | target | p50 us | p99 us | added p50 us | added p99 us | failed |");
+    println!("|---|---|---|---|---|---|---|");
+    for rate in [1_000, 5_000] {
+        let mut baseline = None;
+        for (name, url) in &targets {
+            load_rt.block_on(open_loop(url, rate, 1));
+            let measured = load_rt.block_on(open_loop(url, rate, 5));
+            let (p50, p99) = (measured.p50, measured.p99);
+            let (base50, base99) = *baseline.get_or_insert((p50, p99));
+            let added = |now: Duration, then: Duration| {
+                if now >= then {
+                    micros(now - then)
+                } else {
+                    format!("-{}", micros(then - now))
+                }
+            };
+            println!(
+                "| {rate}/s | {name} | {} | {} | {} | {} | {}/{} |",
+                micros(p50),
+                micros(p99),
+                added(p50, base50),
+                added(p99, base99),
+                measured.failed,
+                measured.sent,
+            );
+        }
+    }
+
+    println!("\n## Most requests a second (64 callers, closed loop, 5 s)\n");
+    println!("| target | requests/s | x direct | failed |");
+    println!("|---|---|---|---|");
+    let mut direct_rps = None;
+    for (name, url) in &targets {
+        let (rps, failed) = load_rt.block_on(closed_loop(url, 64, 5));
+        let base = *direct_rps.get_or_insert(rps);
+        println!("| {name} | {rps:.0} | {:.2} | {failed} |", rps / base);
+    }
+    gateway_rt.block_on(async {
+        told.shutdown().await;
+        defaults.shutdown().await;
+    });
+    mock_rt.block_on(mock.shutdown());
+}
