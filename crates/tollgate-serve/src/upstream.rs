@@ -100,6 +100,36 @@ impl Upstream {
     }
 }
 
+/// The HTTP client the gateway forwards with: hyper-util's pooled HTTP/1 client, HTTPS through
+/// rustls with Mozilla's roots (plain HTTP too, for a local server), `TCP_NODELAY` set so that a
+/// request leaves in one go.
+pub type UpstreamClient = hyper_util::client::legacy::Client<
+    hyper_rustls::HttpsConnector<hyper_util::client::legacy::connect::HttpConnector>,
+    Full<Bytes>,
+>;
+
+/// Builds an [`UpstreamClient`].
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() {
+/// let client = tollgate_serve::upstream_client();
+/// # let _ = client;
+/// # }
+/// ```
+pub fn upstream_client() -> UpstreamClient {
+    let mut http = hyper_util::client::legacy::connect::HttpConnector::new();
+    http.set_nodelay(true);
+    http.enforce_http(false);
+    let connector = hyper_rustls::HttpsConnectorBuilder::new()
+        .with_webpki_roots()
+        .https_or_http()
+        .enable_http1()
+        .wrap_connector(http);
+    hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+        .build(connector)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -132,34 +162,4 @@ mod tests {
             assert!(Upstream::parse(bad).is_err(), "{bad}");
         }
     }
-}
-
-/// The HTTP client the gateway forwards with: hyper-util's pooled HTTP/1 client, HTTPS through
-/// rustls with Mozilla's roots (plain HTTP too, for a local server), `TCP_NODELAY` set so that a
-/// request leaves in one go.
-pub type UpstreamClient = hyper_util::client::legacy::Client<
-    hyper_rustls::HttpsConnector<hyper_util::client::legacy::connect::HttpConnector>,
-    Full<Bytes>,
->;
-
-/// Builds an [`UpstreamClient`].
-///
-/// ```
-/// # #[tokio::main(flavor = "current_thread")]
-/// # async fn main() {
-/// let client = tollgate_serve::upstream_client();
-/// # let _ = client;
-/// # }
-/// ```
-pub fn upstream_client() -> UpstreamClient {
-    let mut http = hyper_util::client::legacy::connect::HttpConnector::new();
-    http.set_nodelay(true);
-    http.enforce_http(false);
-    let connector = hyper_rustls::HttpsConnectorBuilder::new()
-        .with_webpki_roots()
-        .https_or_http()
-        .enable_http1()
-        .wrap_connector(http);
-    hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
-        .build(connector)
 }
