@@ -2,7 +2,8 @@
 //! tower-resilience and governor; goodput against a rate-limited mock provider for tollgate,
 //! tower and a hand-written loop; and peak memory.
 //!
-//! `cargo run --release -p tollgate-bench --bin bench-report` (about two minutes). Every figure
+//! `cargo run --release -p tollgate-bench --bin bench-report` (about two minutes; `-- --overhead`
+//! for the per-call table alone). Every figure
 //! is also given as a ratio to a baseline measured in the same run, since machines are noisy.
 
 use std::time::{Duration, Instant};
@@ -27,6 +28,11 @@ fn main() -> Result<(), BoxError> {
         if flag == "--memory" {
             return memory_case(case);
         }
+    }
+    // The per-call table alone (a few seconds).
+    if args.get(1).is_some_and(|a| a == "--overhead") {
+        overhead();
+        return Ok(());
     }
     println!("# tollgate performance report\n");
     println!("Machine: {} cores, {}.\n", num_cores(), cpu_model());
