@@ -48,9 +48,18 @@ fn main() {
     println!("|---|---|");
     let rows = [
         ("retry", per_call(tollgate_retry().layer(Instant200))),
-        ("rate limit (requests)", per_call(tollgate_limit().layer(Instant200))),
-        ("concurrency limit", per_call(tollgate_concurrency().layer(Instant200))),
-        ("circuit breaker", per_call(tollgate_breaker().layer(Instant200))),
+        (
+            "rate limit (requests)",
+            per_call(tollgate_limit().layer(Instant200)),
+        ),
+        (
+            "concurrency limit",
+            per_call(tollgate_concurrency().layer(Instant200)),
+        ),
+        (
+            "circuit breaker",
+            per_call(tollgate_breaker().layer(Instant200)),
+        ),
         ("classify", per_call(ClassifyLayer::new().layer(Instant200))),
         ("full stack", per_call(full_stack())),
     ];
