@@ -10,7 +10,7 @@ use http::header::{HeaderName, HeaderValue};
 use http::{Method, Request, Response, StatusCode, Uri};
 use http_body_util::{BodyExt, Either, Full, Limited};
 use metrics_exporter_prometheus::PrometheusHandle;
-use tollgate::classify::Classification;
+use tollgate::classify::response_verdict;
 use tollgate::fallback::ServedBy;
 use tollgate::rate_limit::{RateLimitBody, RateLimitHandle};
 use tollgate::retry::{FailFast, RetryInfo};
@@ -345,9 +345,7 @@ where
                     span.record("attempts", info.attempts);
                     span.record("elapsed_ms", info.elapsed.as_millis() as u64);
                 }
-                if let Some(verdict) = response.extensions().get::<Classification>() {
-                    span.record("verdict", verdict.kind().as_str());
-                }
+                span.record("verdict", response_verdict(&response).kind().as_str());
                 span.record("status", response.status().as_u16());
                 if response.status() == StatusCode::UNAUTHORIZED
                     && !self.shared.provider_auth.is_empty()

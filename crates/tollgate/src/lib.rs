@@ -47,8 +47,8 @@
 //!     .header("content-type", "application/json")
 //!     .body(Full::new(Bytes::from_static(br#"{"model":"gpt-4o-mini","messages":[]}"#)))?;
 //! let response = service.ready().await?.call(request).await?;
-//! let verdict = response.extensions().get::<tollgate::classify::Classification>();
-//! println!("{:?}", verdict);
+//! let verdict = tollgate::classify::response_verdict(&response);
+//! println!("{:?}", verdict.kind());
 //! # Ok(())
 //! # }
 //! ```

@@ -66,4 +66,32 @@ fn main() {
     for (name, count) in rows {
         println!("| {name} | {:.2} |", count - bare);
     }
+    // Each layer's future holds the one inside it: the whole is moved on every call.
+    let mut stack = full_stack();
+    let future = stack.call(request());
+    println!(
+        "\nThe full stack's response future: {} bytes.",
+        std::mem::size_of_val(&future)
+    );
+    let sizes = [
+        (
+            "retry",
+            std::mem::size_of_val(&tollgate_retry().layer(Instant200).call(request())),
+        ),
+        (
+            "limit",
+            std::mem::size_of_val(&tollgate_limit().layer(Instant200).call(request())),
+        ),
+        (
+            "breaker",
+            std::mem::size_of_val(&tollgate_breaker().layer(Instant200).call(request())),
+        ),
+        (
+            "classify",
+            std::mem::size_of_val(&ClassifyLayer::new().layer(Instant200).call(request())),
+        ),
+        ("request", std::mem::size_of::<http::Request<Body>>()),
+        ("stack service", std::mem::size_of_val(&stack)),
+    ];
+    println!("{sizes:?}");
 }

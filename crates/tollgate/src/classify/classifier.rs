@@ -93,7 +93,7 @@ impl DefaultClassifier {
     }
 
     /// Treats `status` as a transient server error (retryable, counted by the breaker).
-    /// Statuses outside 100..=999 are ignored.
+    /// Only error statuses (400..=599) can be; others are ignored.
     pub fn transient_status(mut self, status: u16) -> Self {
         self.overloaded.remove(status);
         self.transient.insert(status);
@@ -261,18 +261,19 @@ where
     }
 }
 
-/// A set of HTTP status codes (100..=999) as a bitset: `Copy`, no allocation, O(1) lookups.
+/// A set of HTTP error status codes (400..=599) as a bitset: `Copy`, no allocation, O(1)
+/// lookups, and small (32 bytes), since every classify future carries its classifier.
 #[derive(Clone, Copy, PartialEq, Eq)]
-struct StatusSet([u64; 15]);
+struct StatusSet([u64; 4]);
 
 impl StatusSet {
-    const EMPTY: StatusSet = StatusSet([0; 15]);
+    const EMPTY: StatusSet = StatusSet([0; 4]);
 
     const fn slot(status: u16) -> Option<(usize, u64)> {
-        if status < 100 || status > 999 {
+        if status < 400 || status > 599 {
             return None;
         }
-        let index = (status - 100) as usize;
+        let index = (status - 400) as usize;
         Some((index / 64, 1u64 << (index % 64)))
     }
 

@@ -6,7 +6,8 @@ use super::classifier::{Classify, DefaultClassifier};
 use super::service::Classify as ClassifyService;
 use super::stream::StreamConfig;
 
-/// Judges every attempt once and stamps the verdict where the other layers read it.
+/// Judges every attempt once and stamps the verdict where the other layers read it
+/// ([`response_verdict`](super::response_verdict), which also knows an unstamped plain success).
 ///
 /// Put it innermost, next to the HTTP client, so the verdict describes one attempt. It also
 /// marks credential headers sensitive on every request it sends (see

@@ -12,7 +12,9 @@
 //! [`Classification`] from the status and headers with a [`Classify`] implementation (by default
 //! [`DefaultClassifier`]), reads up to [`MAX_CLASSIFIED_BODY`] bytes of a 429 or 5xx body to refine
 //! it (billing 429s, Anthropic's `overloaded_error`, Gemini's `RetryInfo`), and stores the verdict
-//! and the parsed [`RateLimitState`] in the response's extensions. The bytes it read are handed
+//! and the parsed [`RateLimitState`] in the response's extensions; a plain success (a `2xx` or
+//! `3xx` the classifier found nothing to say about) is left unstamped, since [`response_verdict`]
+//! makes the same verdict of its head: read verdicts with [`response_verdict`]. The bytes it read are handed
 //! back to the caller in a [`ClassifiedBody`], so nothing is lost. Transport errors are wrapped in
 //! a [`ClassifiedError`] carrying their verdict.
 //!

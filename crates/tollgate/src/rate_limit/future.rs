@@ -53,14 +53,7 @@ pin_project! {
         S: Service<Request<B>>,
     {
         Rejected { error: Option<RateLimitError> },
-        Waiting {
-            wait: Wait,
-            admitted: bool,
-            permit: Option<Permit>,
-            settlement: Option<Box<Settlement>>,
-            service: S,
-            request: Option<Request<B>>,
-        },
+        Waiting { waiting: Box<Waiting<S, B>> },
         Calling {
             #[pin]
             future: S::Future,
@@ -70,6 +63,17 @@ pin_project! {
         },
         Done,
     }
+}
+
+/// What a request waiting in the queue holds. Boxed: a request admitted at once (most of them)
+/// never builds it, and the future every layer above moves stays small.
+struct Waiting<S, B> {
+    wait: Wait,
+    admitted: bool,
+    permit: Option<Permit>,
+    settlement: Option<Box<Settlement>>,
+    service: S,
+    request: Option<Request<B>>,
 }
 
 /// A place in the queue; leaving it (by drop) hands it to the next waiter.
@@ -242,12 +246,14 @@ where
             settings,
             partition,
             state: State::Waiting {
-                wait,
-                admitted: false,
-                permit: None,
-                settlement: None,
-                service,
-                request: Some(request),
+                waiting: Box::new(Waiting {
+                    wait,
+                    admitted: false,
+                    permit: None,
+                    settlement: None,
+                    service,
+                    request: Some(request),
+                }),
             },
         }
     }
@@ -293,14 +299,15 @@ where
                         None => crate::polled_after_completion("rate limit"),
                     }));
                 }
-                StateProj::Waiting {
-                    wait,
-                    admitted,
-                    permit,
-                    settlement,
-                    service,
-                    request,
-                } => {
+                StateProj::Waiting { waiting } => {
+                    let Waiting {
+                        wait,
+                        admitted,
+                        permit,
+                        settlement,
+                        service,
+                        request,
+                    } = &mut **waiting;
                     if !*admitted {
                         let (took_permit, holds) =
                             match ready!(wait.poll_admit(cx, this.settings.max_wait)) {
