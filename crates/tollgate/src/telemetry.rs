@@ -34,10 +34,25 @@ fn provider(name: &Option<Arc<str>>) -> metrics::SharedString {
     }
 }
 
-#[inline]
-pub(crate) fn attempt(name: &Option<Arc<str>>) {
+/// A counter counted on every call, registered once (on first use, with the recorder installed
+/// then) and kept: registering costs a key built and looked up, an increment one atomic add.
+#[derive(Debug, Default)]
+pub(crate) struct CachedCounter {
     #[cfg(feature = "metrics")]
-    metrics::counter!("tollgate_attempts_total", "provider" => provider(name)).increment(1);
+    counter: std::sync::OnceLock<metrics::Counter>,
+}
+
+impl CachedCounter {
+    /// Counts an attempt as `tollgate_attempts_total{provider}`.
+    #[inline]
+    pub(crate) fn attempt(&self, name: &Option<Arc<str>>) {
+        #[cfg(feature = "metrics")]
+        self.counter
+            .get_or_init(
+                || metrics::counter!("tollgate_attempts_total", "provider" => provider(name)),
+            )
+            .increment(1);
+    }
 }
 
 #[inline]

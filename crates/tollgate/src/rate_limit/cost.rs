@@ -151,32 +151,47 @@ impl EstimateTokens {
     /// assert_eq!(EstimateTokens::new().estimate(body), Some(TokenEstimate::new(3, 400)));
     /// ```
     pub fn estimate(&self, body: &[u8]) -> Option<TokenEstimate> {
-        let request: AdmissionFields = serde_json::from_slice(body).ok()?;
+        let request = match super::scan::fields(body) {
+            Some(fields) => fields,
+            None => serde_json::from_slice::<AdmissionFields>(body).ok()?.into(),
+        };
         let max_tokens = request
             .max_tokens
             .or(request.max_completion_tokens)
             .or(request.max_output_tokens)
             .unwrap_or(0);
-        let chars = [
-            request.messages,
-            request.system,
-            request.prompt,
-            request.input,
-            request.contents,
-        ]
-        .iter()
-        .map(|text| text.0)
-        .sum::<usize>();
-        let prompt = (chars as u64).div_ceil(4);
+        let prompt = (request.chars as u64).div_ceil(4);
         let output = max_tokens.saturating_mul(request.n.unwrap_or(1).max(1));
         Some(TokenEstimate::new(prompt, output))
     }
 }
 
+impl From<AdmissionFields> for super::scan::Fields {
+    fn from(request: AdmissionFields) -> Self {
+        super::scan::Fields {
+            max_tokens: request.max_tokens,
+            max_completion_tokens: request.max_completion_tokens,
+            max_output_tokens: request.max_output_tokens,
+            n: request.n,
+            chars: [
+                request.messages,
+                request.system,
+                request.prompt,
+                request.input,
+                request.contents,
+            ]
+            .iter()
+            .map(|text| text.0)
+            .sum(),
+        }
+    }
+}
+
 /// The fields of an AI request that its admission cost depends on. Deserialized without
-/// building a JSON tree: text is counted, not kept.
+/// building a JSON tree: text is counted, not kept. The reader of the bodies the fast one in
+/// `scan.rs` leaves (and the reference it is tested against).
 #[derive(serde::Deserialize)]
-struct AdmissionFields {
+pub(super) struct AdmissionFields {
     max_tokens: Option<u64>,
     max_completion_tokens: Option<u64>,
     max_output_tokens: Option<u64>,

@@ -141,6 +141,7 @@ mod limits;
 mod partition;
 mod queue;
 mod quota;
+mod scan;
 mod service;
 mod shared;
 mod store;

@@ -257,7 +257,7 @@ where
                     };
                     *this.replay = try_clone_request(&request);
                     *this.attempts += 1;
-                    crate::telemetry::attempt(&this.policy.name);
+                    this.policy.attempts.attempt(&this.policy.name);
                     if let Some(clock) = this.clock.as_ref() {
                         clock.start(Instant::now());
                     }

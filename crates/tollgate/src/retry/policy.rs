@@ -28,6 +28,8 @@ pub(crate) struct RetryPolicy {
     rng: Option<Mutex<SmallRng>>,
     on_retry: Option<RetryHook>,
     pub(crate) name: Option<Arc<str>>,
+    /// `tollgate_attempts_total`, registered on the first attempt and kept.
+    pub(crate) attempts: crate::telemetry::CachedCounter,
 }
 
 impl fmt::Debug for RetryPolicy {
@@ -81,6 +83,7 @@ impl RetryPolicy {
             rng: seed.map(|seed| Mutex::new(SmallRng::seed_from_u64(seed))),
             on_retry,
             name,
+            attempts: crate::telemetry::CachedCounter::default(),
         }
     }
 

@@ -70,7 +70,7 @@ where
             clock
         });
         let replay = try_clone_request(&request);
-        crate::telemetry::attempt(&self.policy.name);
+        self.policy.attempts.attempt(&self.policy.name);
         let future = service.call(request);
         ResponseFuture::new(Arc::clone(&self.policy), service, replay, clock, future)
     }
