@@ -12,7 +12,7 @@ use http_body_util::{BodyExt, Either, Full, Limited};
 use metrics_exporter_prometheus::PrometheusHandle;
 use tollgate::classify::response_verdict;
 use tollgate::fallback::ServedBy;
-use tollgate::rate_limit::{RateLimitBody, RateLimitHandle};
+use tollgate::rate_limit::{EstimateTokens, RateLimitBody, RateLimitHandle};
 use tollgate::retry::{FailFast, RetryInfo};
 use tollgate::{BoxError, Provider};
 use tower::{Layer, ServiceExt};
@@ -297,6 +297,11 @@ where
                 }
             }
         }
+        // What the request may cost, for its span: estimated (as the limiter does) only when
+        // spans are recorded.
+        let tokens = tracing::enabled!(tracing::Level::INFO)
+            .then(|| EstimateTokens::new().estimate(&body))
+            .flatten();
         let upstream = match self.upstream_request(parts, body, &client) {
             Ok(request) => request,
             Err((status, message)) => return refuse(shape, status, None, &message),
@@ -308,6 +313,8 @@ where
             path = upstream.uri().path(),
             model = model.as_deref().unwrap_or(""),
             stream,
+            input_tokens = tokens.map(|t| t.input),
+            max_output_tokens = tokens.map(|t| t.output),
             status = tracing::field::Empty,
             attempts = tracing::field::Empty,
             verdict = tracing::field::Empty,

@@ -42,6 +42,8 @@ pin_project! {
         timer_is_deadline: bool,
         // When the current attempt left the rate limiter's queue (set with an attempt timeout).
         clock: Option<AttemptClock>,
+        // The current attempt's span (`tollgate.attempt`; disabled, it costs a null check).
+        span: tracing::Span,
         #[pin]
         state: State<S::Future>,
     }
@@ -74,6 +76,7 @@ where
         replay: Option<Request<B>>,
         clock: Option<AttemptClock>,
         future: S::Future,
+        span: tracing::Span,
     ) -> Self {
         let started = Instant::now();
         let deadline = policy.deadline.map(|d| started + d);
@@ -88,6 +91,7 @@ where
             timer: None,
             timer_is_deadline: false,
             clock,
+            span,
             state: State::Attempt { future },
         };
         let (timer, is_deadline) = (&mut this.timer, &mut this.timer_is_deadline);
@@ -115,9 +119,11 @@ where
         loop {
             match this.state.as_mut().project() {
                 StateProj::Attempt { future } => {
-                    let (verdict, failure) = match future.poll(cx) {
+                    let polled = this.span.in_scope(|| future.poll(cx));
+                    let (verdict, failure) = match polled {
                         Poll::Ready(Ok(response)) => {
                             let verdict = response_verdict(&response);
+                            this.span.record("verdict", verdict.kind().as_str());
                             if verdict.is_success() {
                                 let retried = *this.attempts > 1;
                                 return Poll::Ready(Ok(if retried {
@@ -130,7 +136,9 @@ where
                         }
                         Poll::Ready(Err(error)) => {
                             let error = error.into();
-                            (error_verdict(&*error), Failure::Error(error))
+                            let verdict = error_verdict(&*error);
+                            this.span.record("verdict", verdict.kind().as_str());
+                            (verdict, Failure::Error(error))
                         }
                         Poll::Pending => {
                             let Some(timer) = this.timer.as_mut() else {
@@ -261,7 +269,9 @@ where
                     if let Some(clock) = this.clock.as_ref() {
                         clock.start(Instant::now());
                     }
-                    let future = this.service.call(request);
+                    *this.span =
+                        attempt_span(&this.policy.name, *this.attempts, *this.previous_delay);
+                    let future = this.span.in_scope(|| this.service.call(request));
                     arm_attempt_timer(
                         this.timer,
                         this.timer_is_deadline,
@@ -328,6 +338,22 @@ fn arm_until(
     };
     *is_deadline = by_deadline;
     set_timer(timer, end);
+}
+
+/// The span of one attempt: a child of the caller's (a gateway's request span), with the
+/// provider, the attempt's number, the wait before it and, when it ends, its verdict.
+pub(crate) fn attempt_span(
+    name: &Option<Arc<str>>,
+    attempt: u32,
+    waited: Duration,
+) -> tracing::Span {
+    tracing::debug_span!(
+        "tollgate.attempt",
+        provider = name.as_deref().unwrap_or("default"),
+        attempt,
+        waited_ms = waited.as_millis() as u64,
+        verdict = tracing::field::Empty,
+    )
 }
 
 fn set_timer(timer: &mut Option<Pin<Box<Sleep>>>, at: Instant) {

@@ -71,7 +71,15 @@ where
         });
         let replay = try_clone_request(&request);
         self.policy.attempts.attempt(&self.policy.name);
-        let future = service.call(request);
-        ResponseFuture::new(Arc::clone(&self.policy), service, replay, clock, future)
+        let span = super::future::attempt_span(&self.policy.name, 1, Duration::ZERO);
+        let future = span.in_scope(|| service.call(request));
+        ResponseFuture::new(
+            Arc::clone(&self.policy),
+            service,
+            replay,
+            clock,
+            future,
+            span,
+        )
     }
 }
