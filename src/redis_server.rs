@@ -20,21 +20,103 @@ fn missing(error: std::io::Error) -> ! {
     )
 }
 
+fn free_port() -> u16 {
+    TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
+        .and_then(|listener| listener.local_addr())
+        .map(|addr| addr.port())
+        .expect("a free loopback port")
+}
+
 impl RedisServer {
     /// Starts a server on a free port and waits until it accepts connections.
     pub fn start() -> Self {
-        let port = TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
-            .and_then(|listener| listener.local_addr())
-            .map(|addr| addr.port())
-            .expect("a free loopback port");
-        Self::start_on(port)
+        Self::start_on(free_port())
     }
 
     /// Starts a server on `port` (the same port again after [`kill`](Self::kill), to test a
     /// restart).
     pub fn start_on(port: u16) -> Self {
+        Self::spawn(port, vec!["--port".into(), port.to_string()])
+    }
+
+    /// Starts a server that speaks TLS only, with the PEM certificate and key at `cert` and
+    /// `key` (clients are not asked for certificates).
+    pub fn start_tls(cert: &std::path::Path, key: &std::path::Path) -> Self {
+        let port = free_port();
+        let path = |p: &std::path::Path| p.to_string_lossy().into_owned();
+        Self::spawn(
+            port,
+            vec![
+                "--port".into(),
+                "0".into(),
+                "--tls-port".into(),
+                port.to_string(),
+                "--tls-cert-file".into(),
+                path(cert),
+                "--tls-key-file".into(),
+                path(key),
+                "--tls-auth-clients".into(),
+                "no".into(),
+            ],
+        )
+    }
+
+    /// Starts `nodes` servers in cluster mode and joins them into one cluster (no replicas),
+    /// with `redis-cli --cluster create`; returns once the cluster says it is ok.
+    pub fn start_cluster(nodes: usize, dir: &std::path::Path) -> Vec<Self> {
+        let servers: Vec<RedisServer> = (0..nodes)
+            .map(|_| {
+                let port = free_port();
+                Self::spawn(
+                    port,
+                    vec![
+                        "--port".into(),
+                        port.to_string(),
+                        "--cluster-enabled".into(),
+                        "yes".into(),
+                        "--cluster-config-file".into(),
+                        format!("nodes-{port}.conf"),
+                        "--dir".into(),
+                        dir.to_string_lossy().into_owned(),
+                    ],
+                )
+            })
+            .collect();
+        let create = Command::new("redis-cli")
+            .args(["--cluster", "create"])
+            .args(servers.iter().map(|s| format!("127.0.0.1:{}", s.port)))
+            .args(["--cluster-replicas", "0", "--cluster-yes"])
+            .output()
+            .unwrap_or_else(|error| missing(error));
+        assert!(
+            create.status.success(),
+            "redis-cli --cluster create failed: {}",
+            String::from_utf8_lossy(&create.stdout)
+        );
+        let deadline = Instant::now() + Duration::from_secs(20);
+        for server in &servers {
+            loop {
+                let info = Command::new("redis-cli")
+                    .args(["-p", &server.port.to_string(), "cluster", "info"])
+                    .output()
+                    .unwrap_or_else(|error| missing(error));
+                if String::from_utf8_lossy(&info.stdout).contains("cluster_state:ok") {
+                    break;
+                }
+                assert!(
+                    Instant::now() < deadline,
+                    "the cluster did not become ok in 20 s"
+                );
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        }
+        servers
+    }
+
+    fn spawn(port: u16, args: Vec<String>) -> Self {
         let child = Command::new("redis-server")
-            .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
+            .args(args)
+            .args(["--bind", "127.0.0.1"])
             .args(["--save", "", "--appendonly", "no", "--protected-mode", "no"])
             .stdout(Stdio::null())
             .stderr(Stdio::null())

@@ -73,6 +73,13 @@ pub(crate) struct ServeArgs {
     /// instead of refusing requests.
     #[arg(long, requires = "redis")]
     redis_fail_open: bool,
+    /// The --redis URL lists the nodes of a Redis Cluster, comma-separated
+    /// (`redis://10.0.0.1:7000,redis://10.0.0.2:7000`).
+    #[arg(long, requires = "redis")]
+    redis_cluster: bool,
+    /// A PEM certificate authority to trust for a `rediss://` Redis (instead of Mozilla's roots).
+    #[arg(long, requires = "redis", value_name = "PEM")]
+    redis_ca: Option<std::path::PathBuf>,
     /// How many replicas share the quota with `--redis` (their share while Redis is down).
     #[arg(long, default_value_t = 1, requires = "redis", value_parser = clap::value_parser!(u32).range(1..))]
     processes: u32,
@@ -128,6 +135,8 @@ pub(crate) async fn run(args: ServeArgs) -> Result<ExitCode, String> {
                 url,
                 fail_open: args.redis_fail_open,
                 processes: args.processes,
+                cluster: args.redis_cluster,
+                ca: args.redis_ca.as_deref(),
             }
             .layer(&mut policy)
             .await?

@@ -14,6 +14,10 @@ pub(crate) struct SharedQuota<'a> {
     pub(crate) fail_open: bool,
     /// How many processes share the quota (for the share while Redis is down).
     pub(crate) processes: u32,
+    /// The URL lists the nodes of a Redis Cluster.
+    pub(crate) cluster: bool,
+    /// A PEM certificate authority to trust for `rediss://` (instead of Mozilla's roots).
+    pub(crate) ca: Option<&'a std::path::Path>,
 }
 
 impl SharedQuota<'_> {
@@ -36,10 +40,17 @@ impl SharedQuota<'_> {
             );
         }
         limits.adaptive = None;
-        let store = tollgate_redis::RedisStore::builder(self.url)
-            .timeout(Duration::from_secs(2))
-            .build()
-            .map_err(|e| format!("invalid --redis: {e}"))?;
+        let mut store =
+            tollgate_redis::RedisStore::builder(self.url).timeout(Duration::from_secs(2));
+        if self.cluster {
+            store = store.cluster();
+        }
+        if let Some(path) = self.ca {
+            let pem = std::fs::read(path)
+                .map_err(|e| format!("cannot read --redis-ca {}: {e}", path.display()))?;
+            store = store.root_certificate(pem);
+        }
+        let store = store.build().map_err(|e| format!("invalid --redis: {e}"))?;
         // Never at the full quota without being told: a dead Redis stops the run, unless
         // --redis-fail-open says to go on at this process's share.
         if let Err(error) = store.ping().await {

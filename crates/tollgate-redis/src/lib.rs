@@ -53,6 +53,7 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 
+mod connection;
 mod store;
 
 pub use store::{RedisStore, RedisStoreBuilder};

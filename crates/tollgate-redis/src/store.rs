@@ -5,6 +5,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+
+use crate::connection::{Cluster, Connection};
 use redis::Script;
 use tollgate::classify::LimitKind;
 use tollgate::rate_limit::{Charge, Grant, Rate, Store, StoreError, StoreFuture, StoreHold};
@@ -29,7 +31,7 @@ use tollgate::ConfigError;
 /// ```
 #[derive(Clone)]
 pub struct RedisStore {
-    connection: ConnectionManager,
+    connection: Connection,
     prefix: Arc<str>,
     scripts: Arc<Scripts>,
 }
@@ -52,12 +54,17 @@ impl fmt::Debug for RedisStore {
 }
 
 impl RedisStore {
-    /// A builder for the Redis server at `url` (`redis://[user:password@]host:port/[db]`).
+    /// A builder for the Redis server at `url`: `redis://[user:password@]host:port/[db]`, or
+    /// `rediss://` for TLS (rustls, with Mozilla's roots or
+    /// [`root_certificate`](RedisStoreBuilder::root_certificate)). For a Redis Cluster, see
+    /// [`cluster`](RedisStoreBuilder::cluster).
     pub fn builder(url: impl Into<String>) -> RedisStoreBuilder {
         RedisStoreBuilder {
             url: url.into(),
             prefix: "tollgate".into(),
             timeout: Duration::from_millis(250),
+            cluster: false,
+            root_certificate: None,
         }
     }
 
@@ -94,6 +101,8 @@ pub struct RedisStoreBuilder {
     url: String,
     prefix: String,
     timeout: Duration,
+    cluster: bool,
+    root_certificate: Option<Vec<u8>>,
 }
 
 impl fmt::Debug for RedisStoreBuilder {
@@ -101,6 +110,8 @@ impl fmt::Debug for RedisStoreBuilder {
         f.debug_struct("RedisStoreBuilder")
             .field("prefix", &self.prefix)
             .field("timeout", &self.timeout)
+            .field("cluster", &self.cluster)
+            .field("root_certificate", &self.root_certificate.is_some())
             .finish_non_exhaustive()
     }
 }
@@ -119,6 +130,31 @@ impl RedisStoreBuilder {
         self
     }
 
+    /// The URL names the nodes of a Redis Cluster (any of them, comma-separated:
+    /// `redis://10.0.0.1:7000,redis://10.0.0.2:7000`), not one server. Every quota's keys
+    /// share a hash slot, so each admission is still one script on one node.
+    ///
+    /// ```
+    /// # let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    /// # let _guard = runtime.enter();
+    /// let store = tollgate_redis::RedisStore::builder("redis://127.0.0.1:7000,redis://127.0.0.1:7001")
+    ///     .cluster()
+    ///     .build()?;
+    /// # let _ = store;
+    /// # Ok::<(), tollgate::ConfigError>(())
+    /// ```
+    pub fn cluster(mut self) -> Self {
+        self.cluster = true;
+        self
+    }
+
+    /// With `rediss://`: trust the certificate authority in `pem` (a PEM certificate) instead
+    /// of Mozilla's roots, for a Redis whose certificate a private CA signed.
+    pub fn root_certificate(mut self, pem: impl Into<Vec<u8>>) -> Self {
+        self.root_certificate = Some(pem.into());
+        self
+    }
+
     /// Checks the settings and builds the store. It connects on first use and reconnects by
     /// itself, so Redis need not be up yet. Must be called within a Tokio runtime.
     pub fn build(self) -> Result<RedisStore, ConfigError> {
@@ -134,22 +170,49 @@ impl RedisStoreBuilder {
                 "must be longer than zero, e.g. 250 ms",
             ));
         }
-        let client = redis::Client::open(self.url.as_str()).map_err(|error| {
+        let invalid = |error: redis::RedisError| {
             ConfigError::new(
                 "url",
-                format!("not a Redis URL ({}); expected redis://host:port/", error),
+                format!(
+                    "not a Redis URL ({}); expected redis://host:port/ or rediss://host:port/",
+                    error
+                ),
             )
-        })?;
-        // Few reconnection retries: while Redis is down, an admission should fail within the
-        // timeout so the limiter's fallback takes over, not wait through a long backoff.
-        let config = ConnectionManagerConfig::new()
-            .set_connection_timeout(Some(self.timeout))
-            .set_response_timeout(Some(self.timeout))
-            .set_number_of_retries(1)
-            .set_max_delay(self.timeout);
-        let connection = ConnectionManager::new_lazy_with_config(client, config).map_err(|e| {
-            ConfigError::new("url", format!("cannot set up the Redis connection: {}", e))
-        })?;
+        };
+        let connection = if self.cluster {
+            let nodes: Vec<&str> = self.url.split(',').map(str::trim).collect();
+            // As for one server: fail within the timeout, so the limiter's fallback takes over.
+            let mut client = redis::cluster::ClusterClientBuilder::new(nodes)
+                .connection_timeout(self.timeout)
+                .response_timeout(self.timeout)
+                .retries(1);
+            if let Some(pem) = &self.root_certificate {
+                client = client.certs(tls_roots(pem));
+            }
+            let client = client.build().map_err(invalid)?;
+            Connection::Cluster(Arc::new(Cluster {
+                client,
+                connection: tokio::sync::OnceCell::new(),
+            }))
+        } else {
+            let client = match &self.root_certificate {
+                Some(pem) => redis::Client::build_with_tls(self.url.as_str(), tls_roots(pem)),
+                None => redis::Client::open(self.url.as_str()),
+            }
+            .map_err(invalid)?;
+            // Few reconnection retries: while Redis is down, an admission should fail within
+            // the timeout so the limiter's fallback takes over, not wait through a long backoff.
+            let config = ConnectionManagerConfig::new()
+                .set_connection_timeout(Some(self.timeout))
+                .set_response_timeout(Some(self.timeout))
+                .set_number_of_retries(1)
+                .set_max_delay(self.timeout);
+            let connection =
+                ConnectionManager::new_lazy_with_config(client, config).map_err(|e| {
+                    ConfigError::new("url", format!("cannot set up the Redis connection: {}", e))
+                })?;
+            Connection::Single(connection)
+        };
         Ok(RedisStore {
             connection,
             prefix: self.prefix.into(),
@@ -161,6 +224,13 @@ impl RedisStoreBuilder {
                 settle_day: Script::new(include_str!("lua/settle_day.lua")),
             }),
         })
+    }
+}
+
+fn tls_roots(pem: &[u8]) -> redis::TlsCertificates {
+    redis::TlsCertificates {
+        client_tls: None,
+        root_cert: Some(pem.to_vec()),
     }
 }
 
@@ -187,7 +257,7 @@ fn refunds(part: &str) -> String {
 
 /// Runs `script` by its SHA (loading it again if Redis answers `NOSCRIPT`).
 async fn invoke<T: redis::FromRedisValue>(
-    mut connection: ConnectionManager,
+    mut connection: Connection,
     scripts: Arc<Scripts>,
     script: fn(&Scripts) -> &Script,
     keys: Vec<String>,

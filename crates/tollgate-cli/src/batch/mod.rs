@@ -111,6 +111,13 @@ pub(crate) struct BatchArgs {
     /// limits (see --processes) instead of refusing requests.
     #[arg(long, requires = "redis")]
     redis_fail_open: bool,
+    /// The --redis URL lists the nodes of a Redis Cluster, comma-separated
+    /// (`redis://10.0.0.1:7000,redis://10.0.0.2:7000`).
+    #[arg(long, requires = "redis")]
+    pub(crate) redis_cluster: bool,
+    /// A PEM certificate authority to trust for a `rediss://` Redis (instead of Mozilla's roots).
+    #[arg(long, requires = "redis", value_name = "PEM")]
+    pub(crate) redis_ca: Option<std::path::PathBuf>,
     /// How many processes share the quota with `--redis`: with --redis-fail-open, each sends
     /// its share (the limit divided by this) while Redis is down.
     #[arg(long, default_value_t = 1, requires = "redis", value_parser = clap::value_parser!(u32).range(1..))]

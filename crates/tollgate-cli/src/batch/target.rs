@@ -188,6 +188,8 @@ impl Target {
                     url,
                     fail_open: args.redis_fail_open,
                     processes: args.processes,
+                    cluster: args.redis_cluster,
+                    ca: args.redis_ca.as_deref(),
                 }
                 .layer(&mut policy)
                 .await?
