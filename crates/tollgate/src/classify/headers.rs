@@ -214,9 +214,15 @@ impl RateLimitState {
         // and looking up twenty names one by one would cost more than the rest of the layer.
         let mut openai = RateLimitState::default();
         let mut anthropic = RateLimitState::default();
+        let mut any = false;
         for (name, value) in headers {
-            let Ok(value) = value.to_str() else { continue };
             let name = name.as_str();
+            // The name first: most headers are none of these, and their values need no check.
+            if !name.starts_with("x-ratelimit-") && !name.starts_with("anthropic-ratelimit-") {
+                continue;
+            }
+            let Ok(value) = value.to_str() else { continue };
+            any = true;
             if let Some(rest) = name.strip_prefix("x-ratelimit-") {
                 let Some((field, family)) = rest.split_once('-') else {
                     continue;
@@ -240,6 +246,9 @@ impl RateLimitState {
                 };
                 window.set(field, value, |v| parse_rfc3339_reset(v, now()));
             }
+        }
+        if !any {
+            return None;
         }
         let either = |a: LimitWindow, b: LimitWindow| if a.is_known() { a } else { b };
         let state = RateLimitState {
