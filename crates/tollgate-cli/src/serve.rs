@@ -12,7 +12,7 @@ use tollgate_serve::{ClientKey, Gateway, ServeFile};
 use tower::Layer;
 
 use crate::batch::flags::{positive, PolicyFlags};
-use crate::shared_quota::SharedQuota;
+use crate::shared_quota::RedisFlags;
 
 /// The flags of `tollgate serve`.
 #[derive(Debug, clap::Args)]
@@ -65,24 +65,9 @@ pub(crate) struct ServeArgs {
     /// The flags that change the policy.
     #[command(flatten)]
     policy: PolicyFlags,
-    /// Share the quota with every replica using this Redis (`redis://host:port/`,
-    /// `rediss://` for TLS). Needs a limit (`--rpm`, `--tpm`...).
-    #[arg(long, env = "TOLLGATE_REDIS_URL", hide_env_values = true)]
-    redis: Option<String>,
-    /// While Redis is down, go on at this replica's share of the limits (see --processes)
-    /// instead of refusing requests.
-    #[arg(long, requires = "redis")]
-    redis_fail_open: bool,
-    /// The --redis URL lists the nodes of a Redis Cluster, comma-separated
-    /// (`redis://10.0.0.1:7000,redis://10.0.0.2:7000`).
-    #[arg(long, requires = "redis")]
-    redis_cluster: bool,
-    /// A PEM certificate authority to trust for a `rediss://` Redis (instead of Mozilla's roots).
-    #[arg(long, requires = "redis", value_name = "PEM")]
-    redis_ca: Option<std::path::PathBuf>,
-    /// How many replicas share the quota with `--redis` (their share while Redis is down).
-    #[arg(long, default_value_t = 1, requires = "redis", value_parser = clap::value_parser!(u32).range(1..))]
-    processes: u32,
+    /// Sharing the quota through Redis, with the other replicas.
+    #[command(flatten)]
+    redis: RedisFlags,
 }
 
 pub(crate) async fn run(args: ServeArgs) -> Result<ExitCode, String> {
@@ -129,22 +114,7 @@ pub(crate) async fn run(args: ServeArgs) -> Result<ExitCode, String> {
             provider.auth().env.join(" or ")
         ));
     }
-    let layer = match &args.redis {
-        Some(url) => {
-            SharedQuota {
-                url,
-                fail_open: args.redis_fail_open,
-                processes: args.processes,
-                cluster: args.redis_cluster,
-                ca: args.redis_ca.as_deref(),
-            }
-            .layer(&mut policy)
-            .await?
-        }
-        None => policy
-            .layer()
-            .map_err(|e| format!("invalid settings: {e}"))?,
-    };
+    let layer = args.redis.layer(&mut policy).await?;
     let metrics = metrics_exporter_prometheus::PrometheusBuilder::new()
         .install_recorder()
         .map_err(|e| format!("cannot set up /metrics: {e}"))?;
@@ -171,6 +141,7 @@ pub(crate) async fn run(args: ServeArgs) -> Result<ExitCode, String> {
         },
         tollgate::redact_uri(&endpoint.parse().map_err(|_| "invalid --endpoint")?),
         args.redis
+            .url
             .as_ref()
             .map_or("quota in this process", |_| "quota shared through Redis"),
     );
@@ -202,15 +173,7 @@ fn policy(args: &ServeArgs) -> Result<(Policy, Option<ServeFile>), String> {
         .config_provider
         .as_deref()
         .or_else(|| file.as_ref().and_then(|f| f.provider.as_deref()));
-    let policy = match name {
-        Some(name) => config.provider(name).map_err(|e| e.to_string())?.clone(),
-        None => config
-            .providers
-            .values()
-            .next()
-            .cloned()
-            .ok_or_else(|| format!("{} defines no provider", path.display()))?,
-    };
+    let policy = crate::batch::target::provider_policy(&config, name, path)?;
     Ok((policy, file))
 }
 

@@ -6,25 +6,71 @@ use std::time::Duration;
 use tollgate::rate_limit::OnStoreError;
 use tollgate::stack::{Policy, StandardLayer};
 
+/// The flags of `--redis`, shared by `tollgate batch` and `tollgate serve`.
+#[derive(Debug, Clone, Default, clap::Args)]
+pub(crate) struct RedisFlags {
+    /// Share the quota with every process using this Redis (`redis://host:port/`, `rediss://`
+    /// for TLS): batches and gateway replicas on one API key then never exceed its limits
+    /// together. Needs a limit (`--rpm`, `--tpm`, `--itpm`, `--otpm`, `--rpd`, `--tpd`).
+    #[arg(long = "redis", env = "TOLLGATE_REDIS_URL", hide_env_values = true)]
+    pub(crate) url: Option<String>,
+    /// While Redis is down (or unreachable at the start), go on at this process's share of the
+    /// limits (see --processes) instead of refusing requests.
+    #[arg(long = "redis-fail-open", requires = "url")]
+    fail_open: bool,
+    /// The --redis URL lists the nodes of a Redis Cluster, comma-separated
+    /// (`redis://10.0.0.1:7000,redis://10.0.0.2:7000`).
+    #[arg(long = "redis-cluster", requires = "url")]
+    cluster: bool,
+    /// A PEM certificate authority to trust for a `rediss://` Redis (instead of Mozilla's roots).
+    #[arg(long = "redis-ca", requires = "url", value_name = "PEM")]
+    ca: Option<std::path::PathBuf>,
+    /// How many processes share the quota with `--redis`: with --redis-fail-open, each sends
+    /// its share (the limit divided by this) while Redis is down.
+    #[arg(long, default_value_t = 1, requires = "url", value_parser = clap::value_parser!(u32).range(1..))]
+    processes: u32,
+}
+
+impl RedisFlags {
+    /// The standard stack for `policy`: its limiter in Redis with `--redis`, in this process
+    /// otherwise.
+    pub(crate) async fn layer(&self, policy: &mut Policy) -> Result<StandardLayer, String> {
+        match &self.url {
+            Some(url) => {
+                SharedQuota {
+                    url,
+                    fail_open: self.fail_open,
+                    processes: self.processes,
+                    cluster: self.cluster,
+                    ca: self.ca.as_deref(),
+                }
+                .layer(policy)
+                .await
+            }
+            None => policy.layer().map_err(|e| format!("invalid settings: {e}")),
+        }
+    }
+}
+
 /// How a process reaches the shared quota.
-pub(crate) struct SharedQuota<'a> {
+struct SharedQuota<'a> {
     /// The Redis URL (`redis://`, `rediss://` for TLS).
-    pub(crate) url: &'a str,
+    url: &'a str,
     /// Go on at this process's share while Redis is down.
-    pub(crate) fail_open: bool,
+    fail_open: bool,
     /// How many processes share the quota (for the share while Redis is down).
-    pub(crate) processes: u32,
+    processes: u32,
     /// The URL lists the nodes of a Redis Cluster.
-    pub(crate) cluster: bool,
+    cluster: bool,
     /// A PEM certificate authority to trust for `rediss://` (instead of Mozilla's roots).
-    pub(crate) ca: Option<&'a std::path::Path>,
+    ca: Option<&'a std::path::Path>,
 }
 
 impl SharedQuota<'_> {
     /// The standard stack with its limiter in Redis. The policy must say the quota (its limits
     /// are the configured ones, the same in every process: an adaptive rate would be each
     /// process's own guess); Redis must answer unless `fail_open`.
-    pub(crate) async fn layer(&self, policy: &mut Policy) -> Result<StandardLayer, String> {
+    async fn layer(&self, policy: &mut Policy) -> Result<StandardLayer, String> {
         let limits = &mut policy.limits;
         let told = [limits.requests, limits.tokens, limits.input_tokens]
             .iter()

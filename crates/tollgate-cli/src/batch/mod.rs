@@ -20,7 +20,7 @@ mod report;
 mod send;
 mod stop;
 mod stream;
-mod target;
+pub(crate) mod target;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -102,26 +102,9 @@ pub(crate) struct BatchArgs {
     /// The flags that change the policy.
     #[command(flatten)]
     policy: flags::PolicyFlags,
-    /// Share the quota with every process using this Redis (`redis://host:port/`): several
-    /// batches on one API key then never exceed its limits together. Needs a limit (`--rpm`,
-    /// `--tpm`, `--itpm`, `--otpm`, `--rpd`, `--tpd`).
-    #[arg(long, env = "TOLLGATE_REDIS_URL", hide_env_values = true)]
-    redis: Option<String>,
-    /// While Redis is down (or unreachable at the start), go on at this process's share of the
-    /// limits (see --processes) instead of refusing requests.
-    #[arg(long, requires = "redis")]
-    redis_fail_open: bool,
-    /// The --redis URL lists the nodes of a Redis Cluster, comma-separated
-    /// (`redis://10.0.0.1:7000,redis://10.0.0.2:7000`).
-    #[arg(long, requires = "redis")]
-    pub(crate) redis_cluster: bool,
-    /// A PEM certificate authority to trust for a `rediss://` Redis (instead of Mozilla's roots).
-    #[arg(long, requires = "redis", value_name = "PEM")]
-    pub(crate) redis_ca: Option<std::path::PathBuf>,
-    /// How many processes share the quota with `--redis`: with --redis-fail-open, each sends
-    /// its share (the limit divided by this) while Redis is down.
-    #[arg(long, default_value_t = 1, requires = "redis", value_parser = clap::value_parser!(u32).range(1..))]
-    processes: u32,
+    /// Sharing the quota through Redis.
+    #[command(flatten)]
+    pub(crate) redis: crate::shared_quota::RedisFlags,
     /// After Ctrl-C or SIGTERM, how long in-flight requests may finish, in seconds (a second
     /// signal stops at once).
     #[arg(long, default_value_t = 30.0, value_parser = flags::non_negative_secs)]

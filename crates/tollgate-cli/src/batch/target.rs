@@ -64,15 +64,7 @@ pub(crate) fn policy(args: &BatchArgs) -> Result<Resolved, String> {
     let (mut policy, prices, fallbacks) = match (&args.config, &args.provider) {
         (Some(path), _) => {
             let config = Config::load(path).map_err(|e| e.to_string())?;
-            let policy = match &args.config_provider {
-                Some(name) => config.provider(name).map_err(|e| e.to_string())?.clone(),
-                None => config
-                    .providers
-                    .values()
-                    .next()
-                    .cloned()
-                    .ok_or_else(|| format!("{} defines no provider", path.display()))?,
-            };
+            let policy = provider_policy(&config, args.config_provider.as_deref(), path)?;
             let fallbacks = config
                 .fallback
                 .iter()
@@ -117,6 +109,23 @@ pub(crate) fn policy(args: &BatchArgs) -> Result<Resolved, String> {
         prices,
         fallbacks,
     })
+}
+
+/// The policy of the config file's provider `name`, or of its first.
+pub(crate) fn provider_policy(
+    config: &Config,
+    name: Option<&str>,
+    path: &std::path::Path,
+) -> Result<Policy, String> {
+    match name {
+        Some(name) => config.provider(name).cloned().map_err(|e| e.to_string()),
+        None => config
+            .providers
+            .values()
+            .next()
+            .cloned()
+            .ok_or_else(|| format!("{} defines no provider", path.display())),
+    }
 }
 
 /// What the config file and the flags say, before anything is reached.
@@ -180,24 +189,7 @@ impl Target {
                 .deadline
                 .get_or_insert_with(|| default_deadline(own));
         }
-        let layer = match &args.redis {
-            // The quota is shared through Redis: its limits are the ones configured, the same in
-            // every process (an adaptive rate would be each process's own guess).
-            Some(url) => {
-                crate::shared_quota::SharedQuota {
-                    url,
-                    fail_open: args.redis_fail_open,
-                    processes: args.processes,
-                    cluster: args.redis_cluster,
-                    ca: args.redis_ca.as_deref(),
-                }
-                .layer(&mut policy)
-                .await?
-            }
-            None => policy
-                .layer()
-                .map_err(|e| format!("invalid settings: {e}"))?,
-        };
+        let layer = args.redis.layer(&mut policy).await?;
         let provider = policy.provider;
         // The key comes from the environment, never a flag (it would show in `ps`).
         let key = provider
