@@ -22,7 +22,9 @@ pin_project! {
         #[pin]
         inner: Option<F>,
         pending: Option<Pending>,
-        refusal: Option<CircuitOpen>,
+        // Boxed here rather than when it is returned (as a `BoxError`): the same one allocation,
+        // and the future of an admitted call, which every layer above moves, stays small.
+        refusal: Option<Box<CircuitOpen>>,
     }
 }
 
@@ -54,7 +56,7 @@ impl<F> ResponseFuture<F> {
         ResponseFuture {
             inner: None,
             pending: None,
-            refusal: Some(refusal),
+            refusal: Some(Box::new(refusal)),
         }
     }
 }
@@ -70,7 +72,7 @@ where
         let this = self.project();
         let Some(inner) = this.inner.as_pin_mut() else {
             return Poll::Ready(Err(match this.refusal.take() {
-                Some(refusal) => Box::new(refusal),
+                Some(refusal) => refusal,
                 None => crate::polled_after_completion("circuit breaker"),
             }));
         };

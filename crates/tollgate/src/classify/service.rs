@@ -1,5 +1,6 @@
 //! The [`Classify`] service.
 
+use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use bytes::Bytes;
@@ -8,7 +9,7 @@ use http_body::Body;
 use tower_service::Service;
 
 use super::body::ClassifiedBody;
-use super::classifier::Classify as Classifier;
+use super::classifier::{Classify as Classifier, Judge};
 use super::error::ClassifiedError;
 use super::future::ResponseFuture;
 use super::stream::StreamConfig;
@@ -18,24 +19,31 @@ use crate::BoxError;
 #[derive(Debug, Clone)]
 pub struct Classify<S, C> {
     inner: S,
-    classifier: C,
-    streams: StreamConfig,
+    judge: Arc<Judge<C>>,
 }
 
 impl<S, C> Classify<S, C> {
     /// Wraps `inner`, judging its answers with `classifier`.
     pub fn new(inner: S, classifier: C) -> Self {
+        Self::judged_by(inner, classifier, StreamConfig::default())
+    }
+
+    pub(crate) fn judged_by(inner: S, classifier: C, streams: StreamConfig) -> Self {
         Classify {
             inner,
-            classifier,
-            streams: StreamConfig::default(),
+            judge: Arc::new(Judge {
+                classifier,
+                streams,
+            }),
         }
     }
 
     /// Watches streamed answers as `streams` says.
-    pub fn with_streams(mut self, streams: StreamConfig) -> Self {
-        self.streams = streams;
-        self
+    pub fn with_streams(self, streams: StreamConfig) -> Self
+    where
+        C: Clone,
+    {
+        Self::judged_by(self.inner, self.judge.classifier.clone(), streams)
     }
 
     /// The inner service.
@@ -59,7 +67,7 @@ where
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
         self.inner.poll_ready(cx).map_err(|error| {
             let error = error.into();
-            ClassifiedError::new(self.classifier.classify_error(&*error), error)
+            ClassifiedError::new(self.judge.classifier.classify_error(&*error), error)
         })
     }
 
@@ -67,10 +75,6 @@ where
         // The request is about to leave for the network, where a client's own logging may print
         // it: its credentials are marked sensitive first.
         crate::redact_secrets(request.headers_mut());
-        ResponseFuture::new(
-            self.inner.call(request),
-            self.classifier.clone(),
-            self.streams,
-        )
+        ResponseFuture::new(self.inner.call(request), Arc::clone(&self.judge))
     }
 }
