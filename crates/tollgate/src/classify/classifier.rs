@@ -349,11 +349,3 @@ mod tests {
         }
     }
 }
-
-/// How answers are judged. Behind an `Arc`: every call's future holds it, and a future every
-/// layer above moves is better small than holding a copy.
-#[derive(Debug)]
-pub(crate) struct Judge<C> {
-    pub(crate) classifier: C,
-    pub(crate) streams: super::stream::StreamConfig,
-}

@@ -2,7 +2,6 @@
 
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::Arc;
 use std::task::{ready, Context, Poll};
 use std::time::SystemTime;
 
@@ -13,10 +12,10 @@ use http_body::Body;
 use pin_project_lite::pin_project;
 
 use super::body::ClassifiedBody;
-use super::classifier::{Classify, Judge};
+use super::classifier::Classify;
 use super::error::ClassifiedError;
 use super::headers::RateLimitState;
-use super::stream::{is_event_stream, StreamError, Watch};
+use super::stream::{is_event_stream, StreamConfig, StreamError, Watch};
 use super::verdict::{Classification, Kind};
 use super::MAX_CLASSIFIED_BODY;
 use crate::BoxError;
@@ -26,7 +25,8 @@ pin_project! {
     /// answers the classifier wants to read) up to 64 KiB of the body, or (for a stream with the
     /// first-token gate) the stream up to its first content event.
     pub struct ResponseFuture<F, B, C> {
-        judge: Arc<Judge<C>>,
+        classifier: C,
+        streams: StreamConfig,
         #[pin]
         state: State<F, B>,
     }
@@ -70,9 +70,10 @@ impl<B> Held<B> {
 }
 
 impl<F, B, C> ResponseFuture<F, B, C> {
-    pub(crate) fn new(future: F, judge: Arc<Judge<C>>) -> Self {
+    pub(crate) fn new(future: F, classifier: C, streams: StreamConfig) -> Self {
         ResponseFuture {
-            judge,
+            classifier,
+            streams,
             state: State::Waiting { future },
         }
     }
@@ -98,20 +99,19 @@ where
                         Err(error) => {
                             this.state.set(State::Done);
                             let error = error.into();
-                            let verdict = this.judge.classifier.classify_error(&*error);
+                            let verdict = this.classifier.classify_error(&*error);
                             return Poll::Ready(Err(ClassifiedError::new(verdict, error)));
                         }
                     };
                     let verdict = this
-                        .judge
                         .classifier
                         .classify_response(response.status(), response.headers());
                     let (parts, body) = response.into_parts();
                     if verdict.kind() == Kind::Success && is_event_stream(&parts.headers) {
                         // Said once here, read by the layers outside without looking again.
                         let verdict = verdict.watched_stream();
-                        let watch = Box::new(Watch::new(this.judge.streams));
-                        if !this.judge.streams.first_token_gate {
+                        let watch = Box::new(Watch::new(*this.streams));
+                        if !this.streams.first_token_gate {
                             this.state.set(State::Done);
                             let body = ClassifiedBody::watched(Bytes::new(), body, false, watch);
                             return Poll::Ready(Ok(stamp(parts, body, verdict)));
@@ -122,9 +122,7 @@ where
                         });
                         continue;
                     }
-                    if !this.judge.classifier.wants_body(&verdict)
-                        || declared_too_long(&parts.headers)
-                    {
+                    if !this.classifier.wants_body(&verdict) || declared_too_long(&parts.headers) {
                         this.state.set(State::Done);
                         return Poll::Ready(Ok(stamp(parts, ClassifiedBody::new(body), verdict)));
                     }
@@ -152,7 +150,7 @@ where
                         }
                     };
                     let prefix = std::mem::take(buf).freeze();
-                    let refined = this.judge.classifier.classify_body(*verdict, &prefix);
+                    let refined = this.classifier.classify_body(*verdict, &prefix);
                     let (parts, body) = (parts.take(), body.take());
                     this.state.set(State::Done);
                     let (Some(parts), Some(body)) = (parts, body) else {

@@ -77,6 +77,6 @@ impl<S, C: Classify> Layer<S> for ClassifyLayer<C> {
     type Service = ClassifyService<S, C>;
 
     fn layer(&self, inner: S) -> Self::Service {
-        ClassifyService::judged_by(inner, self.classifier.clone(), self.streams)
+        ClassifyService::new(inner, self.classifier.clone()).with_streams(self.streams)
     }
 }

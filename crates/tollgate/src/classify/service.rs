@@ -1,6 +1,5 @@
 //! The [`Classify`] service.
 
-use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use bytes::Bytes;
@@ -9,7 +8,7 @@ use http_body::Body;
 use tower_service::Service;
 
 use super::body::ClassifiedBody;
-use super::classifier::{Classify as Classifier, Judge};
+use super::classifier::Classify as Classifier;
 use super::error::ClassifiedError;
 use super::future::ResponseFuture;
 use super::stream::StreamConfig;
@@ -19,31 +18,24 @@ use crate::BoxError;
 #[derive(Debug, Clone)]
 pub struct Classify<S, C> {
     inner: S,
-    judge: Arc<Judge<C>>,
+    classifier: C,
+    streams: StreamConfig,
 }
 
 impl<S, C> Classify<S, C> {
     /// Wraps `inner`, judging its answers with `classifier`.
     pub fn new(inner: S, classifier: C) -> Self {
-        Self::judged_by(inner, classifier, StreamConfig::default())
-    }
-
-    pub(crate) fn judged_by(inner: S, classifier: C, streams: StreamConfig) -> Self {
         Classify {
             inner,
-            judge: Arc::new(Judge {
-                classifier,
-                streams,
-            }),
+            classifier,
+            streams: StreamConfig::default(),
         }
     }
 
     /// Watches streamed answers as `streams` says.
-    pub fn with_streams(self, streams: StreamConfig) -> Self
-    where
-        C: Clone,
-    {
-        Self::judged_by(self.inner, self.judge.classifier.clone(), streams)
+    pub fn with_streams(mut self, streams: StreamConfig) -> Self {
+        self.streams = streams;
+        self
     }
 
     /// The inner service.
@@ -67,7 +59,7 @@ where
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
         self.inner.poll_ready(cx).map_err(|error| {
             let error = error.into();
-            ClassifiedError::new(self.judge.classifier.classify_error(&*error), error)
+            ClassifiedError::new(self.classifier.classify_error(&*error), error)
         })
     }
 
@@ -75,6 +67,10 @@ where
         // The request is about to leave for the network, where a client's own logging may print
         // it: its credentials are marked sensitive first.
         crate::redact_secrets(request.headers_mut());
-        ResponseFuture::new(self.inner.call(request), Arc::clone(&self.judge))
+        ResponseFuture::new(
+            self.inner.call(request),
+            self.classifier.clone(),
+            self.streams,
+        )
     }
 }
