@@ -2,8 +2,9 @@
 //! in the same run:
 //!
 //! 1. Added latency at a fixed offered load (open loop: requests are sent on schedule whatever
-//!    the answers do), 1,000 and 5,000 requests a second for 5 s each after a 1 s warm-up: p50
-//!    and p99 of the direct calls, of the calls through the gateway, and the difference.
+//!    the answers do), 1,000 and 5,000 requests a second for 5 s each after a 1 s warm-up, three
+//!    rounds rotating through the targets: the medians of p50 and p99 of the direct calls, of the
+//!    calls through the gateway, and the differences.
 //! 2. The most requests a second each sustains: 64 callers, each sending its next request when
 //!    its answer is read, for 5 s.
 //!
@@ -32,6 +33,8 @@ use tollgate_serve::{ClientKey, Gateway, ServeConfig, ServerHandle};
 use tower::Layer;
 
 const KEY: &str = "gw-bench-0123456789";
+/// Rounds of each latency measurement.
+const ROUNDS: usize = 3;
 const BODY: &str =
     r#"{"model":"gpt-4o-mini","max_tokens":16,"messages":[{"role":"user","content":"Say hi"}]}"#;
 
@@ -187,16 +190,31 @@ fn main() {
         ("gateway, told nothing", defaults.url()),
     ];
 
-    println!("## Added latency at a fixed load (open loop, 5 s each after 1 s of warm-up)\n");
+    println!(
+        "## Added latency at a fixed load (open loop, 5 s each after 1 s of warm-up, median of {ROUNDS} rounds)\n"
+    );
     println!("| offered | target | p50 us | p99 us | added p50 us | added p99 us | failed |");
     println!("|---|---|---|---|---|---|---|");
     for rate in [1_000, 5_000] {
-        let mut baseline = None;
-        for (name, url) in &targets {
-            load_rt.block_on(open_loop(url, rate, 1));
-            let measured = load_rt.block_on(open_loop(url, rate, 5));
-            let (p50, p99) = (measured.p50, measured.p99);
-            let (base50, base99) = *baseline.get_or_insert((p50, p99));
+        // Rounds rotate through the targets, so that a noisy moment of the machine falls on
+        // all of them; each figure is the median of its rounds, and the direct call's median is
+        // the baseline.
+        let mut rounds: Vec<Vec<Latencies>> = targets.iter().map(|_| Vec::new()).collect();
+        for _ in 0..ROUNDS {
+            for ((_, url), rounds) in targets.iter().zip(&mut rounds) {
+                load_rt.block_on(open_loop(url, rate, 1));
+                rounds.push(load_rt.block_on(open_loop(url, rate, 5)));
+            }
+        }
+        let median = |rounds: &[Latencies], of: fn(&Latencies) -> Duration| {
+            let mut values: Vec<Duration> = rounds.iter().map(of).collect();
+            values.sort_unstable();
+            values[values.len() / 2]
+        };
+        let base50 = median(&rounds[0], |l| l.p50);
+        let base99 = median(&rounds[0], |l| l.p99);
+        for ((name, _), rounds) in targets.iter().zip(&rounds) {
+            let (p50, p99) = (median(rounds, |l| l.p50), median(rounds, |l| l.p99));
             let added = |now: Duration, then: Duration| {
                 if now >= then {
                     micros(now - then)
@@ -204,14 +222,14 @@ fn main() {
                     format!("-{}", micros(then - now))
                 }
             };
+            let failed: usize = rounds.iter().map(|l| l.failed).sum();
+            let sent: usize = rounds.iter().map(|l| l.sent).sum();
             println!(
-                "| {rate}/s | {name} | {} | {} | {} | {} | {}/{} |",
+                "| {rate}/s | {name} | {} | {} | {} | {} | {failed}/{sent} |",
                 micros(p50),
                 micros(p99),
                 added(p50, base50),
                 added(p99, base99),
-                measured.failed,
-                measured.sent,
             );
         }
     }
