@@ -146,13 +146,38 @@ async fn closed_loop(base: &str, callers: usize, seconds: u64) -> (f64, usize) {
 }
 
 fn start_gateway(gateway_rt: &Runtime, mock: &str, told: bool) -> ServerHandle {
+    gateway_rt.block_on(serve_gateway(mock.to_owned(), told))
+}
+
+/// A gateway on a current-thread runtime of its own thread: every task of a request (the
+/// server's connection, the client's) on one thread, none handed to another. Its URL, and the
+/// sender that stops it.
+fn start_gateway_on_one_thread(mock: &str) -> (String, tokio::sync::oneshot::Sender<()>) {
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let (url_tx, url_rx) = std::sync::mpsc::channel();
+    let mock = mock.to_owned();
+    std::thread::spawn(move || {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("a Tokio runtime");
+        runtime.block_on(async move {
+            let server = serve_gateway(mock, true).await;
+            let _ = url_tx.send(server.url());
+            let _ = stopped.await;
+            server.shutdown().await;
+        });
+    });
+    (url_rx.recv().expect("the gateway listens"), stop)
+}
+
+async fn serve_gateway(mock: String, told: bool) -> ServerHandle {
     let mut policy = Policy::preset(Provider::OpenAi);
     if told {
         policy.limits.requests = Some(Rate::per_minute(60_000_000));
         policy.limits.adaptive = None;
     }
-    let mock = mock.to_owned();
-    gateway_rt.block_on(async move {
+    async move {
         let mut config = ServeConfig::default();
         config.listen = "127.0.0.1:0".parse().unwrap();
         config
@@ -167,7 +192,8 @@ fn start_gateway(gateway_rt: &Runtime, mock: &str, told: bool) -> ServerHandle {
         tollgate_serve::spawn(gateway, config)
             .await
             .expect("the gateway listens")
-    })
+    }
+    .await
 }
 
 fn micros(d: Duration) -> String {
@@ -184,10 +210,12 @@ fn main() {
     let direct = mock.url();
     let told = start_gateway(&gateway_rt, &direct, true);
     let defaults = start_gateway(&gateway_rt, &direct, false);
+    let (one_thread, stop_one_thread) = start_gateway_on_one_thread(&direct);
     let targets = [
         ("direct to the mock", direct.clone()),
         ("gateway, told the limit", told.url()),
         ("gateway, told nothing", defaults.url()),
+        ("gateway, told the limit, one thread", one_thread),
     ];
 
     println!(
@@ -243,6 +271,7 @@ fn main() {
         let base = *direct_rps.get_or_insert(rps);
         println!("| {name} | {rps:.0} | {:.2} | {failed} |", rps / base);
     }
+    let _ = stop_one_thread.send(());
     gateway_rt.block_on(async {
         told.shutdown().await;
         defaults.shutdown().await;
