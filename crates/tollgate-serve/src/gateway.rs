@@ -279,14 +279,14 @@ where
             Ok(body) => body,
             Err((status, message)) => return refuse(shape, status, None, &message),
         };
-        let mut model = None;
-        let mut stream = false;
+        // The body is read for the span (and checked to be JSON) once.
+        let mut peek = Peek {
+            model: None,
+            stream: None,
+        };
         if !body.is_empty() && (is_json_route(parts.uri.path()) || is_json(&parts.headers)) {
             match serde_json::from_slice::<Peek<'_>>(&body) {
-                Ok(peek) => {
-                    model = peek.model.map(|m| m.into_owned());
-                    stream = peek.stream.unwrap_or(false);
-                }
+                Ok(read) => peek = read,
                 Err(error) => {
                     return refuse(
                         shape,
@@ -302,17 +302,13 @@ where
         let tokens = tracing::enabled!(tracing::Level::INFO)
             .then(|| EstimateTokens::new().estimate(&body))
             .flatten();
-        let upstream = match self.upstream_request(parts, body, &client) {
-            Ok(request) => request,
-            Err((status, message)) => return refuse(shape, status, None, &message),
-        };
         let span = tracing::info_span!(
             "gateway.request",
             client = client.name(),
             provider = shared.provider.name(),
-            path = upstream.uri().path(),
-            model = model.as_deref().unwrap_or(""),
-            stream,
+            path = parts.uri.path(),
+            model = peek.model.as_deref().unwrap_or(""),
+            stream = peek.stream.unwrap_or(false),
             input_tokens = tokens.map(|t| t.input),
             max_output_tokens = tokens.map(|t| t.output),
             status = tracing::field::Empty,
@@ -320,6 +316,10 @@ where
             verdict = tracing::field::Empty,
             elapsed_ms = tracing::field::Empty,
         );
+        let upstream = match self.upstream_request(parts, body, &client) {
+            Ok(request) => request,
+            Err((status, message)) => return refuse(shape, status, None, &message),
+        };
         self.forward(upstream, &client, shape)
             .instrument(span)
             .await
