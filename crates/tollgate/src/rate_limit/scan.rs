@@ -83,6 +83,35 @@ fn ascii_fields(body: &[u8]) -> Option<Fields> {
 /// Nesting deeper than this is left to serde (which has its own limit).
 const MAX_DEPTH: usize = 64;
 
+/// The bytes that end a run of plain string characters: a quote, a backslash, and the control
+/// characters JSON forbids raw in a string.
+const STOPS: [bool; 256] = {
+    let mut stops = [false; 256];
+    let mut byte = 0;
+    while byte < 0x20 {
+        stops[byte] = true;
+        byte += 1;
+    }
+    stops[b'"' as usize] = true;
+    stops[b'\\' as usize] = true;
+    stops
+};
+
+/// How many plain string characters `bytes` starts with.
+fn plain_run(bytes: &[u8]) -> usize {
+    // Most strings are short: a table walk beats memchr's set-up; a long one (a prompt) goes on
+    // with memchr, and its control characters are looked for in one vectorisable pass.
+    let head = bytes.len().min(32);
+    if let Some(len) = bytes[..head].iter().position(|b| STOPS[usize::from(*b)]) {
+        return len;
+    }
+    let len = head + memchr::memchr2(b'"', b'\\', &bytes[head..]).unwrap_or(bytes.len() - head);
+    match bytes[head..len].iter().position(|b| *b < 0x20) {
+        Some(control) => head + control,
+        None => len,
+    }
+}
+
 struct Scan<'a> {
     bytes: &'a [u8],
     at: usize,
@@ -114,10 +143,8 @@ impl<'a> Scan<'a> {
     fn key(&mut self) -> Option<&'a [u8]> {
         self.expect(b'"')?;
         let start = self.at;
-        let len = self.bytes[start..]
-            .iter()
-            .position(|b| matches!(b, b'"' | b'\\'))?;
-        if self.bytes[start + len] != b'"' {
+        let len = plain_run(&self.bytes[start..]);
+        if self.bytes.get(start + len) != Some(&b'"') {
             return None;
         }
         self.at = start + len + 1;
@@ -130,19 +157,14 @@ impl<'a> Scan<'a> {
         self.expect(b'"')?;
         let mut chars = 0;
         loop {
-            let rest = &self.bytes[self.at..];
-            // Most strings are short: a plain loop beats memchr's set-up; a long one (a prompt)
-            // goes on with memchr. JSON forbids raw control characters in strings.
-            let head = rest.len().min(32);
-            let len = match rest[..head].iter().position(|b| matches!(b, b'"' | b'\\')) {
-                Some(len) => len,
-                None => head + memchr::memchr2(b'"', b'\\', &rest[head..])?,
-            };
-            if rest[..len].iter().fold(false, |bad, b| bad | (*b < 0x20)) {
-                return None;
-            }
+            let len = plain_run(&self.bytes[self.at..]);
             chars += len;
             self.at += len;
+            match self.bytes.get(self.at) {
+                Some(b'"' | b'\\') => {}
+                // A raw control character, or the end of the body.
+                _ => return None,
+            }
             if self.bytes[self.at] == b'"' {
                 self.at += 1;
                 return Some(chars);
@@ -189,18 +211,23 @@ impl<'a> Scan<'a> {
         }
         self.peek()?;
         let start = self.at;
-        while self.bytes.get(self.at).is_some_and(u8::is_ascii_digit) {
+        let mut value: u64 = 0;
+        while let Some(digit) = self.bytes.get(self.at).filter(|b| b.is_ascii_digit()) {
+            // Past u64: serde's to judge (it refuses it).
+            value = value
+                .checked_mul(10)?
+                .checked_add(u64::from(digit - b'0'))?;
             self.at += 1;
         }
-        let digits = &self.bytes[start..self.at];
+        let digits = self.at - start;
         // A sign, a fraction or an exponent: serde's to judge.
-        if digits.is_empty() || matches!(self.bytes.get(self.at), Some(b'.' | b'e' | b'E')) {
+        if digits == 0 || matches!(self.bytes.get(self.at), Some(b'.' | b'e' | b'E')) {
             return None;
         }
-        if digits.len() > 1 && digits[0] == b'0' {
+        if digits > 1 && self.bytes[start] == b'0' {
             return None;
         }
-        std::str::from_utf8(digits).ok()?.parse().ok().map(Some)
+        Some(Some(value))
     }
 
     fn literal(&mut self, word: &[u8]) -> bool {
@@ -267,10 +294,13 @@ impl<'a> Scan<'a> {
 
     /// A number, `true`, `false` or `null`.
     fn scalar(&mut self) -> Option<()> {
-        if self.literal(b"true") || self.literal(b"false") || self.literal(b"null") {
-            return Some(());
-        }
-        self.number()
+        let word: &[u8] = match self.peek()? {
+            b't' => b"true",
+            b'f' => b"false",
+            b'n' => b"null",
+            _ => return self.number(),
+        };
+        self.literal(word).then_some(())
     }
 
     /// A JSON number without an exponent: `-? (0 | [1-9][0-9]*) (. [0-9]+)?`.
