@@ -1,10 +1,14 @@
 //! The fields a request's token estimate needs, read from its JSON body. A one-pass reader takes
 //! the bodies almost every request has, ASCII JSON: it reads what the serde reader below reads
-//! and gives up
-//! (`None`) on anything it is not sure of (non-ASCII text, a duplicate field, a number that is
-//! not a plain integer, JSON it does not accept), leaving those bodies to serde. It exists
-//! because the serde reader cost a third of the whole stack's time per call (validating and
-//! decoding every string of a body to count its characters); this one counts them as it skips.
+//! and gives up (`None`) on anything it is not sure of (non-ASCII text, a duplicate field, a
+//! number that is not a plain integer, an escaped key, nesting past 64), leaving those bodies to
+//! serde. It exists because the serde reader cost a third of the whole stack's time per call
+//! (validating and decoding every string of a body to count its characters); this one counts
+//! them as it skips.
+//!
+//! The reader is a loop over the body with the open containers kept in two bit sets, not a
+//! recursive descent: a small request is a couple of dozen tokens, and a call and an `Option`
+//! per token cost more than the tokens themselves. Strings are skipped eight bytes at a time.
 
 /// What the estimate reads of a body: the output limits, `n`, and the characters of text in
 /// each of the text fields (`messages`, `system`, `prompt`, `input`, `contents`).
@@ -29,86 +33,96 @@ pub(super) fn fields(body: &[u8]) -> Option<Fields> {
 
 /// The fields of `body` read in one pass, or `None` when this reader is not sure.
 fn ascii_fields(body: &[u8]) -> Option<Fields> {
-    if !body.is_ascii() {
-        return None;
-    }
     let mut scan = Scan { bytes: body, at: 0 };
     let mut fields = Fields::default();
     let mut seen = 0u16;
-    scan.expect(b'{')?;
-    if !scan.eat(b'}') {
+    if scan.token()? != b'{' {
+        return None;
+    }
+    if scan.peek()? == b'}' {
+        scan.at += 1;
+    } else {
         loop {
+            if scan.token()? != b'"' {
+                return None;
+            }
             let key = scan.key()?;
-            scan.expect(b':')?;
-            let slot = match key {
-                b"max_tokens" => Some((0, &mut fields.max_tokens)),
-                b"max_completion_tokens" => Some((1, &mut fields.max_completion_tokens)),
-                b"max_output_tokens" => Some((2, &mut fields.max_output_tokens)),
-                b"n" => Some((3, &mut fields.n)),
-                _ => None,
+            let (bit, slot) = match key {
+                b"max_tokens" => (0, Some(&mut fields.max_tokens)),
+                b"max_completion_tokens" => (1, Some(&mut fields.max_completion_tokens)),
+                b"max_output_tokens" => (2, Some(&mut fields.max_output_tokens)),
+                b"n" => (3, Some(&mut fields.n)),
+                b"messages" => (4, None),
+                b"system" => (5, None),
+                b"prompt" => (6, None),
+                b"input" => (7, None),
+                b"contents" => (8, None),
+                _ => (16, None),
             };
-            let text = match key {
-                b"messages" => Some(4),
-                b"system" => Some(5),
-                b"prompt" => Some(6),
-                b"input" => Some(7),
-                b"contents" => Some(8),
-                _ => None,
-            };
-            // serde refuses a field given twice.
-            for bit in slot.as_ref().map(|(bit, _)| *bit).into_iter().chain(text) {
+            if bit < 16 {
+                // serde refuses a field given twice.
                 if seen & (1 << bit) != 0 {
                     return None;
                 }
                 seen |= 1 << bit;
             }
-            if let Some((_, slot)) = slot {
+            if let Some(slot) = slot {
                 *slot = scan.count()?;
-            } else if text.is_some() {
-                fields.chars += scan.text(0)?;
             } else {
-                scan.skip(0)?;
+                let chars = scan.value(bit < 16)?;
+                fields.chars += chars;
             }
-            if scan.eat(b',') {
-                continue;
+            match scan.token()? {
+                b',' => continue,
+                b'}' => break,
+                _ => return None,
             }
-            scan.expect(b'}')?;
-            break;
         }
     }
-    scan.space();
-    (scan.at == body.len()).then_some(fields)
+    match scan.peek() {
+        None => Some(fields),
+        Some(_) => None,
+    }
 }
 
-/// Nesting deeper than this is left to serde (which has its own limit).
-const MAX_DEPTH: usize = 64;
+/// Open containers past this depth are left to serde (which has its own limit): the reader keeps
+/// them in the bits of a `u64`.
+const MAX_DEPTH: u32 = 64;
 
-/// The bytes that end a run of plain string characters: a quote, a backslash, and the control
-/// characters JSON forbids raw in a string.
-const STOPS: [bool; 256] = {
-    let mut stops = [false; 256];
-    let mut byte = 0;
-    while byte < 0x20 {
-        stops[byte] = true;
-        byte += 1;
-    }
-    stops[b'"' as usize] = true;
-    stops[b'\\' as usize] = true;
-    stops
-};
+const ONES: u64 = u64::from_le_bytes([1; 8]);
+const HIGH: u64 = u64::from_le_bytes([0x80; 8]);
 
-/// How many plain string characters `bytes` starts with.
+/// The bytes of `word` (little-endian) that end a run of plain string characters, each marked by
+/// its high bit: a quote, a backslash, a control character JSON forbids raw, or a non-ASCII
+/// byte. Only the lowest mark is exact (a borrow may mark bytes above a true one), which is the
+/// only one read.
+#[inline(always)]
+fn stops(word: u64) -> u64 {
+    let zero = |v: u64| v.wrapping_sub(ONES) & !v;
+    let quote = zero(word ^ (ONES * u64::from(b'"')));
+    let backslash = zero(word ^ (ONES * u64::from(b'\\')));
+    let control = word.wrapping_sub(ONES * 0x20) & !word;
+    (quote | backslash | control | word) & HIGH
+}
+
+/// How many plain string characters `bytes` starts with, read eight at a time.
+#[inline(always)]
 fn plain_run(bytes: &[u8]) -> usize {
-    // Most strings are short: a table walk beats memchr's set-up; a long one (a prompt) goes on
-    // with memchr, and its control characters are looked for in one vectorisable pass.
-    let head = bytes.len().min(32);
-    if let Some(len) = bytes[..head].iter().position(|b| STOPS[usize::from(*b)]) {
-        return len;
-    }
-    let len = head + memchr::memchr2(b'"', b'\\', &bytes[head..]).unwrap_or(bytes.len() - head);
-    match bytes[head..len].iter().position(|b| *b < 0x20) {
-        Some(control) => head + control,
-        None => len,
+    let mut at = 0;
+    loop {
+        let mut word = [b'"'; 8];
+        let tail = bytes.len() - at;
+        if tail >= 8 {
+            word.copy_from_slice(&bytes[at..at + 8]);
+        } else {
+            // The end of the body reads as a quote: the run ends there.
+            word[..tail].copy_from_slice(&bytes[at..]);
+        }
+        let marks = stops(u64::from_le_bytes(word));
+        if marks != 0 {
+            return at + (marks.trailing_zeros() / 8) as usize;
+        }
+        at += 8;
     }
 }
 
@@ -118,56 +132,59 @@ struct Scan<'a> {
 }
 
 impl<'a> Scan<'a> {
-    fn space(&mut self) {
-        while let Some(b' ' | b'\n' | b'\r' | b'\t') = self.bytes.get(self.at) {
+    /// The next byte that is not white space, left in place.
+    #[inline(always)]
+    fn peek(&mut self) -> Option<u8> {
+        loop {
+            let byte = *self.bytes.get(self.at)?;
+            // Every byte JSON allows outside strings is above the space but white space.
+            if byte > b' ' || !matches!(byte, b' ' | b'\n' | b'\r' | b'\t') {
+                return Some(byte);
+            }
             self.at += 1;
         }
     }
 
-    fn peek(&mut self) -> Option<u8> {
-        self.space();
-        self.bytes.get(self.at).copied()
+    /// The next byte that is not white space, taken.
+    #[inline(always)]
+    fn token(&mut self) -> Option<u8> {
+        let byte = self.peek()?;
+        self.at += 1;
+        Some(byte)
     }
 
-    fn eat(&mut self, byte: u8) -> bool {
-        let here = self.peek() == Some(byte);
-        self.at += usize::from(here);
-        here
-    }
-
-    fn expect(&mut self, byte: u8) -> Option<()> {
-        self.eat(byte).then_some(())
-    }
-
-    /// An object key with no escapes (keys with escapes are left to serde).
+    /// An object key with no escapes (keys with escapes are left to serde), its opening quote
+    /// taken, and the colon after it.
+    #[inline(always)]
     fn key(&mut self) -> Option<&'a [u8]> {
-        self.expect(b'"')?;
         let start = self.at;
         let len = plain_run(&self.bytes[start..]);
         if self.bytes.get(start + len) != Some(&b'"') {
             return None;
         }
         self.at = start + len + 1;
+        if self.token()? != b':' {
+            return None;
+        }
         let bytes: &'a [u8] = self.bytes;
         Some(&bytes[start..start + len])
     }
 
-    /// A string's characters once decoded (the opening quote is next).
+    /// The rest of a string (its opening quote taken): its characters once decoded.
     fn string(&mut self) -> Option<usize> {
-        self.expect(b'"')?;
         let mut chars = 0;
         loop {
             let len = plain_run(&self.bytes[self.at..]);
             chars += len;
             self.at += len;
-            match self.bytes.get(self.at) {
-                Some(b'"' | b'\\') => {}
-                // A raw control character, or the end of the body.
+            match *self.bytes.get(self.at)? {
+                b'"' => {
+                    self.at += 1;
+                    return Some(chars);
+                }
+                b'\\' => {}
+                // A raw control character or a non-ASCII byte.
                 _ => return None,
-            }
-            if self.bytes[self.at] == b'"' {
-                self.at += 1;
-                return Some(chars);
             }
             // An escape: one character, a surrogate pair two escapes for one.
             let escape = *self.bytes.get(self.at + 1)?;
@@ -196,20 +213,21 @@ impl<'a> Scan<'a> {
     }
 
     fn hex4(&mut self) -> Option<u32> {
-        let digits = std::str::from_utf8(self.bytes.get(self.at..self.at + 4)?).ok()?;
-        if !digits.bytes().all(|b| b.is_ascii_hexdigit()) {
-            return None;
+        let digits = self.bytes.get(self.at..self.at + 4)?;
+        let mut unit = 0;
+        for digit in digits {
+            unit = unit << 4 | char::from(*digit).to_digit(16)?;
         }
         self.at += 4;
-        u32::from_str_radix(digits, 16).ok()
+        Some(unit)
     }
 
     /// A count field: a plain integer, or `null`.
     fn count(&mut self) -> Option<Option<u64>> {
-        if self.literal(b"null") {
-            return Some(None);
+        if self.peek()? == b'n' {
+            self.at += 1;
+            return self.literal(b"ull").then_some(None);
         }
-        self.peek()?;
         let start = self.at;
         let mut value: u64 = 0;
         while let Some(digit) = self.bytes.get(self.at).filter(|b| b.is_ascii_digit()) {
@@ -230,77 +248,94 @@ impl<'a> Scan<'a> {
         Some(Some(value))
     }
 
-    fn literal(&mut self, word: &[u8]) -> bool {
-        self.space();
-        let here = self.bytes[self.at..].starts_with(word);
-        self.at += if here { word.len() } else { 0 };
+    /// The rest of a literal whose first byte was taken.
+    #[inline(always)]
+    fn literal(&mut self, rest: &[u8]) -> bool {
+        let here = self.bytes[self.at..].starts_with(rest);
+        self.at += if here { rest.len() } else { 0 };
         here
     }
 
-    /// Characters of text in a value: a string's own, an array's items', and an object's
-    /// `content`, `text` and `parts` values', at any depth.
-    fn text(&mut self, depth: usize) -> Option<usize> {
-        if depth > MAX_DEPTH {
+    /// A value, checked to be JSON, and the characters of text in it when `counted`: a string's
+    /// own, an array's items', and an object's `content`, `text` and `parts` values', at any
+    /// depth.
+    fn value(&mut self, counted: bool) -> Option<usize> {
+        let mut chars = 0;
+        // The open containers, innermost in the lowest bit: which are objects, and which have
+        // their values counted.
+        let (mut depth, mut objects, mut counting) = (0u32, 0u64, 0u64);
+        // Whether the value about to be read is counted.
+        let mut counts = counted;
+        loop {
+            match self.token()? {
+                b'"' => {
+                    let len = self.string()?;
+                    if counts {
+                        chars += len;
+                    }
+                }
+                open @ (b'[' | b'{') => {
+                    if depth == MAX_DEPTH {
+                        return None;
+                    }
+                    let object = open == b'{';
+                    depth += 1;
+                    objects = objects << 1 | u64::from(object);
+                    counting = counting << 1 | u64::from(counts);
+                    let close = if object { b'}' } else { b']' };
+                    if self.peek()? != close {
+                        counts = if object { self.member(counts)? } else { counts };
+                        continue;
+                    }
+                    self.at += 1;
+                    depth -= 1;
+                    objects >>= 1;
+                    counting >>= 1;
+                }
+                b't' if self.literal(b"rue") => {}
+                b'f' if self.literal(b"alse") => {}
+                b'n' if self.literal(b"ull") => {}
+                b'-' | b'0'..=b'9' => {
+                    self.at -= 1;
+                    self.number()?;
+                }
+                _ => return None,
+            }
+            // After a value: close what ends here, then on to the next value or the end.
+            loop {
+                if depth == 0 {
+                    return Some(chars);
+                }
+                let object = objects & 1 != 0;
+                match (self.token()?, object) {
+                    (b',', true) => {
+                        counts = self.member(counting & 1 != 0)?;
+                        break;
+                    }
+                    (b',', false) => {
+                        counts = counting & 1 != 0;
+                        break;
+                    }
+                    (b'}', true) | (b']', false) => {
+                        depth -= 1;
+                        objects >>= 1;
+                        counting >>= 1;
+                    }
+                    _ => return None,
+                }
+            }
+        }
+    }
+
+    /// An object member's key and colon: whether its value is counted (the object's values are,
+    /// and the key is one of the text-bearing ones).
+    #[inline(always)]
+    fn member(&mut self, counting: bool) -> Option<bool> {
+        if self.token()? != b'"' {
             return None;
         }
-        match self.peek()? {
-            b'"' => self.string(),
-            b'[' => {
-                self.at += 1;
-                let mut chars = 0;
-                if self.eat(b']') {
-                    return Some(0);
-                }
-                loop {
-                    chars += self.text(depth + 1)?;
-                    if self.eat(b',') {
-                        continue;
-                    }
-                    self.expect(b']')?;
-                    return Some(chars);
-                }
-            }
-            b'{' => {
-                self.at += 1;
-                let mut chars = 0;
-                if self.eat(b'}') {
-                    return Some(0);
-                }
-                loop {
-                    let key = self.key()?;
-                    let counted = matches!(key, b"content" | b"text" | b"parts");
-                    self.expect(b':')?;
-                    if counted {
-                        chars += self.text(depth + 1)?;
-                    } else {
-                        self.skip(depth + 1)?;
-                    }
-                    if self.eat(b',') {
-                        continue;
-                    }
-                    self.expect(b'}')?;
-                    return Some(chars);
-                }
-            }
-            _ => self.scalar().map(|()| 0),
-        }
-    }
-
-    /// Skips a value, checking it is JSON.
-    fn skip(&mut self, depth: usize) -> Option<()> {
-        // A value's text is skipped with the same walk: counting costs nothing more.
-        self.text(depth).map(drop)
-    }
-
-    /// A number, `true`, `false` or `null`.
-    fn scalar(&mut self) -> Option<()> {
-        let word: &[u8] = match self.peek()? {
-            b't' => b"true",
-            b'f' => b"false",
-            b'n' => b"null",
-            _ => return self.number(),
-        };
-        self.literal(word).then_some(())
+        let key = self.key()?;
+        Some(counting && matches!(key, b"content" | b"text" | b"parts"))
     }
 
     /// A JSON number without an exponent: `-? (0 | [1-9][0-9]*) (. [0-9]+)?`.

@@ -13,8 +13,9 @@ use tower_service::Service;
 
 use super::config::RetryEvent;
 use super::error::{AttemptTimedOut, RetryError, RetryInfo, StopReason};
-use super::policy::{Decision, RetryPolicy};
+use super::policy::Decision;
 use super::replay::{try_clone_request, ReplayBody};
+use super::service::Shared;
 use super::FailFast;
 use crate::attempt::{AttemptClock, Progress};
 use crate::classify::{error_verdict, response_verdict, Classification, Kind};
@@ -29,8 +30,9 @@ pin_project! {
     where
         S: Service<Request<B>>,
     {
-        policy: Arc<RetryPolicy>,
-        service: S,
+        shared: Arc<Shared<S>>,
+        // The service of the attempts after the first, cloned when the first fails.
+        service: Option<S>,
         replay: Option<Request<B>>,
         attempts: u32,
         started: Instant,
@@ -71,18 +73,17 @@ where
     S: Service<Request<B>>,
 {
     pub(crate) fn new(
-        policy: Arc<RetryPolicy>,
-        service: S,
+        shared: Arc<Shared<S>>,
         replay: Option<Request<B>>,
         clock: Option<AttemptClock>,
         future: S::Future,
         span: tracing::Span,
     ) -> Self {
         let started = Instant::now();
-        let deadline = policy.deadline.map(|d| started + d);
+        let deadline = shared.policy.deadline.map(|d| started + d);
         let mut this = ResponseFuture {
-            policy,
-            service,
+            shared,
+            service: None,
             replay,
             attempts: 1,
             started,
@@ -99,7 +100,7 @@ where
             timer,
             is_deadline,
             started,
-            this.policy.attempt_timeout,
+            this.shared.policy.attempt_timeout,
             deadline,
         );
         this
@@ -108,7 +109,7 @@ where
 
 impl<S, B, ResBody> Future for ResponseFuture<S, B>
 where
-    S: Service<Request<B>, Response = Response<ResBody>>,
+    S: Service<Request<B>, Response = Response<ResBody>> + Clone,
     S::Error: Into<BoxError>,
     B: ReplayBody,
 {
@@ -147,7 +148,7 @@ where
                             ready!(timer.as_mut().poll(cx));
                             if !*this.timer_is_deadline {
                                 let now = Instant::now();
-                                let timeout = this.policy.attempt_timeout;
+                                let timeout = this.shared.policy.attempt_timeout;
                                 if let Some(end) = queue_extends(this.clock.as_ref(), timeout, now)
                                 {
                                     // The attempt waited in the rate limiter's queue: its
@@ -173,7 +174,7 @@ where
                                     error,
                                 )));
                             }
-                            let timeout = this.policy.attempt_timeout.unwrap_or(after);
+                            let timeout = this.shared.policy.attempt_timeout.unwrap_or(after);
                             let error: BoxError = Box::new(AttemptTimedOut::new(timeout));
                             (Classification::new(Kind::Timeout), Failure::Error(error))
                         }
@@ -189,7 +190,7 @@ where
                     } else if this.replay.is_none() && verdict.is_retryable() {
                         Decision::Stop(StopReason::NotReplayable)
                     } else {
-                        this.policy.decide(
+                        this.shared.policy.decide(
                             &verdict,
                             *this.attempts,
                             *this.previous_delay,
@@ -198,7 +199,7 @@ where
                     };
                     match decision {
                         Decision::Stop(reason) => {
-                            crate::telemetry::gave_up(&this.policy.name, reason.as_str());
+                            crate::telemetry::gave_up(&this.shared.policy.name, reason.as_str());
                             return Poll::Ready(match failure {
                                 Failure::Response(response) => {
                                     Ok(stamp(response, *this.attempts, *this.started, Some(reason)))
@@ -222,7 +223,7 @@ where
                                 hint,
                             };
                             log_retry(&event);
-                            this.policy.notify(&event);
+                            this.shared.policy.notify(&event);
                             *this.previous_delay = delay;
                             *this.timer_is_deadline = false;
                             set_timer(this.timer, Instant::now() + delay);
@@ -237,7 +238,23 @@ where
                     this.state.set(State::Ready);
                 }
                 StateProj::Ready => {
-                    if let Err(error) = ready!(this.service.poll_ready(cx)) {
+                    // The call made the template before this future existed.
+                    if this.service.is_none() {
+                        *this.service = this.shared.service();
+                    }
+                    let Some(service) = this.service.as_mut() else {
+                        let error = crate::polled_after_completion("retry");
+                        let verdict = Classification::new(Kind::ClientError);
+                        let reason = StopReason::NotRetryable;
+                        return Poll::Ready(Err(give_up(
+                            reason,
+                            *this.attempts,
+                            *this.started,
+                            verdict,
+                            error,
+                        )));
+                    };
+                    if let Err(error) = ready!(service.poll_ready(cx)) {
                         let error = error.into();
                         let verdict = error_verdict(&*error);
                         let reason = StopReason::NotRetryable;
@@ -265,18 +282,24 @@ where
                     };
                     *this.replay = try_clone_request(&request);
                     *this.attempts += 1;
-                    this.policy.attempts.attempt(&this.policy.name);
+                    this.shared
+                        .policy
+                        .attempts
+                        .attempt(&this.shared.policy.name);
                     if let Some(clock) = this.clock.as_ref() {
                         clock.start(Instant::now());
                     }
-                    *this.span =
-                        attempt_span(&this.policy.name, *this.attempts, *this.previous_delay);
-                    let future = this.span.in_scope(|| this.service.call(request));
+                    *this.span = attempt_span(
+                        &this.shared.policy.name,
+                        *this.attempts,
+                        *this.previous_delay,
+                    );
+                    let future = this.span.in_scope(|| service.call(request));
                     arm_attempt_timer(
                         this.timer,
                         this.timer_is_deadline,
                         Instant::now(),
-                        this.policy.attempt_timeout,
+                        this.shared.policy.attempt_timeout,
                         *this.deadline,
                     );
                     this.state.set(State::Attempt { future });

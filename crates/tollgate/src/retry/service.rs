@@ -1,6 +1,6 @@
 //! The [`BackoffRetry`] service.
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -17,15 +17,55 @@ use crate::classify::error_verdict;
 use crate::BoxError;
 
 /// The service built by [`BackoffRetryLayer`](crate::retry::BackoffRetryLayer): see there.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct BackoffRetry<S> {
     inner: S,
-    policy: Arc<RetryPolicy>,
+    shared: Arc<Shared<S>>,
+}
+
+impl<S: std::fmt::Debug> std::fmt::Debug for BackoffRetry<S> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BackoffRetry")
+            .field("inner", &self.inner)
+            .field("policy", &self.shared.policy)
+            .finish()
+    }
+}
+
+/// What every clone of one [`BackoffRetry`] and every call through it share: the layer's policy,
+/// and a copy of the inner service that a retry clones its own from.
+///
+/// A call's first attempt goes to the service polled ready; only a retry needs a service of its
+/// own, so the success path clones no service (and touches none of its reference counts).
+pub(crate) struct Shared<S> {
+    pub(crate) policy: Arc<RetryPolicy>,
+    // Made on the first call (the layer does not ask its service to be `Clone`); behind a lock
+    // so that the service need not be `Sync`. Locked only to clone, on a retry.
+    template: OnceLock<Mutex<S>>,
+}
+
+impl<S: Clone> Shared<S> {
+    /// A service for a later attempt, to be polled ready.
+    pub(crate) fn service(&self) -> Option<S> {
+        let template = self.template.get()?;
+        Some(
+            template
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .clone(),
+        )
+    }
 }
 
 impl<S> BackoffRetry<S> {
     pub(crate) fn new(inner: S, policy: Arc<RetryPolicy>) -> Self {
-        BackoffRetry { inner, policy }
+        BackoffRetry {
+            inner,
+            shared: Arc::new(Shared {
+                policy,
+                template: OnceLock::new(),
+            }),
+        }
     }
 
     /// The inner service.
@@ -53,33 +93,27 @@ where
     }
 
     fn call(&mut self, request: Request<ReqBody>) -> Self::Future {
-        // The ready service makes the first attempt; the clone left behind is what the next
-        // `poll_ready` drives. Later attempts poll the owned copy ready again, so no readiness is
-        // held across a backoff sleep.
-        let clone = self.inner.clone();
-        let mut service = std::mem::replace(&mut self.inner, clone);
-        if let Some(budget) = &self.policy.budget {
+        let shared = &self.shared;
+        if shared.template.get().is_none() {
+            let _ = shared.template.set(Mutex::new(self.inner.clone()));
+        }
+        let policy = &shared.policy;
+        if let Some(budget) = &policy.budget {
             budget.deposit();
         }
         let mut request = request;
         // The attempt timeout runs from when an attempt leaves the rate limiter's queue: the
         // clock tells when (one allocation per call, only when a timeout is set).
-        let clock = self.policy.attempt_timeout.map(|_| {
+        let clock = policy.attempt_timeout.map(|_| {
             let clock = AttemptClock::new(Instant::now());
             request.extensions_mut().insert(clock.clone());
             clock
         });
         let replay = try_clone_request(&request);
-        self.policy.attempts.attempt(&self.policy.name);
-        let span = super::future::attempt_span(&self.policy.name, 1, Duration::ZERO);
-        let future = span.in_scope(|| service.call(request));
-        ResponseFuture::new(
-            Arc::clone(&self.policy),
-            service,
-            replay,
-            clock,
-            future,
-            span,
-        )
+        policy.attempts.attempt(&policy.name);
+        let span = super::future::attempt_span(&policy.name, 1, Duration::ZERO);
+        // The ready service makes the first attempt; a retry clones one of its own.
+        let future = span.in_scope(|| self.inner.call(request));
+        ResponseFuture::new(Arc::clone(shared), replay, clock, future, span)
     }
 }
