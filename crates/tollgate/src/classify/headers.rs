@@ -212,13 +212,17 @@ impl RateLimitState {
     pub fn from_headers_with(headers: &HeaderMap, now: impl Fn() -> SystemTime) -> Option<Self> {
         // One pass over the headers with a prefix check: most responses carry none of these,
         // and looking up twenty names one by one would cost more than the rest of the layer.
+        // The names alone first: without any, the two states below are not even made.
+        if !headers.keys().any(|name| is_rate_limit_name(name.as_str())) {
+            return None;
+        }
         let mut openai = RateLimitState::default();
         let mut anthropic = RateLimitState::default();
         let mut any = false;
         for (name, value) in headers {
             let name = name.as_str();
             // The name first: most headers are none of these, and their values need no check.
-            if !name.starts_with("x-ratelimit-") && !name.starts_with("anthropic-ratelimit-") {
+            if !is_rate_limit_name(name) {
                 continue;
             }
             let Ok(value) = value.to_str() else { continue };
@@ -333,6 +337,11 @@ fn saturating_secs_f64(secs: f64) -> Duration {
 }
 
 /// The parsers, one header form at a time (the layer-level tables are in `tests/classify.rs`).
+/// Whether a header's name is one of the providers' rate-limit headers.
+fn is_rate_limit_name(name: &str) -> bool {
+    name.starts_with("x-ratelimit-") || name.starts_with("anthropic-ratelimit-")
+}
+
 #[cfg(test)]
 pub(crate) mod tests {
     use std::time::UNIX_EPOCH;

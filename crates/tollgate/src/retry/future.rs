@@ -72,6 +72,7 @@ impl<S, B> ResponseFuture<S, B>
 where
     S: Service<Request<B>>,
 {
+    #[inline]
     pub(crate) fn new(
         shared: Arc<Shared<S>>,
         replay: Option<Request<B>>,
@@ -81,7 +82,18 @@ where
     ) -> Self {
         let started = Instant::now();
         let deadline = shared.policy.deadline.map(|d| started + d);
-        let mut this = ResponseFuture {
+        let (mut timer, mut timer_is_deadline) = (None, false);
+        let timeout = shared.policy.attempt_timeout;
+        arm_attempt_timer(
+            &mut timer,
+            &mut timer_is_deadline,
+            started,
+            timeout,
+            deadline,
+        );
+        // Built as the last expression, so the inner future can be written in place rather than
+        // moved once more (it is most of this future's size).
+        ResponseFuture {
             shared,
             service: None,
             replay,
@@ -89,21 +101,12 @@ where
             started,
             deadline,
             previous_delay: Duration::ZERO,
-            timer: None,
-            timer_is_deadline: false,
+            timer,
+            timer_is_deadline,
             clock,
             span,
             state: State::Attempt { future },
-        };
-        let (timer, is_deadline) = (&mut this.timer, &mut this.timer_is_deadline);
-        arm_attempt_timer(
-            timer,
-            is_deadline,
-            started,
-            this.shared.policy.attempt_timeout,
-            deadline,
-        );
-        this
+        }
     }
 }
 
