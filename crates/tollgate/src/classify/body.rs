@@ -25,7 +25,9 @@ pin_project! {
     #[derive(Debug)]
     pub struct ClassifiedBody<B> {
         prefix: Option<Bytes>,
-        trailers: Option<HeaderMap>,
+        // Boxed: only an answer read to its end to classify it can carry them, and a header map
+        // is most of this body's size, which every layer above moves with the response.
+        trailers: Option<Box<HeaderMap>>,
         inner_done: bool,
         // Boxed: only streamed answers carry one.
         watch: Option<Box<Watch>>,
@@ -56,7 +58,7 @@ impl<B> ClassifiedBody<B> {
     ) -> Self {
         ClassifiedBody {
             prefix: (!prefix.is_empty()).then_some(prefix),
-            trailers,
+            trailers: trailers.map(Box::new),
             inner_done,
             watch: None,
             inner,
@@ -93,7 +95,7 @@ where
         }
         let Some(watch) = this.watch else {
             if *this.inner_done {
-                return Poll::Ready(this.trailers.take().map(|t| Ok(Frame::trailers(t))));
+                return Poll::Ready(this.trailers.take().map(|t| Ok(Frame::trailers(*t))));
             }
             return this.inner.poll_frame(cx).map_err(Into::into);
         };

@@ -85,8 +85,7 @@ impl<K: Hash + Eq + Clone + 'static> Limiter<K> {
     }
 
     /// The quota for `key` (the default one for `None`), created on first use.
-    pub(crate) fn partition(&self, key: Option<K>) -> Arc<Partition> {
-        let now = Instant::now();
+    pub(crate) fn partition(&self, key: Option<K>, now: Instant) -> Arc<Partition> {
         // A quota that is idle and full again is the same as a new one: dropping it loses nothing.
         self.quotas.get(
             key,

@@ -82,12 +82,12 @@ where
 
     fn call(&mut self, request: Request<ReqBody>) -> Self::Future {
         let settings = self.limiter.settings;
-        let partition = self.limiter.partition(self.key.key(&request));
+        let now = Instant::now();
+        let partition = self.limiter.partition(self.key.key(&request), now);
         let estimate = partition
             .charges_tokens
             .load(Ordering::Relaxed)
             .then(|| self.cost.cost(&request));
-        let now = Instant::now();
         let mut state = partition.lock();
         let demand = estimate.map_or(Demand::ONE, |estimate| {
             Demand::new(estimate, &state.quota.charged.metering)
