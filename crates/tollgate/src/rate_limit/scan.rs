@@ -171,12 +171,22 @@ impl<'a> Scan<'a> {
     }
 
     /// The rest of a string (its opening quote taken): its characters once decoded.
+    #[inline(always)]
     fn string(&mut self) -> Option<usize> {
-        let mut chars = 0;
+        // Most strings have no escape: read inline; the rest out of line.
+        let len = plain_run(&self.bytes[self.at..]);
+        self.at += len;
+        if self.bytes.get(self.at) == Some(&b'"') {
+            self.at += 1;
+            return Some(len);
+        }
+        self.escaped_string(len)
+    }
+
+    /// The rest of a string from a byte that is not a plain character, `chars` read before it.
+    #[inline(never)]
+    fn escaped_string(&mut self, mut chars: usize) -> Option<usize> {
         loop {
-            let len = plain_run(&self.bytes[self.at..]);
-            chars += len;
-            self.at += len;
             match *self.bytes.get(self.at)? {
                 b'"' => {
                     self.at += 1;
@@ -209,6 +219,9 @@ impl<'a> Scan<'a> {
                 }
                 _ => return None,
             }
+            let len = plain_run(&self.bytes[self.at..]);
+            chars += len;
+            self.at += len;
         }
     }
 

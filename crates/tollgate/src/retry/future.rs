@@ -31,8 +31,9 @@ pin_project! {
         S: Service<Request<B>>,
     {
         shared: Arc<Shared<S>>,
-        // The service of the attempts after the first, cloned when the first fails.
-        service: Option<S>,
+        // The service of the attempts after the first, cloned when the first fails. Boxed: a
+        // call that needs no retry carries only the pointer's room.
+        service: Option<Box<S>>,
         replay: Option<Request<B>>,
         attempts: u32,
         started: Instant,
@@ -243,7 +244,7 @@ where
                 StateProj::Ready => {
                     // The call made the template before this future existed.
                     if this.service.is_none() {
-                        *this.service = this.shared.service();
+                        *this.service = this.shared.service().map(Box::new);
                     }
                     let Some(service) = this.service.as_mut() else {
                         let error = crate::polled_after_completion("retry");
