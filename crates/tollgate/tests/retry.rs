@@ -412,6 +412,70 @@ async fn poll_ready_is_driven_before_every_attempt() {
     assert_eq!(call.await.unwrap().unwrap().status(), StatusCode::OK);
 }
 
+/// A scripted provider that counts its clones.
+struct CountsClones {
+    inner: Scripted,
+    clones: Arc<AtomicU32>,
+}
+
+impl Clone for CountsClones {
+    fn clone(&self) -> Self {
+        self.clones.fetch_add(1, Ordering::SeqCst);
+        CountsClones {
+            inner: self.inner.clone(),
+            clones: Arc::clone(&self.clones),
+        }
+    }
+}
+
+impl Service<http::Request<String>> for CountsClones {
+    type Response = <Scripted as Service<http::Request<String>>>::Response;
+    type Error = <Scripted as Service<http::Request<String>>>::Error;
+    type Future = <Scripted as Service<http::Request<String>>>::Future;
+
+    fn poll_ready(
+        &mut self,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), Self::Error>> {
+        Service::<http::Request<String>>::poll_ready(&mut self.inner, cx)
+    }
+
+    fn call(&mut self, request: http::Request<String>) -> Self::Future {
+        self.inner.call(request)
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_call_clones_a_service_only_to_retry() {
+    let clones = Arc::new(AtomicU32::new(0));
+    let provider = CountsClones {
+        inner: Scripted::new([status(200), status(200), status(503), status(200)]),
+        clones: Arc::clone(&clones),
+    };
+    let mut service = exact().build().unwrap().layer(provider);
+    for _ in 0..2 {
+        let response = service
+            .ready()
+            .await
+            .unwrap()
+            .call(request())
+            .await
+            .unwrap();
+        assert_eq!(response.status(), StatusCode::OK);
+    }
+    // The first call made the copy retries clone from; the successes cloned nothing else.
+    assert_eq!(clones.load(Ordering::SeqCst), 1);
+    let response = service
+        .ready()
+        .await
+        .unwrap()
+        .call(request())
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK, "retried to a success");
+    assert_eq!(clones.load(Ordering::SeqCst), 2, "one clone for the retry");
+}
+
 /// The largest number of retries that land in any 100 ms window.
 fn densest_window(times: &[Duration]) -> usize {
     let mut sorted = times.to_vec();

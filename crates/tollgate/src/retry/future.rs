@@ -25,7 +25,8 @@ pin_project! {
     /// Response future of [`BackoffRetry`](super::BackoffRetry).
     ///
     /// Dropping it at any point (mid-attempt or mid-wait) cancels the call and leaves nothing
-    /// behind: it owns its timer, its copy of the request and its clone of the service.
+    /// behind: it owns its timer, its copy of the request and, once it retries, its clone of the
+    /// service.
     pub struct ResponseFuture<S, B>
     where
         S: Service<Request<B>>,

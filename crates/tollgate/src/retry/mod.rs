@@ -29,8 +29,10 @@
 //!
 //! Requests are replayed only when their body can be ([`ReplayBody`]); a streaming body is sent
 //! once. Each call clones the request (headers included) before the first attempt, like tower's
-//! `Retry`, and clones the inner service so a fresh readiness is polled before each retry rather
-//! than held across a sleep. Put the layer outside the rate limiter and circuit breaker, so each
+//! `Retry`. The first attempt goes to the service that was polled ready; a retry clones its own
+//! (from a copy every clone of the service shares, made on the first call) and polls it ready
+//! after the wait, so no readiness is held across a sleep and a call that needs no retry clones
+//! no service. Put the layer outside the rate limiter and circuit breaker, so each
 //! attempt takes a permit and passes the breaker; a breaker-open rejection is retried only after
 //! the wait it reports, within the ceiling and deadline.
 //!
