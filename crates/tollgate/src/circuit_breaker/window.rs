@@ -161,7 +161,12 @@ impl Tally {
                     *filled += 1;
                 }
                 ring[*next] = (failure, slow);
-                *next = (*next + 1) % ring.len();
+                // A wrap, not a remainder: a division on every recorded call costs more.
+                *next = if *next + 1 == ring.len() {
+                    0
+                } else {
+                    *next + 1
+                };
                 totals.add(failure, slow);
             }
             Tally::Time {

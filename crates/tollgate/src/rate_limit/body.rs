@@ -16,13 +16,20 @@ use super::quota::{Held, Holds, Outcome};
 use super::usage::UsageScan;
 use crate::classify::Kind;
 
-/// A concurrency permit, returned when dropped.
+/// An admitted request's quota, and whether it holds one of its concurrency permits (returned
+/// when dropped). The admission's one reference to the quota goes from the call's future to the
+/// body, rather than each taking its own.
 #[derive(Debug)]
-pub(crate) struct Permit(pub(crate) Arc<Partition>);
+pub(crate) struct Admission {
+    pub(crate) partition: Arc<Partition>,
+    pub(crate) permit: bool,
+}
 
-impl Drop for Permit {
+impl Drop for Admission {
     fn drop(&mut self) {
-        self.0.release();
+        if self.permit {
+            self.partition.release();
+        }
     }
 }
 
@@ -101,7 +108,7 @@ pin_project! {
     pub struct RateLimitBody<B> {
         #[pin]
         inner: B,
-        permit: Option<Permit>,
+        permit: Option<Admission>,
         settlement: Option<Box<Settlement>>,
         stream: Option<Box<StreamLearner>>,
     }
@@ -110,7 +117,7 @@ pin_project! {
 impl<B> RateLimitBody<B> {
     pub(crate) fn new(
         inner: B,
-        permit: Option<Permit>,
+        permit: Option<Admission>,
         settlement: Option<Box<Settlement>>,
         stream: Option<Box<StreamLearner>>,
     ) -> Self {

@@ -12,7 +12,7 @@ use pin_project_lite::pin_project;
 use tokio::time::{sleep_until, Instant, Sleep};
 use tower_service::Service;
 
-use super::body::{Permit, RateLimitBody, Settlement, StreamLearner};
+use super::body::{Admission, RateLimitBody, Settlement, StreamLearner};
 use super::error::{RateLimitError, Refusal};
 use super::learn::learn;
 use super::limiter::Settings;
@@ -33,7 +33,6 @@ pin_project! {
         S: Service<Request<B>>,
     {
         settings: Settings,
-        partition: Arc<Partition>,
         #[pin]
         state: State<S, B>,
     }
@@ -57,7 +56,7 @@ pin_project! {
         Calling {
             #[pin]
             future: S::Future,
-            permit: Option<Permit>,
+            admission: Option<Admission>,
             settlement: Option<Box<Settlement>>,
             sent_at: Instant,
         },
@@ -70,7 +69,7 @@ pin_project! {
 struct Waiting<S, B> {
     wait: Wait,
     admitted: bool,
-    permit: Option<Permit>,
+    admission: Option<Admission>,
     settlement: Option<Box<Settlement>>,
     service: S,
     request: Option<Request<B>>,
@@ -223,33 +222,21 @@ impl<S, B> ResponseFuture<S, B>
 where
     S: Service<Request<B>>,
 {
-    pub(crate) fn rejected(
-        settings: Settings,
-        partition: Arc<Partition>,
-        error: RateLimitError,
-    ) -> Self {
+    pub(crate) fn rejected(settings: Settings, error: RateLimitError) -> Self {
         ResponseFuture {
             settings,
-            partition,
             state: State::Rejected { error: Some(error) },
         }
     }
 
-    pub(crate) fn waiting(
-        settings: Settings,
-        partition: Arc<Partition>,
-        wait: Wait,
-        service: S,
-        request: Request<B>,
-    ) -> Self {
+    pub(crate) fn waiting(settings: Settings, wait: Wait, service: S, request: Request<B>) -> Self {
         ResponseFuture {
             settings,
-            partition,
             state: State::Waiting {
                 waiting: Box::new(Waiting {
                     wait,
                     admitted: false,
-                    permit: None,
+                    admission: None,
                     settlement: None,
                     service,
                     request: Some(request),
@@ -261,18 +248,16 @@ where
     /// Admitted at once at `sent_at`: the call is on its way.
     pub(crate) fn calling(
         settings: Settings,
-        partition: Arc<Partition>,
+        admission: Admission,
         future: S::Future,
-        permit: Option<Permit>,
         settlement: Option<Box<Settlement>>,
         sent_at: Instant,
     ) -> Self {
         ResponseFuture {
             settings,
-            partition,
             state: State::Calling {
                 future,
-                permit,
+                admission: Some(admission),
                 settlement,
                 sent_at,
             },
@@ -303,7 +288,7 @@ where
                     let Waiting {
                         wait,
                         admitted,
-                        permit,
+                        admission,
                         settlement,
                         service,
                         request,
@@ -313,26 +298,30 @@ where
                             match ready!(wait.poll_admit(cx, this.settings.max_wait)) {
                                 Ok(admitted) => admitted,
                                 Err(error) => {
-                                    this.state.set(State::Done);
                                     let reason = match error {
                                         Refusal::StoreUnavailable => "store_unavailable",
                                         Refusal::DailyQuotaSpent { .. } => "daily_quota",
                                         _ => "would_wait",
                                     };
                                     crate::telemetry::limiter_rejection(
-                                        &this.partition.name,
+                                        &wait.partition.name,
                                         reason,
                                     );
+                                    this.state.set(State::Done);
                                     return Poll::Ready(Err(Box::new(RateLimitError::new(error))));
                                 }
                             };
                         *admitted = true;
-                        *permit = took_permit.then(|| Permit(Arc::clone(this.partition)));
-                        *settlement = Settlement::new(this.partition, holds);
+                        let partition = &wait.partition;
+                        *admission = Some(Admission {
+                            partition: Arc::clone(partition),
+                            permit: took_permit,
+                        });
+                        *settlement = Settlement::new(partition, holds);
                         let waited = wait.since.elapsed();
-                        crate::telemetry::limiter_wait(&this.partition.name, waited);
-                        let queued = this.partition.lock().queue_len();
-                        crate::telemetry::limiter_queue(&this.partition.name, queued);
+                        crate::telemetry::limiter_wait(&partition.name, waited);
+                        let queued = partition.lock().queue_len();
+                        crate::telemetry::limiter_queue(&partition.name, queued);
                         if waited >= this.settings.slow_wait {
                             tracing::debug!(
                                 waited_ms = waited.as_millis() as u64,
@@ -354,23 +343,23 @@ where
                         clock.left(sent_at);
                     }
                     let future = service.call(request);
-                    let (permit, settlement) = (permit.take(), settlement.take());
+                    let (admission, settlement) = (admission.take(), settlement.take());
                     this.state.set(State::Calling {
                         future,
-                        permit,
+                        admission,
                         settlement,
                         sent_at,
                     });
                 }
                 StateProj::Calling {
                     future,
-                    permit,
+                    admission,
                     settlement,
                     sent_at,
                 } => {
                     let result = ready!(future.poll(cx));
-                    let (permit, mut settlement, sent_at) =
-                        (permit.take(), settlement.take(), *sent_at);
+                    let (admission, mut settlement, sent_at) =
+                        (admission.take(), settlement.take(), *sent_at);
                     this.state.set(State::Done);
                     // A transport error leaves the charge standing: the provider may have
                     // metered an answer that never arrived.
@@ -388,19 +377,22 @@ where
                         }
                     }
                     let mut stream = None;
-                    if this.settings.learn {
-                        learn(this.settings, this.partition, &response, sent_at);
+                    if let (true, Some(admission)) = (this.settings.learn, &admission) {
+                        let partition = &admission.partition;
+                        learn(this.settings, partition, &response, sent_at);
                         let verdict = response
                             .extensions()
                             .get::<crate::classify::Classification>();
                         if verdict.is_some_and(|v| v.is_stream()) {
                             stream = Some(Box::new(StreamLearner {
                                 settings: *this.settings,
-                                partition: Arc::clone(this.partition),
+                                partition: Arc::clone(partition),
                                 sent_at,
                             }));
                         }
                     }
+                    // The body keeps the admission only to return its permit when it ends.
+                    let permit = admission.filter(|admission| admission.permit);
                     return Poll::Ready(Ok(
                         response.map(|body| RateLimitBody::new(body, permit, settlement, stream))
                     ));

@@ -8,7 +8,7 @@ use http::{Request, Response};
 use tokio::time::Instant;
 use tower_service::Service;
 
-use super::body::{Permit, RateLimitBody, Settlement};
+use super::body::{Admission, RateLimitBody, Settlement};
 use super::cost::Cost;
 use super::error::{RateLimitError, Refusal};
 use super::future::{ResponseFuture, Wait};
@@ -98,7 +98,6 @@ where
             crate::telemetry::limiter_rejection(&partition.name, "too_large");
             return ResponseFuture::rejected(
                 settings,
-                partition,
                 RateLimitError::new(Refusal::TooLarge {
                     limit,
                     cost,
@@ -119,15 +118,18 @@ where
                 drop(state);
                 crate::telemetry::limiter_rejection(&partition.name, "daily_quota");
                 let error = RateLimitError::new(Refusal::DailyQuotaSpent { limit, resets_in });
-                return ResponseFuture::rejected(settings, partition, error);
+                return ResponseFuture::rejected(settings, error);
             }
         };
         if let Some((took_permit, holds)) = admitted {
             drop(state);
-            let permit = took_permit.then(|| Permit(Arc::clone(&partition)));
             let settlement = Settlement::new(&partition, holds);
+            let admission = Admission {
+                partition,
+                permit: took_permit,
+            };
             let future = self.inner.call(request);
-            return ResponseFuture::calling(settings, partition, future, permit, settlement, now);
+            return ResponseFuture::calling(settings, admission, future, settlement, now);
         }
         // The store's wait is known only when it answers; the future applies max_wait then.
         let lane = request
@@ -149,7 +151,7 @@ where
                     max_queue,
                     wait: estimate.map(|(wait, _)| wait),
                 });
-                return ResponseFuture::rejected(settings, partition, error);
+                return ResponseFuture::rejected(settings, error);
             }
         }
         if let (Some(max_wait), Some((wait, limit))) = (settings.max_wait, estimate) {
@@ -161,7 +163,7 @@ where
                     wait,
                     max_wait,
                 });
-                return ResponseFuture::rejected(settings, partition, error);
+                return ResponseFuture::rejected(settings, error);
             }
         }
         // Queue now, so the order of calls is the order of admission; the real waker is
@@ -174,10 +176,10 @@ where
         }
         crate::telemetry::limiter_queue(&partition.name, state.queue_len());
         drop(state);
-        let wait = Wait::new(Arc::clone(&partition), id, demand, now);
+        let wait = Wait::new(partition, id, demand, now);
         // The service that was polled ready goes with the request; its clone stays for the next.
         let clone = self.inner.clone();
         let service = std::mem::replace(&mut self.inner, clone);
-        ResponseFuture::waiting(settings, partition, wait, service, request)
+        ResponseFuture::waiting(settings, wait, service, request)
     }
 }
