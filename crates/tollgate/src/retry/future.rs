@@ -15,7 +15,7 @@ use super::config::RetryEvent;
 use super::error::{AttemptTimedOut, RetryError, RetryInfo, StopReason};
 use super::policy::Decision;
 use super::replay::{try_clone_request, ReplayBody};
-use super::service::Shared;
+use super::shared::Shared;
 use super::FailFast;
 use crate::attempt::{AttemptClock, Progress};
 use crate::classify::{error_verdict, response_verdict, Classification, Kind};

@@ -60,6 +60,7 @@ mod layer;
 mod policy;
 mod replay;
 mod service;
+mod shared;
 
 pub use backoff::Jitter;
 pub use config::{BackoffRetryBuilder, BudgetConfig, OverCeiling, RetryConfig, RetryEvent};

@@ -1,6 +1,6 @@
 //! The [`BackoffRetry`] service.
 
-use std::sync::{Arc, Mutex, OnceLock, PoisonError};
+use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -12,6 +12,7 @@ use super::error::{RetryError, StopReason};
 use super::future::ResponseFuture;
 use super::policy::RetryPolicy;
 use super::replay::{try_clone_request, ReplayBody};
+use super::shared::Shared;
 use crate::attempt::AttemptClock;
 use crate::classify::error_verdict;
 use crate::BoxError;
@@ -32,39 +33,11 @@ impl<S: std::fmt::Debug> std::fmt::Debug for BackoffRetry<S> {
     }
 }
 
-/// What every clone of one [`BackoffRetry`] and every call through it share: the layer's policy,
-/// and a copy of the inner service that a retry clones its own from.
-///
-/// A call's first attempt goes to the service polled ready; only a retry needs a service of its
-/// own, so the success path clones no service (and touches none of its reference counts).
-pub(crate) struct Shared<S> {
-    pub(crate) policy: Arc<RetryPolicy>,
-    // Made on the first call (the layer does not ask its service to be `Clone`); behind a lock
-    // so that the service need not be `Sync`. Locked only to clone, on a retry.
-    template: OnceLock<Mutex<S>>,
-}
-
-impl<S: Clone> Shared<S> {
-    /// A service for a later attempt, to be polled ready.
-    pub(crate) fn service(&self) -> Option<S> {
-        let template = self.template.get()?;
-        Some(
-            template
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner)
-                .clone(),
-        )
-    }
-}
-
 impl<S> BackoffRetry<S> {
     pub(crate) fn new(inner: S, policy: Arc<RetryPolicy>) -> Self {
         BackoffRetry {
             inner,
-            shared: Arc::new(Shared {
-                policy,
-                template: OnceLock::new(),
-            }),
+            shared: Arc::new(Shared::new(policy)),
         }
     }
 
@@ -94,9 +67,7 @@ where
 
     fn call(&mut self, request: Request<ReqBody>) -> Self::Future {
         let shared = &self.shared;
-        if shared.template.get().is_none() {
-            let _ = shared.template.set(Mutex::new(self.inner.clone()));
-        }
+        shared.keep_first(&self.inner);
         let policy = &shared.policy;
         if let Some(budget) = &policy.budget {
             budget.deposit();
