@@ -16,7 +16,12 @@
 //! any load here: the cost of the path), and told nothing (the defaults: the rate is found from the
 //! provider's answers, which here never refuse).
 //!
-//! Run: `cargo run --release -p tollgate-bench --bin gateway-bench`.
+//! 3. With `--litellm`: LiteLLM's proxy (the version the gateway issue measured, one worker,
+//!    installed by `scripts/litellm.sh` into `target/litellm`, about 750 MB) in front of the same
+//!    mock, at 50 and 1,000 requests a second and closed loop, beside the gateway: the ratios.
+//!    Calls that take longer than ten seconds count as failed.
+//!
+//! Run: `cargo run --release -p tollgate-bench --bin gateway-bench [-- --litellm]`.
 
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -33,6 +38,8 @@ use tollgate_serve::{ClientKey, Gateway, ServeConfig, ServerHandle};
 use tower::Layer;
 
 const KEY: &str = "gw-bench-0123456789";
+/// LiteLLM's master key in `--litellm` runs.
+const LITELLM_KEY: &str = "sk-litellm-bench";
 /// Rounds of each latency measurement.
 const ROUNDS: usize = 3;
 const BODY: &str =
@@ -46,21 +53,44 @@ fn runtime(workers: usize) -> Runtime {
         .expect("a Tokio runtime")
 }
 
-fn request(base: &str) -> Request<Full<Bytes>> {
-    Request::post(format!("{base}/v1/chat/completions"))
-        .header("authorization", format!("Bearer {KEY}"))
+/// Where the load goes, and the key it sends.
+struct Target {
+    name: &'static str,
+    url: String,
+    key: &'static str,
+}
+
+impl Target {
+    fn new(name: &'static str, url: String) -> Arc<Self> {
+        Arc::new(Target {
+            name,
+            url,
+            key: KEY,
+        })
+    }
+}
+
+fn request(target: &Target) -> Request<Full<Bytes>> {
+    Request::post(format!("{}/v1/chat/completions", target.url))
+        .header("authorization", format!("Bearer {}", target.key))
         .header("content-type", "application/json")
         .body(Full::new(Bytes::from_static(BODY.as_bytes())))
         .expect("a valid request")
 }
 
-/// One call: its latency, or `None` when it failed.
-async fn call(client: &tollgate_e2e::HttpClient, base: &str) -> Option<Duration> {
+/// One call: its latency, or `None` when it failed or took longer than ten seconds.
+async fn call(client: &tollgate_e2e::HttpClient, target: &Target) -> Option<Duration> {
     let started = Instant::now();
-    let response = client.request(request(base)).await.ok()?;
-    let ok = response.status().is_success();
-    response.into_body().collect().await.ok()?;
-    ok.then(|| started.elapsed())
+    let answer = async {
+        let response = client.request(request(target)).await.ok()?;
+        let ok = response.status().is_success();
+        response.into_body().collect().await.ok()?;
+        ok.then(|| started.elapsed())
+    };
+    tokio::time::timeout(Duration::from_secs(10), answer)
+        .await
+        .ok()
+        .flatten()
 }
 
 struct Latencies {
@@ -70,11 +100,10 @@ struct Latencies {
     sent: usize,
 }
 
-/// `rate` requests a second for `seconds` to `base`, sent on schedule (each millisecond, the
+/// `rate` requests a second for `seconds` to `target`, sent on schedule (each millisecond, the
 /// ones due by then).
-async fn open_loop(base: &str, rate: u64, seconds: u64) -> Latencies {
+async fn open_loop(target: &Arc<Target>, rate: u64, seconds: u64) -> Latencies {
     let client = Arc::new(tollgate_e2e::http_client());
-    let base: Arc<str> = base.into();
     let samples = Arc::new(Mutex::new(Vec::with_capacity((rate * seconds) as usize)));
     let failed = Arc::new(Mutex::new(0usize));
     let total = rate * seconds;
@@ -88,10 +117,10 @@ async fn open_loop(base: &str, rate: u64, seconds: u64) -> Latencies {
         let due = ((started.elapsed().as_secs_f64() * rate as f64) as u64).min(total);
         while sent < due {
             sent += 1;
-            let (client, base) = (Arc::clone(&client), Arc::clone(&base));
+            let (client, target) = (Arc::clone(&client), Arc::clone(target));
             let (samples, failed) = (Arc::clone(&samples), Arc::clone(&failed));
             calls.spawn(async move {
-                match call(&client, &base).await {
+                match call(&client, &target).await {
                     Some(latency) => samples.lock().unwrap().push(latency),
                     None => *failed.lock().unwrap() += 1,
                 }
@@ -118,18 +147,17 @@ async fn open_loop(base: &str, rate: u64, seconds: u64) -> Latencies {
 }
 
 /// Requests a second with `callers` each sending its next when its answer is read.
-async fn closed_loop(base: &str, callers: usize, seconds: u64) -> (f64, usize) {
+async fn closed_loop(target: &Arc<Target>, callers: usize, seconds: u64) -> (f64, usize) {
     let client = Arc::new(tollgate_e2e::http_client());
-    let base: Arc<str> = base.into();
     let until = Instant::now() + Duration::from_secs(seconds);
     let started = Instant::now();
     let mut tasks = tokio::task::JoinSet::new();
     for _ in 0..callers {
-        let (client, base) = (Arc::clone(&client), Arc::clone(&base));
+        let (client, target) = (Arc::clone(&client), Arc::clone(target));
         tasks.spawn(async move {
             let (mut ok, mut failed) = (0usize, 0usize);
             while Instant::now() < until {
-                match call(&client, &base).await {
+                match call(&client, &target).await {
                     Some(_) => ok += 1,
                     None => failed += 1,
                 }
@@ -200,6 +228,142 @@ fn micros(d: Duration) -> String {
     format!("{}", d.as_micros())
 }
 
+/// `now - then` in microseconds, negative when `now` is the smaller.
+fn added(now: Duration, then: Duration) -> String {
+    if now >= then {
+        micros(now - then)
+    } else {
+        format!("-{}", micros(then - now))
+    }
+}
+
+/// One row of a latency table: `base` is the direct call's (p50, p99).
+fn print_row(
+    rate: u64,
+    target: &Target,
+    (p50, p99): (Duration, Duration),
+    base: (Duration, Duration),
+    failed: usize,
+    sent: usize,
+) {
+    println!(
+        "| {rate}/s | {} | {} | {} | {} | {} | {failed}/{sent} |",
+        target.name,
+        micros(p50),
+        micros(p99),
+        added(p50, base.0),
+        added(p99, base.1),
+    );
+}
+
+/// LiteLLM's proxy, a child process killed when this is dropped.
+struct LiteLlm(std::process::Child);
+
+impl Drop for LiteLlm {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Starts LiteLLM's proxy (installed by `scripts/litellm.sh`; one worker, as the issue measured
+/// it) in front of the mock on a free port, and waits until it answers.
+fn start_litellm(load_rt: &Runtime, mock: &str) -> Result<(LiteLlm, Arc<Target>), String> {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let install = std::process::Command::new(root.join("scripts/litellm.sh"))
+        .stderr(std::process::Stdio::inherit())
+        .output()
+        .map_err(|e| format!("scripts/litellm.sh: {e}"))?;
+    if !install.status.success() {
+        return Err("scripts/litellm.sh failed".into());
+    }
+    let litellm = String::from_utf8_lossy(&install.stdout).trim().to_owned();
+    let dir = root.join("target/litellm");
+    let config = dir.join("bench.yaml");
+    std::fs::write(
+        &config,
+        format!(
+            "model_list:\n  - model_name: gpt-4o-mini\n    litellm_params:\n      \
+             model: openai/gpt-4o-mini\n      api_base: {mock}/v1\n      api_key: sk-mock\n\
+             general_settings:\n  master_key: {LITELLM_KEY}\n"
+        ),
+    )
+    .map_err(|e| format!("{}: {e}", config.display()))?;
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map_err(|e| e.to_string())?
+        .port();
+    let log = std::fs::File::create(dir.join("bench.log")).map_err(|e| e.to_string())?;
+    let child = std::process::Command::new(&litellm)
+        .args([
+            "--config",
+            &config.to_string_lossy(),
+            "--port",
+            &port.to_string(),
+        ])
+        .args(["--num_workers", "1"])
+        .env("LITELLM_LOG", "ERROR")
+        .stdout(log.try_clone().map_err(|e| e.to_string())?)
+        .stderr(log)
+        .spawn()
+        .map_err(|e| format!("{litellm}: {e}"))?;
+    let child = LiteLlm(child);
+    let target = Arc::new(Target {
+        name: "LiteLLM proxy, one worker",
+        url: format!("http://127.0.0.1:{port}"),
+        key: LITELLM_KEY,
+    });
+    let client = tollgate_e2e::http_client();
+    for _ in 0..120 {
+        if load_rt.block_on(call(&client, &target)).is_some() {
+            return Ok((child, target));
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    Err("LiteLLM did not answer within a minute (see target/litellm/bench.log)".into())
+}
+
+/// The same loads against LiteLLM's proxy, one round each, and the ratios to the gateway's.
+fn beside_litellm(load_rt: &Runtime, direct: &Arc<Target>, gateway: &Arc<Target>) {
+    let mock = direct.url.clone();
+    let (_litellm, litellm) = match start_litellm(load_rt, &mock) {
+        Ok(started) => started,
+        Err(error) => {
+            println!("\nLiteLLM not measured: {error}");
+            return;
+        }
+    };
+    println!(
+        "\n## Beside LiteLLM's proxy (litellm 1.108.7, one worker; one round of 5 s per figure)\n"
+    );
+    println!("| offered | target | p50 us | p99 us | added p50 us | added p99 us | failed |");
+    println!("|---|---|---|---|---|---|---|");
+    let mut ratios = Vec::new();
+    for rate in [50, 1_000] {
+        let mut rows = Vec::new();
+        for target in [direct, gateway, &litellm] {
+            load_rt.block_on(open_loop(target, rate, 1));
+            rows.push(load_rt.block_on(open_loop(target, rate, 5)));
+        }
+        let base = (rows[0].p50, rows[0].p99);
+        for (target, row) in [direct, gateway, &litellm].into_iter().zip(&rows) {
+            print_row(rate, target, (row.p50, row.p99), base, row.failed, row.sent);
+        }
+        let added_p50 = |row: &Latencies| row.p50.saturating_sub(base.0).as_secs_f64();
+        ratios.push((rate, added_p50(&rows[2]) / added_p50(&rows[1]).max(1e-9)));
+    }
+    for (rate, ratio) in ratios {
+        println!("\nAt {rate}/s LiteLLM adds {ratio:.0}x the gateway's p50 (of the calls that succeeded).");
+    }
+    let (gateway_rps, _) = load_rt.block_on(closed_loop(gateway, 64, 5));
+    let (litellm_rps, failed) = load_rt.block_on(closed_loop(&litellm, 64, 5));
+    println!(
+        "\nMost requests a second (64 callers, 5 s): the gateway {gateway_rps:.0}, LiteLLM \
+         {litellm_rps:.0} ({failed} failed): {:.0}x.",
+        gateway_rps / litellm_rps.max(1e-9)
+    );
+}
+
 fn main() {
     let mock_rt = runtime(1);
     let gateway_rt = runtime(2);
@@ -212,10 +376,10 @@ fn main() {
     let defaults = start_gateway(&gateway_rt, &direct, false);
     let (one_thread, stop_one_thread) = start_gateway_on_one_thread(&direct);
     let targets = [
-        ("direct to the mock", direct.clone()),
-        ("gateway, told the limit", told.url()),
-        ("gateway, told nothing", defaults.url()),
-        ("gateway, told the limit, one thread", one_thread),
+        Target::new("direct to the mock", direct.clone()),
+        Target::new("gateway, told the limit", told.url()),
+        Target::new("gateway, told nothing", defaults.url()),
+        Target::new("gateway, told the limit, one thread", one_thread),
     ];
 
     println!(
@@ -229,9 +393,9 @@ fn main() {
         // the baseline.
         let mut rounds: Vec<Vec<Latencies>> = targets.iter().map(|_| Vec::new()).collect();
         for _ in 0..ROUNDS {
-            for ((_, url), rounds) in targets.iter().zip(&mut rounds) {
-                load_rt.block_on(open_loop(url, rate, 1));
-                rounds.push(load_rt.block_on(open_loop(url, rate, 5)));
+            for (target, rounds) in targets.iter().zip(&mut rounds) {
+                load_rt.block_on(open_loop(target, rate, 1));
+                rounds.push(load_rt.block_on(open_loop(target, rate, 5)));
             }
         }
         let median = |rounds: &[Latencies], of: fn(&Latencies) -> Duration| {
@@ -239,26 +403,12 @@ fn main() {
             values.sort_unstable();
             values[values.len() / 2]
         };
-        let base50 = median(&rounds[0], |l| l.p50);
-        let base99 = median(&rounds[0], |l| l.p99);
-        for ((name, _), rounds) in targets.iter().zip(&rounds) {
+        let base = (median(&rounds[0], |l| l.p50), median(&rounds[0], |l| l.p99));
+        for (target, rounds) in targets.iter().zip(&rounds) {
             let (p50, p99) = (median(rounds, |l| l.p50), median(rounds, |l| l.p99));
-            let added = |now: Duration, then: Duration| {
-                if now >= then {
-                    micros(now - then)
-                } else {
-                    format!("-{}", micros(then - now))
-                }
-            };
             let failed: usize = rounds.iter().map(|l| l.failed).sum();
             let sent: usize = rounds.iter().map(|l| l.sent).sum();
-            println!(
-                "| {rate}/s | {name} | {} | {} | {} | {} | {failed}/{sent} |",
-                micros(p50),
-                micros(p99),
-                added(p50, base50),
-                added(p99, base99),
-            );
+            print_row(rate, target, (p50, p99), base, failed, sent);
         }
     }
 
@@ -266,10 +416,17 @@ fn main() {
     println!("| target | requests/s | x direct | failed |");
     println!("|---|---|---|---|");
     let mut direct_rps = None;
-    for (name, url) in &targets {
-        let (rps, failed) = load_rt.block_on(closed_loop(url, 64, 5));
+    for target in &targets {
+        let (rps, failed) = load_rt.block_on(closed_loop(target, 64, 5));
         let base = *direct_rps.get_or_insert(rps);
-        println!("| {name} | {rps:.0} | {:.2} | {failed} |", rps / base);
+        println!(
+            "| {} | {rps:.0} | {:.2} | {failed} |",
+            target.name,
+            rps / base
+        );
+    }
+    if std::env::args().any(|arg| arg == "--litellm") {
+        beside_litellm(&load_rt, &targets[0], &targets[1]);
     }
     let _ = stop_one_thread.send(());
     gateway_rt.block_on(async {
