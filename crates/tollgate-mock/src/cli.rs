@@ -17,7 +17,9 @@ use crate::config::{Faults, HintStyle, MockConfig, StreamFaults};
 #[derive(Debug, Clone, clap::Parser)]
 #[command(
     name = "tollgate-mock",
-    about = "A mock AI provider that enforces real rate limits and injects faults"
+    about = "A mock AI provider that enforces real rate limits and injects faults",
+    // The doc comment above is for rustdoc (its example would read as help text).
+    long_about = None
 )]
 pub struct MockArgs {
     /// Port on 127.0.0.1 to listen on (0 picks a free one).
@@ -179,4 +181,18 @@ fn parse_share(text: &str) -> Result<(f64, f64), String> {
         ));
     }
     Ok((low, high))
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    use super::MockArgs;
+
+    #[test]
+    fn help_is_the_summary_not_the_rustdoc_example() {
+        let help = MockArgs::command().render_long_help().to_string();
+        assert!(help.starts_with("A mock AI provider"), "{help}");
+        assert!(!help.contains("```"), "{help}");
+    }
 }
