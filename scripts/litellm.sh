@@ -4,13 +4,5 @@
 # `tollgate serve` at the same loads. Prints the path of its `litellm` command.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-LITELLM=1.108.7
-venv="target/litellm"
-stamp="$venv/installed-litellm-$LITELLM"
-if [ ! -e "$stamp" ]; then
-    rm -rf "$venv"
-    python3 -m venv "$venv" >&2
-    "$venv/bin/python" -m pip install -q --disable-pip-version-check "litellm[proxy]==$LITELLM" >&2
-    touch "$stamp"
-fi
-echo "$PWD/$venv/bin/litellm"
+venv="$(scripts/python-venv.sh target/litellm "litellm[proxy]==1.108.7")"
+echo "$venv/bin/litellm"

@@ -248,16 +248,8 @@ where
                         *this.service = this.shared.service().map(Box::new);
                     }
                     let Some(service) = this.service.as_mut() else {
-                        let error = crate::polled_after_completion("retry");
-                        let verdict = Classification::new(Kind::ClientError);
                         let reason = StopReason::NotRetryable;
-                        return Poll::Ready(Err(give_up(
-                            reason,
-                            *this.attempts,
-                            *this.started,
-                            verdict,
-                            error,
-                        )));
+                        return Poll::Ready(Err(broken(reason, *this.attempts, *this.started)));
                     };
                     if let Err(error) = ready!(service.poll_ready(cx)) {
                         let error = error.into();
@@ -274,16 +266,8 @@ where
                     let Some(request) = this.replay.take() else {
                         // A retry is only decided with a copy in hand: without one, the future
                         // already answered.
-                        let error = crate::polled_after_completion("retry");
-                        let verdict = Classification::new(Kind::ClientError);
                         let reason = StopReason::NotReplayable;
-                        return Poll::Ready(Err(give_up(
-                            reason,
-                            *this.attempts,
-                            *this.started,
-                            verdict,
-                            error,
-                        )));
+                        return Poll::Ready(Err(broken(reason, *this.attempts, *this.started)));
                     };
                     *this.replay = try_clone_request(&request);
                     *this.attempts += 1;
@@ -413,6 +397,19 @@ fn give_up(
     error: BoxError,
 ) -> RetryError {
     RetryError::new(reason, attempts, started.elapsed(), verdict, error)
+}
+
+/// The answer of a future polled in a state it cannot be in (polled after it answered: a
+/// caller's bug, not retryable).
+fn broken(reason: StopReason, attempts: u32, started: Instant) -> RetryError {
+    let error = crate::polled_after_completion("retry");
+    give_up(
+        reason,
+        attempts,
+        started,
+        Classification::new(Kind::ClientError),
+        error,
+    )
 }
 
 fn log_retry(event: &RetryEvent) {
