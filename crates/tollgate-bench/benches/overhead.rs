@@ -14,13 +14,6 @@ use tollgate_bench::layers::*;
 use tollgate_bench::{request, CloneRequest, Instant200, NeverRetry};
 use tower::{Layer, Service, ServiceExt};
 
-fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap()
-}
-
 /// `ready().await` + `call().await` on a current-thread runtime, the loop inside one
 /// `block_on` so that the runtime's entry cost is not counted.
 fn single<S, Req, F>(
@@ -95,7 +88,7 @@ fn clone_request() -> CloneRequest {
 }
 
 fn success_path(c: &mut Criterion) {
-    let rt = runtime();
+    let rt = tollgate_bench::current_thread_runtime();
     // tower's RateLimit and tollgate's timers need a runtime when they are built.
     let _entered = rt.enter();
     let rt = &rt;
@@ -215,7 +208,7 @@ fn success_path(c: &mut Criterion) {
 }
 
 fn contention(c: &mut Criterion) {
-    let rt = runtime();
+    let rt = tollgate_bench::current_thread_runtime();
     let _entered = rt.enter();
     contended(c, "bare", Instant200, request);
     contended(

@@ -22,6 +22,14 @@ pub fn request() -> Request<Body> {
     Request::new(Full::new(Bytes::from_static(REQUEST_BODY)))
 }
 
+/// A current-thread Tokio runtime with its clock and I/O: what the single-task figures run on.
+pub fn current_thread_runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("a current-thread Tokio runtime")
+}
+
 /// An in-memory provider that answers 200 at once: the bare service every layer wraps.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Instant200;

@@ -24,10 +24,7 @@ where
     S: Service<http::Request<Body>>,
     S::Error: std::fmt::Debug,
 {
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .expect("runtime");
+    let runtime = tollgate_bench::current_thread_runtime();
     runtime.block_on(async {
         for _ in 0..1_000 {
             let _ = service.ready().await.expect("ready").call(request()).await;

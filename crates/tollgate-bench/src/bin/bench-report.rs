@@ -54,10 +54,7 @@ where
     S: Service<Req>,
     S::Error: std::fmt::Debug,
 {
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .expect("runtime");
+    let runtime = tollgate_bench::current_thread_runtime();
     runtime.block_on(async {
         let mut best = f64::MAX;
         for _ in 0..5 {
@@ -73,10 +70,7 @@ where
 }
 
 fn overhead() {
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .expect("runtime");
+    let runtime = tollgate_bench::current_thread_runtime();
     let _entered = runtime.enter();
     let bare = ns_per_call(Instant200, request);
     let rows: Vec<(&str, f64, &str, f64)> = vec![
@@ -375,9 +369,7 @@ fn memory() -> Result<(), BoxError> {
 }
 
 fn memory_case(case: &str) -> Result<(), BoxError> {
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()?;
+    let runtime = tollgate_bench::current_thread_runtime();
     runtime.block_on(async {
         match case {
             "requests" => {

@@ -185,10 +185,7 @@ fn start_gateway_on_one_thread(mock: &str) -> (String, tokio::sync::oneshot::Sen
     let (url_tx, url_rx) = std::sync::mpsc::channel();
     let mock = mock.to_owned();
     std::thread::spawn(move || {
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .expect("a Tokio runtime");
+        let runtime = tollgate_bench::current_thread_runtime();
         runtime.block_on(async move {
             let server = serve_gateway(mock, true).await;
             let _ = url_tx.send(server.url());

@@ -42,13 +42,6 @@ fn layer(url: Option<&str>, rate: Rate) -> RateLimitLayer {
     .expect("layer")
 }
 
-fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .expect("runtime")
-}
-
 fn main() -> Result<(), BoxError> {
     let args: Vec<String> = std::env::args().collect();
     if let [_, flag, url, mode, seconds] = args.as_slice() {
@@ -68,7 +61,7 @@ fn main() -> Result<(), BoxError> {
 /// Sequential admissions: the time each one takes, in process and through Redis.
 fn latency(url: &str) -> Result<(), BoxError> {
     const N: usize = 20_000;
-    let rt = runtime();
+    let rt = tollgate_bench::current_thread_runtime();
     let measure = |url: Option<&str>| {
         rt.block_on(async {
             let mut service = layer(url, UNLIMITED).layer(upstream());
@@ -155,7 +148,7 @@ fn client(url: &str, mode: &str, seconds: f64) -> Result<(), BoxError> {
         "shared" => Rate::per_second(SHARED_RATE).with_burst(SHARED_BURST),
         _ => UNLIMITED,
     };
-    let rt = runtime();
+    let rt = tollgate_bench::current_thread_runtime();
     let (count, first, last) = rt.block_on(async {
         let service = layer(Some(url), rate).layer(upstream());
         let deadline = Instant::now() + Duration::from_secs_f64(seconds);

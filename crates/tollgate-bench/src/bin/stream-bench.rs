@@ -173,10 +173,7 @@ async fn serve(stream: Bytes) -> Result<std::net::SocketAddr, BoxError> {
     listener.set_nonblocking(true)?;
     let addr = listener.local_addr()?;
     std::thread::spawn(move || {
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .expect("a runtime for the server");
+        let runtime = tollgate_bench::current_thread_runtime();
         runtime.block_on(accept(listener, stream));
     });
     Ok(addr)
