@@ -28,9 +28,7 @@ impl<S> Shared<S> {
 impl<S: Clone> Shared<S> {
     /// Keeps a copy of `service` for retries, on the first call.
     pub(crate) fn keep_first(&self, service: &S) {
-        if self.template.get().is_none() {
-            let _ = self.template.set(Mutex::new(service.clone()));
-        }
+        self.template.get_or_init(|| Mutex::new(service.clone()));
     }
 
     /// A service for a later attempt, to be polled ready (`None` before any call).
