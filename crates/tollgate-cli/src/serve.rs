@@ -114,7 +114,7 @@ pub(crate) async fn run(args: ServeArgs) -> Result<ExitCode, String> {
             provider.auth().env.join(" or ")
         ));
     }
-    let layer = args.redis.layer(&mut policy).await?;
+    let (layer, store) = args.redis.layer(&mut policy).await?;
     let metrics = metrics_exporter_prometheus::PrometheusBuilder::new()
         .install_recorder()
         .map_err(|e| format!("cannot set up /metrics: {e}"))?;
@@ -124,6 +124,10 @@ pub(crate) async fn run(args: ServeArgs) -> Result<ExitCode, String> {
         .limit_handle(layer.limit_handle());
     if let Some(key) = key.filter(|_| !args.no_key) {
         gateway = gateway.provider_key(key);
+    }
+    // The replicas share each client's own limits as they share the provider's quota.
+    if let Some((store, on_error)) = store {
+        gateway = gateway.client_store(store, on_error);
     }
     let gateway = gateway
         .build(layer.layer(tollgate_serve::upstream_client()))

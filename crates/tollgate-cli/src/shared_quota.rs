@@ -11,7 +11,8 @@ use tollgate::stack::{Policy, StandardLayer};
 pub(crate) struct RedisFlags {
     /// Share the quota with every process using this Redis (`redis://host:port/`, `rediss://`
     /// for TLS): batches and gateway replicas on one API key then never exceed its limits
-    /// together. Needs a limit (`--rpm`, `--tpm`, `--itpm`, `--otpm`, `--rpd`, `--tpd`).
+    /// together (nor a gateway client its own). Needs a limit (`--rpm`, `--tpm`, `--itpm`,
+    /// `--otpm`, `--rpd`, `--tpd`).
     #[arg(long = "redis", env = "TOLLGATE_REDIS_URL", hide_env_values = true)]
     pub(crate) url: Option<String>,
     /// While Redis is down (or unreachable at the start), go on at this process's share of the
@@ -31,23 +32,35 @@ pub(crate) struct RedisFlags {
     processes: u32,
 }
 
+/// The Redis store the quota is kept in, and what happens while it is down.
+pub(crate) type SharedStore = (tollgate_redis::RedisStore, OnStoreError);
+
 impl RedisFlags {
-    /// The standard stack for `policy`: its limiter in Redis with `--redis`, in this process
-    /// otherwise.
-    pub(crate) async fn layer(&self, policy: &mut Policy) -> Result<StandardLayer, String> {
+    /// The standard stack for `policy`: its limiter in Redis with `--redis` (and the store, for
+    /// other limits to share), in this process otherwise.
+    pub(crate) async fn layer(
+        &self,
+        policy: &mut Policy,
+    ) -> Result<(StandardLayer, Option<SharedStore>), String> {
         match &self.url {
             Some(url) => {
-                SharedQuota {
+                let (store, on_error) = SharedQuota {
                     url,
                     fail_open: self.fail_open,
                     processes: self.processes,
                     cluster: self.cluster,
                     ca: self.ca.as_deref(),
                 }
-                .layer(policy)
-                .await
+                .store(policy)
+                .await?;
+                let layer = StandardLayer::with_store(policy, store.clone(), on_error)
+                    .map_err(|e| format!("invalid settings: {e}"))?;
+                Ok((layer, Some((store, on_error))))
             }
-            None => policy.layer().map_err(|e| format!("invalid settings: {e}")),
+            None => policy
+                .layer()
+                .map(|layer| (layer, None))
+                .map_err(|e| format!("invalid settings: {e}")),
         }
     }
 }
@@ -67,10 +80,10 @@ struct SharedQuota<'a> {
 }
 
 impl SharedQuota<'_> {
-    /// The standard stack with its limiter in Redis. The policy must say the quota (its limits
-    /// are the configured ones, the same in every process: an adaptive rate would be each
-    /// process's own guess); Redis must answer unless `fail_open`.
-    async fn layer(&self, policy: &mut Policy) -> Result<StandardLayer, String> {
+    /// The Redis store for `policy`'s limits. The policy must say the quota (its limits are the
+    /// configured ones, the same in every process: an adaptive rate would be each process's own
+    /// guess, so it is turned off); Redis must answer unless `fail_open`.
+    async fn store(&self, policy: &mut Policy) -> Result<SharedStore, String> {
         let limits = &mut policy.limits;
         let told = [limits.requests, limits.tokens, limits.input_tokens]
             .iter()
@@ -120,7 +133,6 @@ impl SharedQuota<'_> {
         } else {
             OnStoreError::FailClosed
         };
-        StandardLayer::with_store(policy, store, on_error)
-            .map_err(|e| format!("invalid settings: {e}"))
+        Ok((store, on_error))
     }
 }

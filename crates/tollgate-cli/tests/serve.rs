@@ -143,6 +143,59 @@ async fn a_replica_killed_under_load_leaves_the_survivor_within_the_quota() {
     assert_eq!(stats.limited, 0, "the provider refused nothing: {stats:?}");
 }
 
+/// A client's own limits (3 requests, one more a minute) hold across two replicas sharing a
+/// Redis, as the provider's quota does: 3 answers in all, not 3 from each.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_clients_own_limit_holds_across_replicas() {
+    let redis = RedisServer::start();
+    let mock = MockServer::spawn(MockConfig::default()).await.unwrap();
+    let dir = support::scratch("serve-client-limit");
+    let config = dir.join("gateway.toml");
+    std::fs::write(
+        &config,
+        r#"
+[providers.mock]
+preset = "openai"
+
+[serve]
+provider = "mock"
+
+[[serve.clients]]
+name = "limited"
+key = "gw-limited-0123456789"
+limits = { requests = { rate = "1/min", burst = 3 } }
+"#,
+    )
+    .unwrap();
+    let served: Vec<_> = (0..2)
+        .map(|i| {
+            support::serve(
+                &[
+                    "--config",
+                    config.to_str().unwrap(),
+                    "--endpoint",
+                    &mock.url(),
+                    "--redis",
+                    &redis.url(),
+                    "--rpm",
+                    "6000",
+                ],
+                &[("OPENAI_API_KEY", PROVIDER_KEY)],
+                &dir.join(format!("replica-{i}.log")),
+            )
+        })
+        .collect();
+    let client = tollgate_e2e::http_client();
+    let mut statuses = Vec::new();
+    for _ in 0..4 {
+        for replica in &served {
+            statuses.push(chat(&client, &replica.url, "gw-limited-0123456789").await.0);
+        }
+    }
+    assert_eq!(statuses, [200, 200, 200, 429, 429, 429, 429, 429]);
+    assert_eq!(mock.stats().requests, 3);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_provider_key_shows_in_no_answer_log_or_metric() {
     // The mock wants another key than the gateway holds for the last part: its 401 quotes it.

@@ -5,8 +5,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use http::HeaderMap;
-use tollgate::rate_limit::{RateLimitLayer, Tenant};
+use tollgate::rate_limit::{OnStoreError, RateLimitLayer, Store, Tenant};
 
+use crate::client_store::ClientStore;
 use crate::config::ClientKey;
 use crate::error::ServeError;
 
@@ -32,7 +33,12 @@ pub(crate) enum Clients {
 }
 
 impl Clients {
-    pub(crate) fn new(keys: &[ClientKey]) -> Result<Self, ServeError> {
+    /// The table of `keys`; with a `store`, each client's own limits are kept there (shared
+    /// with every replica using it) rather than in this process.
+    pub(crate) fn new(
+        keys: &[ClientKey],
+        store: Option<&(Arc<dyn Store>, OnStoreError)>,
+    ) -> Result<Self, ServeError> {
         if keys.is_empty() {
             return Ok(Clients::Open(Arc::new(Client {
                 tenant: Tenant::new("anonymous"),
@@ -45,21 +51,25 @@ impl Clients {
                 None => None,
                 Some(mut limits) => {
                     // A client's own limits are the gateway's rules, not a provider's guess:
-                    // fixed, and over them it is told at once when to come back.
+                    // fixed, exact (no headroom for another clock: the gateway's is the one
+                    // that counts, and headroom would turn the last of a burst into a refusal
+                    // to wait ten milliseconds), and over them it is told at once when to come
+                    // back.
                     limits.adaptive = None;
+                    limits.headroom = Duration::ZERO;
                     limits.adopt_provider_limits = false;
                     limits.learn_from_provider = false;
                     limits.max_wait.get_or_insert(Duration::ZERO);
-                    let layer = RateLimitLayer::builder()
+                    let mut builder = RateLimitLayer::builder()
                         .config(limits)
-                        .name(format!("client {}", key.name))
-                        .build()
-                        .map_err(|e| {
-                            ServeError::config(
-                                &format!("clients.{}.limits", key.name),
-                                e.to_string(),
-                            )
-                        })?;
+                        .name(format!("client {}", key.name));
+                    if let Some((store, on_error)) = store {
+                        let store = ClientStore::new(Arc::clone(store), &key.name);
+                        builder = builder.store(store, *on_error);
+                    }
+                    let layer = builder.build().map_err(|e| {
+                        ServeError::config(&format!("clients.{}.limits", key.name), e.to_string())
+                    })?;
                     Some(layer)
                 }
             };

@@ -12,7 +12,7 @@ use http_body_util::{BodyExt, Either, Full, Limited};
 use metrics_exporter_prometheus::PrometheusHandle;
 use tollgate::classify::response_verdict;
 use tollgate::fallback::ServedBy;
-use tollgate::rate_limit::{EstimateTokens, RateLimitBody, RateLimitHandle};
+use tollgate::rate_limit::{EstimateTokens, OnStoreError, RateLimitBody, RateLimitHandle, Store};
 use tollgate::retry::{FailFast, RetryInfo};
 use tollgate::{BoxError, Provider};
 use tower::{Layer, ServiceExt};
@@ -106,6 +106,7 @@ pub struct GatewayBuilder {
     body_timeout: Duration,
     metrics: Option<PrometheusHandle>,
     limit: Option<RateLimitHandle>,
+    client_store: Option<(Arc<dyn Store>, OnStoreError)>,
 }
 
 impl Gateway<()> {
@@ -123,6 +124,7 @@ impl Gateway<()> {
             body_timeout: defaults.body_timeout,
             metrics: None,
             limit: None,
+            client_store: None,
         }
     }
 }
@@ -161,6 +163,35 @@ impl GatewayBuilder {
         self
     }
 
+    /// Keeps the clients' own limits ([`ClientKey::limits`]) in `store`, shared with every
+    /// replica that uses it, as the stack's quota is with `--redis`: without it, each replica
+    /// would let a client have its limits once more. Each client's quota is named
+    /// `client:NAME` there, apart from the provider's and from each other's; `on_error` says
+    /// what they do while the store is down.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// use tollgate::rate_limit::{LimitConfig, OnStoreError, Rate};
+    /// use tollgate::Provider;
+    /// use tollgate_serve::{ClientKey, Gateway};
+    ///
+    /// // The store the stack's limiter uses too (connected on first use).
+    /// let store = tollgate_redis::RedisStore::builder("redis://127.0.0.1:6379/").build()?;
+    /// let mut own = LimitConfig::default();
+    /// own.requests = Some(Rate::per_minute(60));
+    /// let builder = Gateway::builder(Provider::OpenAi, "https://api.openai.com/v1")
+    ///     .client(ClientKey::new("batch", "gw-batch-0123456789")?.limits(own))
+    ///     .client_store(store, OnStoreError::FailClosed);
+    /// # let _ = builder;
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn client_store(mut self, store: impl Store, on_error: OnStoreError) -> Self {
+        self.client_store = Some((Arc::new(store), on_error));
+        self
+    }
+
     /// The gateway over `stack` (a tollgate stack over an HTTP client).
     pub fn build<S>(self, stack: S) -> Result<Gateway<S>, ServeError> {
         let upstream = Upstream::parse(&self.endpoint)?;
@@ -191,7 +222,7 @@ impl GatewayBuilder {
                 provider: self.provider,
                 upstream,
                 provider_auth,
-                clients: Clients::new(&self.clients)?,
+                clients: Clients::new(&self.clients, self.client_store.as_ref())?,
                 max_body: self.max_body,
                 body_timeout: self.body_timeout,
                 metrics: self.metrics,

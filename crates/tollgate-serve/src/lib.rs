@@ -17,7 +17,8 @@
 //! **One quota, shared fairly.** Every client key is a [`Tenant`](tollgate::rate_limit::Tenant)
 //! of the provider's quota: when several compete, each gets admissions in proportion to its
 //! weight; alone, it gets them all. A key may also have limits of its own, checked first. With
-//! `--redis`, replicas share the quota through the Redis store, exactly.
+//! `--redis`, replicas share the quota through the Redis store, exactly, and each client's own
+//! limits too ([`GatewayBuilder::client_store`]).
 //!
 //! **Guarded.** Bodies over [`ServeConfig::max_body`] get 413, bodies that are not JSON 400,
 //! slow headers are cut off ([`ServeConfig::header_timeout`]) and slow bodies get 408
@@ -56,6 +57,7 @@
 #![deny(unsafe_code)]
 #![warn(missing_docs, unreachable_pub, rust_2018_idioms)]
 
+mod client_store;
 mod clients;
 mod config;
 mod error;

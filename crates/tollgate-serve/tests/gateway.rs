@@ -9,7 +9,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use http::{Request, Response, StatusCode};
 use http_body_util::{BodyExt, Full};
-use tollgate::rate_limit::{LimitConfig, Priority, Rate, Tenant};
+use tollgate::rate_limit::{LimitConfig, OnStoreError, Priority, Rate, Tenant};
 use tollgate::stack::{Policy, StandardService};
 use tollgate::Provider;
 use tollgate_serve::{ClientKey, Gateway, GatewayBody};
@@ -316,12 +316,16 @@ async fn refusals_say_when_to_come_back() {
     );
 }
 
-#[tokio::test]
+// Paused: the burst is taken at the instant the limiter starts, with no time to refill.
+#[tokio::test(start_paused = true)]
 async fn a_client_over_its_own_limit_is_refused_and_the_others_go_on() {
     let log = Log::default();
-    let (stack, _) = make_stack(&Policy::preset(Provider::OpenAi), StatusCode::OK, &log);
+    // The provider's quota unlimited, so that only the client's own limit can hold it back.
+    let mut policy = Policy::preset(Provider::OpenAi);
+    policy.limits.adaptive = None;
+    let (stack, _) = make_stack(&policy, StatusCode::OK, &log);
     let mut own = LimitConfig::default();
-    own.requests = Some(Rate::per_minute(60).with_burst(1));
+    own.requests = Some(Rate::per_minute(1).with_burst(3));
     let gateway = Gateway::builder(Provider::OpenAi, "http://127.0.0.1:9")
         .provider_key(PROVIDER_KEY)
         .client(
@@ -335,13 +339,19 @@ async fn a_client_over_its_own_limit_is_refused_and_the_others_go_on() {
     let batch = Some(("authorization", "Bearer gw-batch-0123456789"));
     let bearer = format!("Bearer {WEB_KEY}");
     let web = Some(("authorization", bearer.as_str()));
-    assert_eq!(
-        gateway
-            .handle(post("/v1/chat/completions", batch, CHAT))
-            .await
-            .status(),
-        200
-    );
+    // The whole burst at once: the gateway's own limits keep no headroom back (which would
+    // make the last of the burst wait).
+    let started = tokio::time::Instant::now();
+    for _ in 0..3 {
+        assert_eq!(
+            gateway
+                .handle(post("/v1/chat/completions", batch, CHAT))
+                .await
+                .status(),
+            200
+        );
+    }
+    assert_eq!(started.elapsed(), Duration::ZERO);
     let (status, headers, _) = read(
         gateway
             .handle(post("/v1/chat/completions", batch, CHAT))
@@ -349,7 +359,7 @@ async fn a_client_over_its_own_limit_is_refused_and_the_others_go_on() {
     )
     .await;
     assert_eq!(status, 429);
-    assert_eq!(headers["retry-after"], "1");
+    assert_eq!(headers["retry-after"], "60");
     for _ in 0..5 {
         assert_eq!(
             gateway
@@ -359,7 +369,73 @@ async fn a_client_over_its_own_limit_is_refused_and_the_others_go_on() {
             200
         );
     }
-    assert_eq!(log.lock().unwrap().len(), 6);
+    assert_eq!(log.lock().unwrap().len(), 8);
+}
+
+/// Two replicas sharing a real Redis: a client's own limit (3 requests, refilled once a minute)
+/// holds across both, where each replica keeping it alone would let it have 6.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replicas_sharing_a_store_share_each_clients_own_limit() {
+    let redis = tollgate_e2e::redis_server::RedisServer::start();
+    let store = tollgate_redis::RedisStore::builder(redis.url())
+        .build()
+        .unwrap();
+    let log = Log::default();
+    let mut own = LimitConfig::default();
+    own.requests = Some(Rate::per_minute(1).with_burst(3));
+    let replicas: Vec<_> = (0..2)
+        .map(|_| {
+            let (stack, _) = make_stack(&Policy::preset(Provider::OpenAi), StatusCode::OK, &log);
+            Gateway::builder(Provider::OpenAi, "http://127.0.0.1:9")
+                .provider_key(PROVIDER_KEY)
+                .client(
+                    ClientKey::new("batch", "gw-batch-0123456789")
+                        .unwrap()
+                        .limits(own),
+                )
+                .client(ClientKey::new("web", WEB_KEY).unwrap())
+                .client_store(store.clone(), OnStoreError::FailClosed)
+                .build(stack)
+                .unwrap()
+        })
+        .collect();
+    let batch = Some(("authorization", "Bearer gw-batch-0123456789"));
+    let mut statuses = Vec::new();
+    for round in 0..4 {
+        for replica in &replicas {
+            let answer = replica
+                .handle(post("/v1/chat/completions", batch, CHAT))
+                .await;
+            statuses.push(answer.status().as_u16());
+            if round == 3 {
+                let (status, headers, _) = read(answer).await;
+                assert_eq!(status, 429);
+                assert!(
+                    headers["retry-after"]
+                        .to_str()
+                        .unwrap()
+                        .parse::<u64>()
+                        .unwrap()
+                        > 1,
+                    "told to come back when the shared bucket has refilled: {headers:?}"
+                );
+            }
+        }
+    }
+    assert_eq!(statuses, [200, 200, 200, 429, 429, 429, 429, 429]);
+    // The client without limits of its own is not held by the other's quota.
+    let bearer = format!("Bearer {WEB_KEY}");
+    for replica in &replicas {
+        let answer = replica
+            .handle(post(
+                "/v1/chat/completions",
+                Some(("authorization", &bearer)),
+                CHAT,
+            ))
+            .await;
+        assert_eq!(answer.status(), 200);
+    }
+    assert_eq!(log.lock().unwrap().len(), 5);
 }
 
 /// Clients competing for one quota get admissions in proportion to their weights; the order the

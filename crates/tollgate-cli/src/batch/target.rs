@@ -189,7 +189,7 @@ impl Target {
                 .deadline
                 .get_or_insert_with(|| default_deadline(own));
         }
-        let layer = args.redis.layer(&mut policy).await?;
+        let (layer, _) = args.redis.layer(&mut policy).await?;
         let provider = policy.provider;
         // The key comes from the environment, never a flag (it would show in `ps`).
         let key = provider
