@@ -16,6 +16,16 @@ use tollgate_mock::{MockConfig, MockServer};
 const PROVIDER_KEY: &str = "sk-provider-SECRET-0123456789";
 const CLIENT_KEY: &str = "gw-client-0123456789";
 
+/// A config file in `dir` serving the OpenAI preset as provider `mock` to `clients` (its
+/// `[[serve.clients]]` tables); its path.
+fn gateway_config(dir: &std::path::Path, clients: &str) -> std::path::PathBuf {
+    let config = dir.join("gateway.toml");
+    let text =
+        format!("[providers.mock]\npreset = \"openai\"\n\n[serve]\nprovider = \"mock\"\n{clients}");
+    std::fs::write(&config, text).unwrap();
+    config
+}
+
 /// One chat request to the gateway at `url`; its status (0 when the connection failed).
 async fn chat(client: &tollgate_e2e::HttpClient, url: &str, key: &str) -> (u16, String) {
     let body =
@@ -150,23 +160,15 @@ async fn a_clients_own_limit_holds_across_replicas() {
     let redis = RedisServer::start();
     let mock = MockServer::spawn(MockConfig::default()).await.unwrap();
     let dir = support::scratch("serve-client-limit");
-    let config = dir.join("gateway.toml");
-    std::fs::write(
-        &config,
+    let config = gateway_config(
+        &dir,
         r#"
-[providers.mock]
-preset = "openai"
-
-[serve]
-provider = "mock"
-
 [[serve.clients]]
 name = "limited"
 key = "gw-limited-0123456789"
 limits = { requests = { rate = "1/min", burst = 3 } }
 "#,
-    )
-    .unwrap();
+    );
     let served: Vec<_> = (0..2)
         .map(|i| {
             support::serve(
@@ -287,16 +289,9 @@ async fn the_official_python_sdks_work_through_the_gateway() {
     let python = String::from_utf8(setup.stdout).unwrap().trim().to_owned();
     let mock = MockServer::spawn(MockConfig::default()).await.unwrap();
     let dir = support::scratch("serve-sdks");
-    let config = dir.join("gateway.toml");
-    std::fs::write(
-        &config,
+    let config = gateway_config(
+        &dir,
         r#"
-[providers.mock]
-preset = "openai"
-
-[serve]
-provider = "mock"
-
 [[serve.clients]]
 name = "app"
 key_env = "APP_KEY"
@@ -306,8 +301,7 @@ name = "limited"
 key = "gw-limited-0123456789"
 limits = { requests = { rate = "60/min", burst = 1 } }
 "#,
-    )
-    .unwrap();
+    );
     let served = support::serve(
         &[
             "--config",
