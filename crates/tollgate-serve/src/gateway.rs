@@ -167,7 +167,8 @@ impl GatewayBuilder {
     /// replica that uses it, as the stack's quota is with `--redis`: without it, each replica
     /// would let a client have its limits once more. Each client's quota is named
     /// `client:NAME` there, apart from the provider's and from each other's; `on_error` says
-    /// what they do while the store is down.
+    /// what they do while the store is down. A client's concurrency bound stays each replica's
+    /// own, as the stack's does (see [`Store`]).
     ///
     /// ```
     /// # #[tokio::main(flavor = "current_thread")]
