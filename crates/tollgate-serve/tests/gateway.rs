@@ -114,6 +114,17 @@ where
 
 const CHAT: &str = r#"{"model":"gpt-4o-mini","messages":[{"role":"user","content":"hi"}]}"#;
 
+/// The status of a chat request to `gateway` with `key`'s header.
+async fn chat_status(
+    gateway: &Gateway<StandardService<Recording>>,
+    key: Option<(&str, &str)>,
+) -> StatusCode {
+    gateway
+        .handle(post("/v1/chat/completions", key, CHAT))
+        .await
+        .status()
+}
+
 fn make_gateway<S>(provider: Provider, stack: S) -> Gateway<S> {
     Gateway::builder(provider, "http://127.0.0.1:9/v1")
         .provider_key(PROVIDER_KEY)
@@ -272,13 +283,7 @@ async fn refusals_say_when_to_come_back() {
     let bearer = format!("Bearer {WEB_KEY}");
     let web = Some(("authorization", bearer.as_str()));
 
-    assert_eq!(
-        gateway
-            .handle(post("/v1/chat/completions", web, CHAT))
-            .await
-            .status(),
-        200
-    );
+    assert_eq!(chat_status(&gateway, web).await, 200);
     let (status, headers, body) = read(
         gateway
             .handle(post("/v1/chat/completions", web, CHAT))
@@ -343,13 +348,7 @@ async fn a_client_over_its_own_limit_is_refused_and_the_others_go_on() {
     // make the last of the burst wait).
     let started = tokio::time::Instant::now();
     for _ in 0..3 {
-        assert_eq!(
-            gateway
-                .handle(post("/v1/chat/completions", batch, CHAT))
-                .await
-                .status(),
-            200
-        );
+        assert_eq!(chat_status(&gateway, batch).await, 200);
     }
     assert_eq!(started.elapsed(), Duration::ZERO);
     let (status, headers, _) = read(
@@ -361,13 +360,7 @@ async fn a_client_over_its_own_limit_is_refused_and_the_others_go_on() {
     assert_eq!(status, 429);
     assert_eq!(headers["retry-after"], "60");
     for _ in 0..5 {
-        assert_eq!(
-            gateway
-                .handle(post("/v1/chat/completions", web, CHAT))
-                .await
-                .status(),
-            200
-        );
+        assert_eq!(chat_status(&gateway, web).await, 200);
     }
     assert_eq!(log.lock().unwrap().len(), 8);
 }
@@ -426,14 +419,10 @@ async fn replicas_sharing_a_store_share_each_clients_own_limit() {
     // The client without limits of its own is not held by the other's quota.
     let bearer = format!("Bearer {WEB_KEY}");
     for replica in &replicas {
-        let answer = replica
-            .handle(post(
-                "/v1/chat/completions",
-                Some(("authorization", &bearer)),
-                CHAT,
-            ))
-            .await;
-        assert_eq!(answer.status(), 200);
+        assert_eq!(
+            chat_status(replica, Some(("authorization", &bearer))).await,
+            200
+        );
     }
     assert_eq!(log.lock().unwrap().len(), 5);
 }
