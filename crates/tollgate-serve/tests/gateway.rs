@@ -12,7 +12,7 @@ use http_body_util::{BodyExt, Full};
 use tollgate::rate_limit::{LimitConfig, OnStoreError, Priority, Rate, Tenant};
 use tollgate::stack::{Policy, StandardService};
 use tollgate::Provider;
-use tollgate_serve::{ClientKey, Gateway, GatewayBody};
+use tollgate_serve::{ClientKey, Gateway, GatewayBody, GatewayBuilder};
 use tower::Layer;
 
 const PROVIDER_KEY: &str = "sk-provider-SECRET-0123456789";
@@ -321,6 +321,21 @@ async fn refusals_say_when_to_come_back() {
     );
 }
 
+/// A gateway's builder with two clients: "batch", limited to 3 requests and one more a minute,
+/// and "web", with no limits of its own.
+fn batch_limited_and_web() -> GatewayBuilder {
+    let mut own = LimitConfig::default();
+    own.requests = Some(Rate::per_minute(1).with_burst(3));
+    Gateway::builder(Provider::OpenAi, "http://127.0.0.1:9")
+        .provider_key(PROVIDER_KEY)
+        .client(
+            ClientKey::new("batch", "gw-batch-0123456789")
+                .unwrap()
+                .limits(own),
+        )
+        .client(ClientKey::new("web", WEB_KEY).unwrap())
+}
+
 // Paused: the burst is taken at the instant the limiter starts, with no time to refill.
 #[tokio::test(start_paused = true)]
 async fn a_client_over_its_own_limit_is_refused_and_the_others_go_on() {
@@ -329,18 +344,7 @@ async fn a_client_over_its_own_limit_is_refused_and_the_others_go_on() {
     let mut policy = Policy::preset(Provider::OpenAi);
     policy.limits.adaptive = None;
     let (stack, _) = make_stack(&policy, StatusCode::OK, &log);
-    let mut own = LimitConfig::default();
-    own.requests = Some(Rate::per_minute(1).with_burst(3));
-    let gateway = Gateway::builder(Provider::OpenAi, "http://127.0.0.1:9")
-        .provider_key(PROVIDER_KEY)
-        .client(
-            ClientKey::new("batch", "gw-batch-0123456789")
-                .unwrap()
-                .limits(own),
-        )
-        .client(ClientKey::new("web", WEB_KEY).unwrap())
-        .build(stack)
-        .unwrap();
+    let gateway = batch_limited_and_web().build(stack).unwrap();
     let batch = Some(("authorization", "Bearer gw-batch-0123456789"));
     let bearer = format!("Bearer {WEB_KEY}");
     let web = Some(("authorization", bearer.as_str()));
@@ -374,19 +378,10 @@ async fn replicas_sharing_a_store_share_each_clients_own_limit() {
         .build()
         .unwrap();
     let log = Log::default();
-    let mut own = LimitConfig::default();
-    own.requests = Some(Rate::per_minute(1).with_burst(3));
     let replicas: Vec<_> = (0..2)
         .map(|_| {
             let (stack, _) = make_stack(&Policy::preset(Provider::OpenAi), StatusCode::OK, &log);
-            Gateway::builder(Provider::OpenAi, "http://127.0.0.1:9")
-                .provider_key(PROVIDER_KEY)
-                .client(
-                    ClientKey::new("batch", "gw-batch-0123456789")
-                        .unwrap()
-                        .limits(own),
-                )
-                .client(ClientKey::new("web", WEB_KEY).unwrap())
+            batch_limited_and_web()
                 .client_store(store.clone(), OnStoreError::FailClosed)
                 .build(stack)
                 .unwrap()
